@@ -1,0 +1,86 @@
+// swift-tools-version:6.1
+// swift-qed: a QEMU-compatible QED image engine, a qemu-img-style CLI and an NBD server.
+
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "swift-qed",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "QED", targets: ["QED"]),
+        .library(name: "NBD", targets: ["NBD"]),
+        .executable(name: "qed-img", targets: ["qed-img"]),
+        .executable(name: "qed-nbd", targets: ["qed-nbd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // Linux calls Swift's Glibc module lacks (fallocate, SEEK_DATA, OFD locks).
+        .target(name: "CQEDSys"),
+        // The engine: on-disk format, file layer, read/write paths, check. Knows nothing of NIO or the CLI.
+        .target(
+            name: "QED",
+            dependencies: [
+                "CQEDSys",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // NBD protocol types and codec: no I/O, no engine.
+        .target(
+            name: "NBD",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // The NBD server: wires the NBD codec to the QED engine over SwiftNIO.
+        .target(
+            name: "NBDServer",
+            dependencies: [
+                "QED", "NBD",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "qed-img",
+            dependencies: ["QED", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "qed-nbd",
+            dependencies: [
+                "NBDServer", "QED",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "QEDTests", dependencies: ["QED"], swiftSettings: strict),
+        .testTarget(
+            name: "NBDTests",
+            dependencies: [
+                "NBD",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // Golden tests of the qed-img binary against qemu-img's output.
+        .testTarget(name: "QEDImgTests", dependencies: ["QED"], swiftSettings: strict),
+        // Tests against the real QEMU tools (qemu-img, qemu-io, qemu-nbd) and NBD clients.
+        .testTarget(name: "InteropTests", dependencies: ["QED"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,26 @@
+// Thin wrappers for Linux calls that Swift's Glibc module does not expose (they need _GNU_SOURCE):
+// fallocate hole punching, SEEK_DATA/SEEK_HOLE, and open-file-description (OFD) byte locks.
+// Every function returns what the syscall returns (-1 with errno set on failure).
+#ifndef QEDSYS_H
+#define QEDSYS_H
+
+#include <sys/types.h>
+
+/// Deallocates [offset, offset+length) keeping the file size. errno EOPNOTSUPP where unsupported.
+int qedsys_punch_hole(int fd, long long offset, long long length);
+/// Zeroes [offset, offset+length) in the file system (no data written), keeping the size.
+int qedsys_zero_range(int fd, long long offset, long long length);
+/// lseek(SEEK_DATA); -1/ENXIO when no data follows `offset`.
+long long qedsys_seek_data(int fd, long long offset);
+/// lseek(SEEK_HOLE); the end of file counts as a hole.
+long long qedsys_seek_hole(int fd, long long offset);
+/// Takes (shared = 1) or drops (shared = 0) a read lock on one byte, as an OFD lock when the
+/// system has them, else a POSIX lock. Non-blocking: -1/EAGAIN on conflict.
+int qedsys_lock_byte(int fd, long long byte, int shared);
+/// Whether another open file description holds a lock on `byte` that would block a write lock:
+/// 1 = held by someone else, 0 = free, -1 = error.
+int qedsys_byte_is_locked(int fd, long long byte);
+/// 1 if locks are OFD (per open file description), 0 if POSIX (per process).
+int qedsys_has_ofd_locks(void);
+
+#endif

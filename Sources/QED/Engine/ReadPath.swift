@@ -1,0 +1,97 @@
+extension Image {
+    /// Reads `buffer.count` guest bytes at `offset`: allocated clusters from the file, zero
+    /// clusters as zeroes, unallocated ones from the backing chain (zeroes past its end or
+    /// without one). Contiguous clusters are read with one system call.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try ensureOpen()
+        try ensureInside(offset, UInt64(buffer.count))
+        var done = 0
+        while done < buffer.count {
+            let pos = offset + UInt64(done)
+            let run = try lookup(pos, maxLength: UInt64(buffer.count - done))
+            let n = Int(run.length)
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
+            switch run.kind {
+            case .data(let host):
+                try file.readFully(into: slice, at: host)
+            case .zero:
+                slice.initializeMemory(as: UInt8.self, repeating: 0)
+            case .unallocated:
+                try readBacking(into: slice, at: pos)
+            }
+            done += n
+        }
+    }
+
+    /// Reads `count` guest bytes at `offset` into a new array.
+    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return out
+    }
+
+    /// Reads guest bytes from the backing chain, zeroes where it has none or ends.
+    func readBacking(into buffer: UnsafeMutableRawBufferPointer, at pos: UInt64) throws {
+        guard let disk = backing else {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            return
+        }
+        let size = disk.virtualSize
+        let inside = pos < size ? Int(min(UInt64(buffer.count), size - pos)) : 0
+        if inside > 0 {
+            try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<inside]), at: pos)
+        }
+        if inside < buffer.count {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[inside...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+
+    /// Where each part of `[offset, offset+length)` comes from, following the backing chain:
+    /// data in this image (depth 0, host offset), zero clusters, ranges of a backing file (depth ≥ 1),
+    /// or nothing (reads zeroes). Adjacent equal ranges are merged. The basis of `map` and NBD
+    /// block status.
+    public func extents(at offset: UInt64, length: UInt64) throws -> [Extent] {
+        try ensureOpen()
+        try ensureInside(offset, length)
+        var out: [Extent] = []
+        var pos = offset
+        let end = offset + length
+        while pos < end {
+            let run = try lookup(pos, maxLength: end - pos)
+            switch run.kind {
+            case .data(let host):
+                out.appendMerging(Extent(offset: pos, length: run.length, depth: 0, present: true, zero: false,
+                                         data: true, hostOffset: host))
+            case .zero:
+                out.appendMerging(Extent(offset: pos, length: run.length, depth: 0, present: true, zero: true,
+                                         data: false, hostOffset: nil))
+            case .unallocated:
+                try appendBackingExtents(&out, at: pos, length: run.length)
+            }
+            pos += run.length
+        }
+        return out
+    }
+
+    private func appendBackingExtents(_ out: inout [Extent], at pos: UInt64, length: UInt64) throws {
+        guard let disk = backing else {
+            out.appendMerging(Extent(offset: pos, length: length, depth: 0, present: false, zero: true,
+                                     data: false, hostOffset: nil))
+            return
+        }
+        let size = disk.virtualSize
+        var covered: UInt64 = 0
+        if pos < size {
+            let inside = min(length, size - pos)
+            for var e in try disk.extents(at: pos, length: inside) {
+                e.depth += 1
+                out.appendMerging(e)
+            }
+            covered = inside
+        }
+        if covered < length {
+            out.appendMerging(Extent(offset: pos + covered, length: length - covered, depth: 1, present: false,
+                                     zero: true, data: false, hostOffset: nil))
+        }
+    }
+}

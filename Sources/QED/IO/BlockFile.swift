@@ -1,0 +1,78 @@
+/// The file layer under the engine: positioned reads and writes, durability, length and holes.
+///
+/// Every engine syscall goes through this protocol, so tests can swap in ``MemoryFile`` or a
+/// fault-injecting file that loses unflushed writes. Implementations must be safe to call from
+/// many threads at once (like `pread`/`pwrite` on one descriptor) and throw only ``QEDError``.
+public protocol BlockFile: AnyObject, Sendable {
+    /// A name for messages: the path for real files.
+    var path: String { get }
+    /// Whether writes are allowed.
+    var isWritable: Bool { get }
+
+    /// Reads up to `buffer.count` bytes at byte `offset`; returns how many were read, fewer only
+    /// at end of file.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int
+    /// Writes all of `bytes` at byte `offset`, extending the file if needed.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws
+    /// Makes every completed write durable (`fdatasync`).
+    func sync() throws
+    /// The file length in bytes.
+    func length() throws -> UInt64
+    /// Sets the file length in bytes; growing adds a hole that reads as zeroes.
+    func setLength(_ length: UInt64) throws
+    /// Deallocates `length` bytes at `offset` keeping the file length; they then read as zeroes.
+    /// Throws ``QEDError/Code/unsupported`` where the file system cannot.
+    func punchHole(at offset: UInt64, length: UInt64) throws
+    /// The allocation of `[offset, offset+limit)` as seen by the file system: whether the first byte
+    /// holds data (false = hole) and how many bytes from `offset` share that state (≥1, ≤ limit).
+    /// Files that do not know report one data run.
+    func allocation(at offset: UInt64, limit: UInt64) throws -> (isData: Bool, length: UInt64)
+}
+
+extension BlockFile {
+    /// Reads exactly `buffer.count` bytes, zero-filling what lies past end of file.
+    public func readFully(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]),
+                             at: offset + UInt64(done))
+            if n == 0 { break }
+            done += n
+        }
+        if done < buffer.count {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into a new array (zeroes past end of file).
+    public func readBytes(count: Int, at offset: UInt64) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { try readFully(into: $0, at: offset) }
+        return out
+    }
+
+    /// Writes `bytes` at `offset`.
+    public func writeBytes(_ bytes: [UInt8], at offset: UInt64) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    /// Writes `count` zero bytes at `offset` in chunks of at most 1 MiB.
+    public func writeZeroes(at offset: UInt64, count: UInt64) throws {
+        let chunk = Int(min(count, 1 << 20))
+        guard chunk > 0 else { return }
+        let zeroes = [UInt8](repeating: 0, count: chunk)
+        var done: UInt64 = 0
+        try zeroes.withUnsafeBytes { buf in
+            while done < count {
+                let n = Int(min(UInt64(chunk), count - done))
+                try write(UnsafeRawBufferPointer(rebasing: buf[0..<n]), at: offset + done)
+                done += UInt64(n)
+            }
+        }
+    }
+
+    /// Default: the file knows nothing of holes; everything is data.
+    public func allocation(at offset: UInt64, limit: UInt64) throws -> (isData: Bool, length: UInt64) {
+        (true, limit)
+    }
+}

@@ -1,0 +1,173 @@
+import CQEDSys
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A ``BlockFile`` on a POSIX file descriptor: `pread`/`pwrite`/`fdatasync`/`ftruncate` and
+/// hole punching with `fallocate`. The descriptor is owned by this object and closed by ``close()``
+/// or on deinit. Thread-safe: positioned I/O on one descriptor needs no lock.
+public final class PosixFile: BlockFile {
+    /// The path the file was opened with.
+    public let path: String
+    /// Whether the descriptor was opened for writing.
+    public let isWritable: Bool
+    /// The descriptor. Valid until ``close()``; ``ImageLock`` places its byte locks on it.
+    let descriptor: FileDescriptor
+    /// The raw descriptor number, valid until ``close()``.
+    public var rawDescriptor: Int32 { descriptor.rawValue }
+    private let closed = AtomicFlag()
+
+    /// Opens an existing regular file. Non-regular files (block devices, directories) are refused
+    /// with ``QEDError/Code/notRegularFile``.
+    public init(path: String, writable: Bool) throws {
+        self.path = path
+        self.isWritable = writable
+        do {
+            descriptor = try FileDescriptor.open(
+                FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec])
+        } catch let errno as Errno {
+            throw QEDError.system(errno, "Could not open '\(path)'", path: path)
+        }
+        do {
+            try PosixFile.requireRegular(descriptor, path: path)
+        } catch {
+            try? descriptor.close()
+            throw error
+        }
+    }
+
+    /// Creates (or truncates to zero) a regular file with mode 0644 and opens it read-write.
+    /// An existing non-regular file is refused before it is touched.
+    public static func create(path: String) throws -> PosixFile {
+        var st = stat()
+        if stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG {
+            throw QEDError(.notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
+                           path: path)
+        }
+        do {
+            let fd = try FileDescriptor.open(
+                FilePath(path), .readWrite, options: [.create, .closeOnExec],
+                permissions: [.ownerReadWrite, .groupRead, .otherRead])
+            try? fd.close()
+        } catch let errno as Errno {
+            throw QEDError.system(errno, "Could not create '\(path)'", path: path)
+        }
+        let file = try PosixFile(path: path, writable: true)
+        try file.setLength(0)
+        return file
+    }
+
+    deinit { close() }
+
+    /// Closes the descriptor; later calls fail with EBADF. Idempotent.
+    public func close() {
+        if closed.setOnce() { try? descriptor.close() }
+    }
+
+    private static func requireRegular(_ fd: FileDescriptor, path: String) throws {
+        var st = stat()
+        guard fstat(fd.rawValue, &st) == 0 else {
+            throw QEDError.system(Errno(rawValue: errno), "Could not stat '\(path)'", path: path)
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw QEDError(.notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
+                           path: path)
+        }
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
+        guard let off = Int64(exactly: offset) else { return 0 }
+        while true {
+            let n = pread(descriptor.rawValue, buffer.baseAddress, buffer.count, off_t(off))
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw QEDError.system(Errno(rawValue: errno), "read of \(buffer.count) bytes at offset \(offset) failed",
+                                  path: path, value: offset)
+        }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(descriptor.rawValue, bytes.baseAddress! + done, bytes.count - done,
+                           off_t(offset) + off_t(done))
+            if n > 0 { done += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            let code = n < 0 ? errno : ENOSPC
+            throw QEDError.system(Errno(rawValue: code), "write of \(bytes.count) bytes at offset \(offset) failed",
+                                  path: path, value: offset)
+        }
+    }
+
+    public func sync() throws {
+        while fdatasync(descriptor.rawValue) != 0 {
+            if errno == EINTR { continue }
+            throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", path: path)
+        }
+    }
+
+    public func length() throws -> UInt64 {
+        var st = stat()
+        guard fstat(descriptor.rawValue, &st) == 0 else {
+            throw QEDError.system(Errno(rawValue: errno), "fstat failed", path: path)
+        }
+        return UInt64(st.st_size)
+    }
+
+    /// Bytes the file occupies on the host (`st_blocks · 512`), as `qemu-img info` reports.
+    public func allocatedBytes() throws -> UInt64 {
+        var st = stat()
+        guard fstat(descriptor.rawValue, &st) == 0 else {
+            throw QEDError.system(Errno(rawValue: errno), "fstat failed", path: path)
+        }
+        return UInt64(st.st_blocks) * 512
+    }
+
+    public func setLength(_ length: UInt64) throws {
+        guard let len = Int64(exactly: length) else {
+            throw QEDError(.invalidArgument, "file length \(length) is too large", value: length, path: path)
+        }
+        while ftruncate(descriptor.rawValue, off_t(len)) != 0 {
+            if errno == EINTR { continue }
+            throw QEDError.system(Errno(rawValue: errno), "ftruncate to \(length) bytes failed", path: path,
+                                  value: length)
+        }
+    }
+
+    public func punchHole(at offset: UInt64, length: UInt64) throws {
+        guard length > 0 else { return }
+        if qedsys_punch_hole(descriptor.rawValue, Int64(offset), Int64(length)) != 0 {
+            let e = errno
+            if e == EOPNOTSUPP || e == ENOSYS {
+                throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e)
+            }
+            throw QEDError.system(Errno(rawValue: e), "punching a hole at offset \(offset) failed",
+                                  path: path, value: offset)
+        }
+    }
+
+    public func allocation(at offset: UInt64, limit: UInt64) throws -> (isData: Bool, length: UInt64) {
+        let fd = descriptor.rawValue
+        let data = qedsys_seek_data(fd, Int64(offset))
+        if data < 0 {
+            // ENXIO: no data at or after offset (or offset past EOF): a hole to the end.
+            return errno == ENXIO ? (false, limit) : (true, limit)
+        }
+        if UInt64(data) > offset { return (false, min(limit, UInt64(data) - offset)) }
+        let hole = qedsys_seek_hole(fd, Int64(offset))
+        guard hole > Int64(offset) else { return (true, limit) }
+        return (true, min(limit, UInt64(hole) - offset))
+    }
+}
+
+extension QEDError {
+    /// An ``QEDError/Code/io`` error for a failed system call, with its `errno` and strerror text.
+    static func system(_ errno: Errno, _ what: String, path: String? = nil, value: UInt64? = nil) -> QEDError {
+        QEDError(.io, "\(what): \(errno.description)", value: value, path: path, errno: errno.rawValue)
+    }
+}

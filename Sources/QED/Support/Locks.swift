@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A mutex paired with a condition variable, for the few places where a thread must wait for
+/// another to finish something (an allocation of the same clusters, an L2 table being loaded, a
+/// flush in flight). Plain `Mutex` from `Synchronization` is used where nobody waits.
+///
+/// `@unchecked Sendable`: the pthread objects live in heap memory owned by this instance and are
+/// only touched through pthread calls, which are thread-safe by definition.
+final class ConditionLock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        cond = .allocate(capacity: 1)
+        cond.initialize(to: pthread_cond_t())
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with the mutex held.
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    fileprivate func unlockRaw() { pthread_mutex_unlock(mutex) }
+    fileprivate func lockRaw() { pthread_mutex_lock(mutex) }
+
+    /// Waits for a broadcast. Only call from inside `withLock`.
+    func wait() {
+        pthread_cond_wait(cond, mutex)
+    }
+
+    /// Wakes every waiter. Call with or without the mutex held.
+    func broadcast() {
+        pthread_cond_broadcast(cond)
+    }
+}
+
+extension ConditionLock {
+    /// Runs `body` with the mutex released. Only call from inside `withLock`.
+    func unlockedDuring(_ body: () -> Void) {
+        unlockRaw()
+        body()
+        lockRaw()
+    }
+}

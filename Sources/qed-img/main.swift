@@ -1,0 +1,1 @@
+print("qed-img: not yet implemented")

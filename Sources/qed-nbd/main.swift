@@ -1,0 +1,1 @@
+print("qed-nbd: not yet implemented")
