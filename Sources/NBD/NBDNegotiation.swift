@@ -1,0 +1,339 @@
+import NIOCore
+
+/// The handshake of one connection as a pure state machine: it consumes decoded client messages and says
+/// what to send and what to do next. No I/O.
+///
+/// Drive it like this:
+/// ```swift
+/// var negotiation = NBDNegotiation(configuration: config)
+/// write(negotiation.greeting)
+/// for message in inbound {
+///     let step = negotiation.receive(message)
+///     write(step.replies)                       // in order, then flush
+///     switch step.action {
+///     case .continue: continue
+///     case .startTLS: add TLS handler in front of the decoder; negotiation.tlsHandshakeCompleted()
+///     case .close: close the connection (after the replies are flushed)
+///     case .enterTransmission(let session): serve requests with NBDRequestValidator(session: session)
+///     }
+/// }
+/// ```
+public struct NBDNegotiation: Sendable {
+    /// What the server does after sending a step's replies.
+    public enum Action: Hashable, Sendable {
+        /// Keep reading option requests.
+        case `continue`
+        /// Start the TLS handshake (the ACK is in the replies), then call ``NBDNegotiation/tlsHandshakeCompleted()``.
+        case startTLS
+        /// Close the connection.
+        case close(CloseReason)
+        /// The handshake is over: serve transmission requests with this negotiated state.
+        case enterTransmission(NBDSession)
+    }
+
+    /// Why the negotiation ends the connection.
+    public enum CloseReason: Hashable, Sendable {
+        /// The client sent `NBD_OPT_ABORT`.
+        case clientAborted
+        /// The client flags had bits this server does not know or did not offer.
+        case unsupportedClientFlags(NBDClientFlags)
+        /// The client did not set `FIXED_NEWSTYLE` and sent an option other than `EXPORT_NAME`.
+        case optionWithoutFixedNewstyle(NBDOption)
+        /// `EXPORT_NAME` named no export (this cannot be answered with an error).
+        case unknownExport(String)
+        /// `EXPORT_NAME` carried a name that is not a valid protocol string.
+        case invalidExportName
+        /// `EXPORT_NAME` arrived before TLS although TLS is required.
+        case tlsRequired
+        /// A message arrived that the current state does not allow (e.g. a transmission request during the
+        /// handshake, or anything after the handshake ended).
+        case unexpectedMessage
+    }
+
+    /// The replies to send, in order, and the action to take afterwards.
+    public struct Step: Hashable, Sendable {
+        /// Messages to write before acting.
+        public var replies: [NBDServerMessage]
+        /// What to do once they are written.
+        public var action: Action
+
+        /// Creates a step.
+        /// - Parameters:
+        ///   - replies: Messages to write.
+        ///   - action: What to do next.
+        public init(replies: [NBDServerMessage], action: Action) {
+            self.replies = replies
+            self.action = action
+        }
+    }
+
+    private enum State: Hashable, Sendable {
+        case awaitingClientFlags
+        case negotiating
+        case awaitingTLSHandshake
+        case finished
+    }
+
+    private struct MetaSelection: Hashable, Sendable {
+        var exportName: String
+        var contexts: [NBDMetaContext]
+    }
+
+    /// The server's exports and policies.
+    public let configuration: NBDServerConfiguration
+    private var state: State = .awaitingClientFlags
+    private var clientFlags: NBDClientFlags = []
+    private var structuredReplies = false
+    private var tlsActive = false
+    private var metaSelection: MetaSelection?
+
+    /// Creates the state machine for a new connection.
+    /// - Parameter configuration: Exports and policies.
+    public init(configuration: NBDServerConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// The greeting to send as soon as the connection is up (flags `FIXED_NEWSTYLE | NO_ZEROES`, 0x0003).
+    public var greeting: NBDServerMessage { .greeting([.fixedNewstyle, .noZeroes]) }
+
+    /// Whether the negotiation ended (closed or entered transmission); further input is unexpected.
+    public var isFinished: Bool { self.state == .finished }
+
+    /// Whether structured replies have been negotiated so far.
+    public var structuredRepliesNegotiated: Bool { self.structuredReplies }
+
+    /// Reports that the TLS handshake that followed a ``Action/startTLS`` succeeded. As the protocol
+    /// requires, everything negotiated before TLS (structured replies, metadata contexts) is forgotten.
+    public mutating func tlsHandshakeCompleted() {
+        guard self.state == .awaitingTLSHandshake else { return }
+        self.state = .negotiating
+        self.tlsActive = true
+        self.structuredReplies = false
+        self.metaSelection = nil
+    }
+
+    /// Consumes one decoded client message.
+    /// - Parameter message: The message.
+    /// - Returns: The replies to send and the action to take.
+    public mutating func receive(_ message: NBDClientMessage) -> Step {
+        switch (self.state, message) {
+        case (.awaitingClientFlags, .clientFlags(let flags)):
+            guard NBDClientFlags.known.isSuperset(of: flags) else {
+                return self.finish(then: .close(.unsupportedClientFlags(flags)))
+            }
+            self.clientFlags = flags
+            self.state = .negotiating
+            return Step(replies: [], action: .continue)
+        case (.negotiating, .option(let request)):
+            return self.handle(request)
+        default:
+            return self.finish(then: .close(.unexpectedMessage))
+        }
+    }
+
+    // MARK: - Options
+
+    private mutating func handle(_ request: NBDOptionRequest) -> Step {
+        let option = request.option
+        if !self.clientFlags.contains(.fixedNewstyle) && option != .exportName {
+            return self.finish(then: .close(.optionWithoutFixedNewstyle(option)))
+        }
+        if self.configuration.tls == .required && !self.tlsActive && option != .startTLS {
+            if option == .exportName { return self.finish(then: .close(.tlsRequired)) }
+            let reply = Self.error(option, .errorTLSRequired, "TLS is required before option \(option)")
+            if option == .abort { return self.finish([reply], then: .close(.clientAborted)) }
+            return Step(replies: [reply], action: .continue)
+        }
+        switch option {
+        case .exportName: return self.handleExportName(request.data)
+        case .abort: return self.finish([Self.reply(option, .ack)], then: .close(.clientAborted))
+        case .list: return self.handleList(request)
+        case .startTLS: return self.handleStartTLS(request)
+        case .info, .go: return self.handleInfoOrGo(request)
+        case .structuredReply: return self.handleStructuredReply(request)
+        case .listMetaContext, .setMetaContext: return self.handleMetaContext(request)
+        default:
+            return Step(
+                replies: [Self.error(option, .errorUnsupported, "option \(option.rawValue) is not supported")],
+                action: .continue
+            )
+        }
+    }
+
+    private mutating func handleExportName(_ data: ByteBuffer) -> Step {
+        guard let name = NBD.string(from: data) else { return self.finish(then: .close(.invalidExportName)) }
+        guard let export = self.configuration.export(named: name) else {
+            return self.finish(then: .close(.unknownExport(name)))
+        }
+        let session = self.makeSession(export: export, requestedBlockSize: false, enteredWith: .exportName)
+        let reply = NBDExportNameReply(
+            size: export.size,
+            flags: session.transmissionFlags,
+            includesZeroPadding: !session.clientNoZeroes
+        )
+        return self.finish([.exportNameReply(reply)], then: .enterTransmission(session))
+    }
+
+    private func handleList(_ request: NBDOptionRequest) -> Step {
+        guard request.data.readableBytes == 0 else {
+            return Step(replies: [Self.error(.list, .errorInvalid, "LIST takes no data")], action: .continue)
+        }
+        var replies: [NBDServerMessage] = self.configuration.exports.map { export in
+            Self.reply(.list, .server(name: export.name, details: export.description.flatMap { $0.isEmpty ? nil : $0 }))
+        }
+        replies.append(Self.reply(.list, .ack))
+        return Step(replies: replies, action: .continue)
+    }
+
+    private mutating func handleStartTLS(_ request: NBDOptionRequest) -> Step {
+        guard request.data.readableBytes == 0 else {
+            return Step(replies: [Self.error(.startTLS, .errorInvalid, "STARTTLS takes no data")], action: .continue)
+        }
+        guard !self.tlsActive else {
+            return Step(replies: [Self.error(.startTLS, .errorInvalid, "TLS is already active")], action: .continue)
+        }
+        guard self.configuration.tls != .disabled else {
+            return Step(replies: [Self.error(.startTLS, .errorPolicy, "TLS is not configured")], action: .continue)
+        }
+        self.state = .awaitingTLSHandshake
+        return Step(replies: [Self.reply(.startTLS, .ack)], action: .startTLS)
+    }
+
+    private mutating func handleInfoOrGo(_ request: NBDOptionRequest) -> Step {
+        let option = request.option
+        let parsed: NBDExportInfoRequest
+        do {
+            parsed = try NBDExportInfoRequest(parsing: request.data)
+        } catch {
+            return Step(replies: [Self.error(option, .errorInvalid, error.reason)], action: .continue)
+        }
+        guard let export = self.configuration.export(named: parsed.exportName) else {
+            return Step(
+                replies: [Self.error(option, .errorUnknown, "export '\(parsed.exportName)' not present")],
+                action: .continue
+            )
+        }
+        let requestedBlockSize = parsed.requests.contains(.blockSize)
+        let session = self.makeSession(export: export, requestedBlockSize: requestedBlockSize, enteredWith: option)
+        var replies: [NBDServerMessage] = []
+        if parsed.requests.contains(.name) {
+            replies.append(Self.reply(option, .information(.name(export.name))))
+        }
+        if let description = export.description, !description.isEmpty {
+            replies.append(Self.reply(option, .information(.description(description))))
+        }
+        replies.append(Self.reply(option, .information(.blockSize(self.configuration.blockSize))))
+        replies.append(Self.reply(option, .information(.export(size: export.size, flags: session.transmissionFlags))))
+        replies.append(Self.reply(option, .ack))
+        if option == .go {
+            return self.finish(replies, then: .enterTransmission(session))
+        }
+        return Step(replies: replies, action: .continue)
+    }
+
+    private mutating func handleStructuredReply(_ request: NBDOptionRequest) -> Step {
+        guard request.data.readableBytes == 0 else {
+            return Step(
+                replies: [Self.error(.structuredReply, .errorInvalid, "STRUCTURED_REPLY takes no data")],
+                action: .continue
+            )
+        }
+        guard !self.structuredReplies else {
+            return Step(
+                replies: [Self.error(.structuredReply, .errorInvalid, "structured replies already negotiated")],
+                action: .continue
+            )
+        }
+        self.structuredReplies = true
+        return Step(replies: [Self.reply(.structuredReply, .ack)], action: .continue)
+    }
+
+    private mutating func handleMetaContext(_ request: NBDOptionRequest) -> Step {
+        let option = request.option
+        let isSet = option == .setMetaContext
+        if isSet {
+            // A SET replaces the earlier selection, even when it fails.
+            self.metaSelection = nil
+            guard self.structuredReplies else {
+                return Step(
+                    replies: [Self.error(option, .errorInvalid, "negotiate structured replies first")],
+                    action: .continue
+                )
+            }
+        }
+        let parsed: NBDMetaContextRequest
+        do {
+            parsed = try NBDMetaContextRequest(parsing: request.data)
+        } catch {
+            return Step(replies: [Self.error(option, .errorInvalid, error.reason)], action: .continue)
+        }
+        guard let export = self.configuration.export(named: parsed.exportName) else {
+            return Step(
+                replies: [Self.error(option, .errorUnknown, "export '\(parsed.exportName)' not present")],
+                action: .continue
+            )
+        }
+        let contexts = Self.matchContexts(parsed.queries, for: export, wildcards: !isSet)
+        if isSet {
+            self.metaSelection = MetaSelection(exportName: export.name, contexts: contexts)
+        }
+        var replies: [NBDServerMessage] = contexts.map { context in
+            Self.reply(option, .metaContext(id: isSet ? context.id : 0, name: context.name))
+        }
+        replies.append(Self.reply(option, .ack))
+        return Step(replies: replies, action: .continue)
+    }
+
+    /// The contexts of `export` that `queries` select, deduplicated, in first-match order.
+    /// Zero queries select everything when listing and nothing when setting; unknown queries are ignored;
+    /// `base:` and `qemu:` match every context of their namespace when listing.
+    private static func matchContexts(_ queries: [String], for export: NBDExport, wildcards: Bool) -> [NBDMetaContext] {
+        var offered: [NBDMetaContext] = [.baseAllocation]
+        if export.offersAllocationDepth { offered.append(.qemuAllocationDepth) }
+        if queries.isEmpty { return wildcards ? offered : [] }
+        var selected: [NBDMetaContext] = []
+        for query in queries {
+            for context in offered where !selected.contains(context) {
+                let exact = context.name.utf8.elementsEqual(query.utf8)
+                let namespaceWildcard =
+                    wildcards && query.utf8.last == UInt8(ascii: ":")
+                    && query.utf8.elementsEqual(context.name.utf8.prefix(query.utf8.count))
+                if exact || namespaceWildcard { selected.append(context) }
+            }
+        }
+        return selected
+    }
+
+    // MARK: - Helpers
+
+    private func makeSession(export: NBDExport, requestedBlockSize: Bool, enteredWith: NBDOption) -> NBDSession {
+        var contexts: [NBDMetaContext] = []
+        if let selection = self.metaSelection, selection.exportName.utf8.elementsEqual(export.name.utf8) {
+            contexts = selection.contexts
+        }
+        return NBDSession(
+            export: export,
+            transmissionFlags: export.advertisedFlags(structuredReplies: self.structuredReplies),
+            structuredReplies: self.structuredReplies,
+            metaContexts: contexts,
+            clientNoZeroes: self.clientFlags.contains(.noZeroes),
+            blockSize: self.configuration.blockSize,
+            clientRequestedBlockSize: requestedBlockSize,
+            tlsActive: self.tlsActive,
+            enteredWith: enteredWith
+        )
+    }
+
+    private mutating func finish(_ replies: [NBDServerMessage] = [], then action: Action) -> Step {
+        self.state = .finished
+        return Step(replies: replies, action: action)
+    }
+
+    private static func reply(_ option: NBDOption, _ body: NBDOptionReply.Body) -> NBDServerMessage {
+        .optionReply(NBDOptionReply(option: option, body: body))
+    }
+
+    private static func error(_ option: NBDOption, _ type: NBDOptionReplyType, _ message: String) -> NBDServerMessage {
+        .optionReply(NBDOptionReply(option: option, body: .error(type, message: message)))
+    }
+}
