@@ -90,7 +90,8 @@ extension Image {
             covered = inside
         }
         if covered < length {
-            out.appendMerging(Extent(offset: pos + covered, length: length - covered, depth: 1, present: false,
+            // Past the backing file's end the zeroes come from this layer (QEMU reports depth 0 there).
+            out.appendMerging(Extent(offset: pos + covered, length: length - covered, depth: 0, present: false,
                                      zero: true, data: false, hostOffset: nil))
         }
     }

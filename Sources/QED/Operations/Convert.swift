@@ -1,0 +1,160 @@
+/// `qemu-img convert`: copies one or more disks (laid end to end) into a new QED or raw image.
+public enum Convert {
+    /// How to convert.
+    public struct Options: Sendable {
+        /// Output format. Default QED.
+        public var format: DiskFormat = .qed
+        /// Cluster size in bytes of a QED target. Default 64 KiB.
+        public var clusterSize: UInt32 = 65536
+        /// Table size in clusters of a QED target. Default 4.
+        public var tableSize: UInt32 = 4
+        /// Backing file of a QED target (`-B`): only what differs from it is written.
+        public var backingFile: String?
+        /// Format of that backing file (probed when nil).
+        public var backingFormat: BackingFormat?
+        /// Zero-detection granularity in bytes (`-S`): blocks of this size that read as zeroes
+        /// are not written; 0 writes everything. Default 4 KiB. Must be a multiple of 512.
+        public var sparseSize: UInt64 = 4096
+        /// Parallel workers (`-m`). Default 8.
+        public var workers: Int = 8
+        /// Allow writes out of order (`-W`); otherwise chunks are written in guest order.
+        public var outOfOrder = false
+        /// Write into an existing target (`-n`) instead of creating it.
+        public var skipCreate = false
+        /// Progress reports (fraction of bytes done).
+        public var progress: ProgressHandler?
+        /// Stops the copy at a chunk boundary; the target is flushed and closed.
+        public var cancellation: Cancellation?
+
+        /// Default options.
+        public init() {}
+    }
+
+    /// What a conversion did. Units: bytes.
+    public struct Result: Sendable, Equatable {
+        /// Bytes copied as data.
+        public var bytesWritten: UInt64
+        /// Bytes made zero by zero writes.
+        public var bytesZeroed: UInt64
+        /// Size of the target disk.
+        public var size: UInt64
+    }
+
+    /// Largest `-S` value accepted (qemu-img's 16 MiB buffer limit), bytes.
+    public static let maxSparseSize: UInt64 = 16 << 20
+
+    /// Converts `sources` into `target`, creating it (unless `skipCreate`).
+    @discardableResult
+    public static func run(sources: [any DiskReader], target: String, options: Options) throws -> Result {
+        guard options.sparseSize % 512 == 0, options.sparseSize <= maxSparseSize else {
+            throw QEDError(.invalidArgument,
+                           "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",
+                           value: options.sparseSize)
+        }
+        let source = ConcatenatedSource(sources)
+        let size = options.format == .qed ? (source.size + 511) / 512 * 512 : source.size
+        if !options.skipCreate {
+            switch options.format {
+            case .qed:
+                var create = CreateOptions(size: size, clusterSize: options.clusterSize, tableSize: options.tableSize,
+                                           backingFile: options.backingFile, backingFormat: options.backingFormat)
+                create.size = size
+                try Image.create(path: target, options: create)
+            case .raw:
+                guard options.backingFile == nil else {
+                    throw QEDError(.invalidArgument, "Backing file not supported for file format 'raw'", path: target)
+                }
+                try RawImage.create(path: target, size: size)
+            }
+        }
+        let out = try DiskOpener.open(path: target, format: options.format, options: OpenOptions())
+        var result: Result
+        do {
+            guard out.virtualSize >= source.size else {
+                throw QEDError(.invalidArgument,
+                               "Target is smaller than the source (\(out.virtualSize) < \(source.size) bytes)",
+                               value: out.virtualSize, path: target)
+            }
+            let backing = (out as? Image)?.backing
+            let planner = ConvertPlanner(source: source, sparseSize: options.sparseSize,
+                                         targetIsZero: !options.skipCreate, backing: backing,
+                                         clusterSize: (out as? Image)?.clusterSize ?? 65536)
+            result = try copy(planner: planner, to: out, options: options)
+            result.size = out.virtualSize
+            try out.flush()
+        } catch {
+            try? out.close()
+            throw error
+        }
+        try out.close()
+        return result
+    }
+
+    private final class Shared: @unchecked Sendable {
+        let cond = ConditionLock()
+        var next = 0
+        var turn = 0
+        var failed = false
+        var written: UInt64 = 0
+        var zeroed: UInt64 = 0
+    }
+
+    static func copy(planner: ConvertPlanner, to out: any Disk, options: Options) throws -> Result {
+        let shared = Shared()
+        let total = planner.chunkCount
+        let counter = ProgressCounter(total: planner.source.size, handler: options.progress)
+        let workers = max(1, min(options.workers, max(1, total)))
+        let inOrder = !options.outOfOrder
+        try runWorkers(count: workers) { _ in
+            let size = Int(planner.chunkSize)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+            let backingBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: planner.backing == nil ? 1 : size,
+                                                                        alignment: 4096)
+            defer { buffer.deallocate(); backingBuffer.deallocate() }
+            while true {
+                let index: Int? = shared.cond.withLock {
+                    guard !shared.failed, shared.next < total else { return nil }
+                    shared.next += 1
+                    return shared.next - 1
+                }
+                guard let index else { return }
+                do {
+                    try options.cancellation?.check()
+                    let actions = try planner.plan(chunk: index, buffer: buffer, backingBuffer: backingBuffer)
+                    if inOrder {
+                        let go: Bool = shared.cond.withLock {
+                            while shared.turn != index && !shared.failed { shared.cond.wait() }
+                            return !shared.failed
+                        }
+                        guard go else { return }
+                    }
+                    let start = planner.range(ofChunk: index).offset
+                    var w: UInt64 = 0, z: UInt64 = 0
+                    for a in actions {
+                        if a.zero {
+                            try out.writeZeroes(at: a.offset, length: a.length, unmap: false)
+                            z += a.length
+                        } else {
+                            let lo = Int(a.offset - start)
+                            try out.write(UnsafeRawBufferPointer(rebasing: buffer[lo..<lo + Int(a.length)]), at: a.offset)
+                            w += a.length
+                        }
+                    }
+                    shared.cond.withLock {
+                        shared.written += w
+                        shared.zeroed += z
+                        if inOrder { shared.turn += 1 }
+                    }
+                    shared.cond.broadcast()
+                    counter.add(planner.range(ofChunk: index).length)
+                } catch {
+                    shared.cond.withLock { shared.failed = true }
+                    shared.cond.broadcast()
+                    throw error
+                }
+            }
+        }
+        counter.finish()
+        return Result(bytesWritten: shared.written, bytesZeroed: shared.zeroed, size: 0)
+    }
+}

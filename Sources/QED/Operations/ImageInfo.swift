@@ -1,0 +1,72 @@
+/// What `qemu-img info` reports about one image (QEMU 7.2's `ImageInfo`).
+///
+/// Units: sizes in bytes.
+public struct ImageInfo: Sendable, Equatable {
+    /// The path as given (or, for backing files, as resolved against the overlay's directory).
+    public var filename: String
+    /// `qed` or `raw`.
+    public var format: DiskFormat
+    /// Guest-visible size, bytes.
+    public var virtualSize: UInt64
+    /// Host bytes the file occupies (`st_blocks`·512), nil if unknown.
+    public var actualSize: UInt64?
+    /// Cluster size in bytes (QED only).
+    public var clusterSize: UInt64?
+    /// Whether NEED_CHECK is set (QEMU's `dirty-flag`).
+    public var dirty: Bool
+    /// The backing file name as stored in the header.
+    public var backingFilename: String?
+    /// The backing file name resolved against the image's directory.
+    public var fullBackingFilename: String?
+    /// `raw` when the header records a raw backing file (QED can record nothing else).
+    public var backingFilenameFormat: String?
+
+    /// Collects the info of the open `disk`.
+    public init(disk: any Disk) {
+        filename = disk.path
+        format = disk.format
+        virtualSize = disk.virtualSize
+        actualSize = disk.allocatedBytes()
+        dirty = false
+        if let image = disk as? Image {
+            clusterSize = image.clusterSize
+            dirty = image.isDirty
+            backingFilename = image.backingName
+            fullBackingFilename = image.backingPath
+            backingFilenameFormat = image.backingFormat?.rawValue
+        }
+    }
+
+    /// The info of the image at `path` and, with `backingChain`, of every image below it (top
+    /// first). Images are opened read-only without their backing files; `forceShare` is `-U`.
+    public static func collect(path: String, format: DiskFormat?, forceShare: Bool,
+                               backingChain: Bool) throws -> [ImageInfo] {
+        var out: [ImageInfo] = []
+        var nextPath: String? = path
+        var nextFormat = format
+        var seen: Set<FileIdentity> = []
+        while let current = nextPath {
+            if let id = FileIdentity(path: current) {
+                guard seen.insert(id).inserted else {
+                    throw QEDError(.backingFile, "Backing file '\(current)' creates an infinite loop", path: path)
+                }
+            }
+            // Layers below the top are opened like backing files: sharing everything.
+            var options = OpenOptions(readOnly: true, forceShare: forceShare || !out.isEmpty)
+            options.openBacking = false
+            options.autoCheck = false
+            let disk = try DiskOpener.open(path: current, format: nextFormat, options: options)
+            let info = ImageInfo(disk: disk)
+            try? disk.close()
+            out.append(info)
+            guard backingChain, let full = info.fullBackingFilename else { break }
+            guard FileIdentity(path: full) != nil else {
+                throw QEDError(.backingFile, "Could not open backing file '\(full)': No such file or directory",
+                               path: current)
+            }
+            nextPath = full
+            nextFormat = info.backingFilenameFormat.flatMap(DiskFormat.init(rawValue:))
+        }
+        return out
+    }
+}

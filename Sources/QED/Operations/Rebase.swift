@@ -1,0 +1,144 @@
+/// `qemu-img rebase`: gives a QED image another backing file.
+public enum Rebase {
+    /// How to rebase.
+    public struct Options: Sendable {
+        /// The new backing file name as it will be stored (relative names resolve against the
+        /// image's directory); nil or empty removes the backing file.
+        public var backing: String?
+        /// The new backing file's format; nil probes it (safe mode) or records none (`-u`).
+        public var backingFormat: DiskFormat?
+        /// `-u`: only change the name; the content is assumed to be the same.
+        public var unsafe = false
+        /// Progress reports (fraction of the unallocated bytes examined).
+        public var progress: ProgressHandler?
+        /// Stops between clusters; the image keeps its old backing file and its content.
+        public var cancellation: Cancellation?
+
+        /// Default options.
+        public init() {}
+    }
+
+    /// What a rebase did. Units: bytes.
+    public struct Result: Sendable, Equatable {
+        /// Bytes copied into the image because the old and new backing files differ there.
+        public var bytesCopied: UInt64
+    }
+
+    /// Rebases the QED image at `path`.
+    @discardableResult
+    public static func run(path: String, options: Options) throws -> Result {
+        let name = options.backing.flatMap { $0.isEmpty ? nil : $0 }
+        let format = try DiskOpener.probe(path: path)
+        guard format == .qed else {
+            throw QEDError(.unsupported, "rebase needs a QED image; raw images have no backing file", path: path)
+        }
+        if options.unsafe {
+            var open = OpenOptions()
+            open.openBacking = false
+            let image = try Image.open(path: path, options: open)
+            do {
+                try image.setBacking(name: name, format: options.backingFormat == .raw ? .raw : nil, open: false)
+            } catch {
+                try? image.close()
+                throw error
+            }
+            try image.close()
+            return Result(bytesCopied: 0)
+        }
+        let image = try Image.open(path: path, options: OpenOptions())
+        do {
+            let result = try safeRebase(image: image, name: name, options: options)
+            try image.close()
+            return result
+        } catch {
+            try? image.close()
+            throw error
+        }
+    }
+
+    static func safeRebase(image: Image, name: String?, options: Options) throws -> Result {
+        var newDisk: (any Disk)?
+        var recorded: BackingFormat?
+        if let name {
+            let resolved = BackingResolver.resolve(name, relativeTo: image.path)
+            guard FileIdentity(path: resolved) != nil else {
+                throw QEDError(.backingFile, "Could not open new backing file '\(resolved)': No such file or directory",
+                               path: image.path)
+            }
+            let disk = try DiskOpener.open(path: resolved, format: options.backingFormat,
+                                           options: OpenOptions(readOnly: true, forceShare: true))
+            newDisk = disk
+            recorded = disk.format == .raw ? .raw : .qed
+        }
+        defer { try? newDisk?.close() }
+        // The ranges the image does not hold itself (they show the old backing file).
+        let size = image.virtualSize
+        var ranges: [(UInt64, UInt64)] = []
+        var pos: UInt64 = 0
+        while pos < size {
+            let step = min(size - pos, 1 << 30)
+            for e in try image.extents(at: pos, length: step) where !(e.depth == 0 && e.present) {
+                if let last = ranges.last, last.0 + last.1 == e.offset {
+                    ranges[ranges.count - 1].1 += e.length
+                } else {
+                    ranges.append((e.offset, e.length))
+                }
+            }
+            pos += step
+        }
+        let counter = ProgressCounter(total: ranges.reduce(0) { $0 + $1.1 }, handler: options.progress)
+        let cs = image.clusterSize
+        let step = max(cs, 1 << 20)
+        let old = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
+        let new = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
+        defer { old.deallocate(); new.deallocate() }
+        var copied: UInt64 = 0
+        for (start, length) in ranges {
+            var at = start
+            let end = start + length
+            while at < end {
+                try options.cancellation?.check()
+                let n = Int(min(step - (at % step), end - at))
+                let o = UnsafeMutableRawBufferPointer(rebasing: old[0..<n])
+                let w = UnsafeMutableRawBufferPointer(rebasing: new[0..<n])
+                try image.read(into: o, at: at)
+                try readOrZero(newDisk, into: w, at: at)
+                // Copy the clusters that differ (whole clusters: allocation is per cluster anyway).
+                var c = 0
+                while c < n {
+                    let clusterEnd = Int(min(UInt64(n), (at + UInt64(c)) / cs * cs + cs - at))
+                    if memcmp(o.baseAddress! + c, w.baseAddress! + c, clusterEnd - c) != 0 {
+                        try image.write(UnsafeRawBufferPointer(rebasing: o[c..<clusterEnd]), at: at + UInt64(c))
+                        copied += UInt64(clusterEnd - c)
+                    }
+                    c = clusterEnd
+                }
+                at += UInt64(n)
+                counter.add(UInt64(n))
+            }
+        }
+        try image.flush()
+        try image.setBacking(name: name, format: recorded == .raw ? .raw : nil, open: false)
+        counter.finish()
+        return Result(bytesCopied: copied)
+    }
+
+    static func readOrZero(_ disk: (any DiskReader)?, into buffer: UnsafeMutableRawBufferPointer, at pos: UInt64) throws {
+        let size = disk?.virtualSize ?? 0
+        let inside = pos < size ? Int(min(UInt64(buffer.count), size - pos)) : 0
+        if inside > 0, let disk {
+            try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<inside]), at: pos)
+        }
+        if inside < buffer.count {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[inside...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif

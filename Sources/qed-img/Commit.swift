@@ -1,0 +1,50 @@
+import ArgumentParser
+import QED
+
+/// `commit`: write an overlay's data into its backing file, then empty the overlay.
+struct Commit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Commit the changes of an image into its backing file.",
+        discussion: """
+            Copies what the image holds (data and zero clusters) into its backing file (raw or QED), \
+            or with -b into a deeper base (then every layer above the base is copied, and -d is \
+            implied). Afterwards the image is emptied (its clusters dropped, the file truncated) \
+            unless -d. Ctrl-C stops between chunks; the image is then left as it was.
+            """)
+
+    @Option(name: .customShort("f"), help: "Image format (must be qed).")
+    var format: String?
+
+    @Option(name: .customShort("b"), help: "Base image to commit into (part of the backing chain).")
+    var base: String?
+
+    @Flag(name: .customShort("d"), help: "Do not empty the image after the commit.")
+    var drop = false
+
+    @Flag(name: .customShort("p"), help: "Show progress.")
+    var progress = false
+
+    @Flag(name: .customShort("q"), help: "Quiet.")
+    var quiet = false
+
+    @Option(name: .customShort("t"), help: "Cache mode (accepted for compatibility, ignored).")
+    var cache: String?
+
+    @Argument(help: "The image file.")
+    var file: String
+
+    func run() throws {
+        if let f = try parseFormat(format), f != .qed {
+            throw CLIError("Image does not have a backing file", path: file)
+        }
+        var o = QED.Commit.Options()
+        o.base = base
+        o.keepOverlay = drop
+        o.cancellation = Signals.cancellation
+        let (printer, handler) = ProgressPrinter.handler(enabled: progress && !quiet)
+        o.progress = handler
+        try QED.Commit.run(path: file, options: o)
+        printer?.finish()
+        if !quiet { Console.out("Image committed.\n") }
+    }
+}

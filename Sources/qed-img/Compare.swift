@@ -1,0 +1,80 @@
+import ArgumentParser
+import QED
+
+/// `compare`: whether two images show the same content (qemu-img's messages and exit codes).
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check whether two images have the same content.",
+        discussion: """
+            Exit status: 0 identical, 1 different ("Content mismatch at offset N!", the start of the \
+            first differing 512-byte sector), 2 an image could not be opened, 3 block status could \
+            not be read, 4 a read failed. Images of different sizes are identical if the longer one \
+            reads as zeroes past the shorter (-s: strict, sizes and allocation must match too).
+            """)
+
+    @Option(name: .customShort("f"), help: "Format of the first image.")
+    var format1: String?
+
+    @Option(name: .customShort("F"), help: "Format of the second image.")
+    var format2: String?
+
+    @Flag(name: .customShort("s"), help: "Strict: fail on different sizes or allocation status.")
+    var strict = false
+
+    @Flag(name: .customShort("p"), help: "Show progress.")
+    var progress = false
+
+    @Flag(name: .customShort("q"), help: "Quiet: only the exit status tells.")
+    var quiet = false
+
+    @Flag(name: .customShort("U"), help: "Force share.")
+    var forceShare = false
+
+    @Option(name: .customShort("T"), help: "Source cache mode (accepted for compatibility, ignored).")
+    var sourceCache: String?
+
+    @Argument(help: "First image.")
+    var file1: String
+
+    @Argument(help: "Second image.")
+    var file2: String
+
+    func run() throws {
+        let a: any Disk, b: any Disk
+        do {
+            a = try openDisk(file1, format: try parseFormat(format1), readOnly: true, forceShare: forceShare)
+        } catch let e as QEDError { throw CLIError(e.message, path: e.path ?? file1, exitCode: 2) }
+        defer { try? a.close() }
+        do {
+            b = try openDisk(file2, format: try parseFormat(format2), readOnly: true, forceShare: forceShare)
+        } catch let e as QEDError { throw CLIError(e.message, path: e.path ?? file2, exitCode: 2) }
+        defer { try? b.close() }
+        let (printer, handler) = ProgressPrinter.handler(enabled: progress && !quiet)
+        let result: CompareResult
+        do {
+            result = try CompareResult.compare(a, b, strict: strict, progress: handler, cancellation: Signals.cancellation)
+        } catch let e as QEDError {
+            printer?.finish()
+            throw CLIError(e.message, path: e.path, exitCode: e.code == .io ? 4 : 3)
+        }
+        printer?.finish()
+        var out = result.sizeMismatchWarning ? "Warning: Image size mismatch!\n" : ""
+        let code: Int32
+        switch result.outcome {
+        case .identical:
+            out += "Images are identical.\n"
+            code = 0
+        case .contentMismatch(let offset):
+            out += "Content mismatch at offset \(offset)!\n"
+            code = 1
+        case .strictSizeMismatch:
+            out += "Strict mode: Image size mismatch!\n"
+            code = 1
+        case .strictStatusMismatch(let offset):
+            out += "Strict mode: Offset \(offset) block status mismatch!\n"
+            code = 1
+        }
+        if !quiet { Console.out(out) }
+        if code != 0 { throw ExitCode(code) }
+    }
+}

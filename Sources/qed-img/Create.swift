@@ -1,0 +1,107 @@
+import ArgumentParser
+import QED
+
+/// `create`: a new, empty QED (or raw) image.
+struct Create: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a new disk image.",
+        discussion: """
+            Prints qemu-img's "Formatting 'FILE', fmt=qed size=... cluster_size=..." line. Without a \
+            size, the backing file's size is used. -o takes cluster_size (4k...64M, power of 2, default \
+            64k) and table_size (1...16 clusters, power of 2, default 4); "-o help" lists them.
+            """)
+
+    @Option(name: .customShort("f"), help: "Image format: qed (default) or raw.")
+    var format: String = "qed"
+
+    @Option(name: .customShort("b"), help: "Backing file (stored as given; relative names resolve against the image's directory).")
+    var backingFile: String?
+
+    @Option(name: .customShort("F"), help: "Backing file format: qed or raw (required with -b unless -u).")
+    var backingFormat: String?
+
+    @Flag(name: .customShort("u"), help: "Do not open the backing file (a size must then be given).")
+    var unsafe = false
+
+    @Option(name: .customShort("o"), help: "Format options: cluster_size=SIZE,table_size=N (or 'help').")
+    var options: [String] = []
+
+    @Flag(name: .customShort("q"), help: "Quiet: print no 'Formatting' line.")
+    var quiet = false
+
+    @Argument(help: "The image file to create.")
+    var file: String
+
+    @Argument(help: "Virtual size (suffixes k, M, G, T, P, E).")
+    var size: String?
+
+    func run() throws {
+        guard let fmt = try parseFormat(format) else { return }
+        let opts = try OptionList(options)
+        if opts.wantsHelp {
+            Console.out(fmt == .qed ? OptionList.qedHelp : OptionList.rawHelp)
+            return
+        }
+        try opts.check(known: fmt == .qed ? ["size", "backing_file", "backing_fmt", "cluster_size", "table_size"] : ["size"],
+                       format: fmt.rawValue)
+        let layout = try QEDLayout(opts)
+        let backing = backingFile ?? opts.value("backing_file")
+        let backingFmtName = backingFormat ?? opts.value("backing_fmt")
+        var sizeText = size ?? opts.value("size")
+        var sizeValue: UInt64?
+        if let text = sizeText {
+            guard let v = Sizes.parse(text), v <= UInt64(Int64.max) else {
+                throw CLIError("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+            }
+            sizeValue = v
+            sizeText = String(v)
+        }
+        let backingFmt = try parseFormat(backingFmtName)
+        if fmt == .raw && backing != nil {
+            throw CLIError("Backing file not supported for file format 'raw'", path: file)
+        }
+        if let backing, backing == file {
+            throw CLIError("Error: Trying to create an image with the same filename as the backing file", path: file)
+        }
+        // Without -u the backing file is opened: for its size, and to insist on its format.
+        if let backing, !unsafe {
+            let resolved = backing.hasPrefix("/") ? backing : directory(of: file) + backing
+            let detected = try DiskOpener.probe(path: resolved)
+            if backingFmt == nil {
+                throw CLIError("Backing file specified without backing format\nDetected format of \(detected.rawValue).", path: file)
+            }
+            if sizeValue == nil {
+                let disk = try openDisk(resolved, format: backingFmt, readOnly: true, forceShare: true, openBacking: false)
+                sizeValue = disk.virtualSize
+                try? disk.close()
+            }
+        }
+        guard let finalSize = sizeValue else {
+            throw CLIError("Image creation needs a size parameter", path: file)
+        }
+        var line = "Formatting '\(file)', fmt=\(fmt.rawValue) size=\(sizeText ?? String(finalSize))"
+        if fmt == .qed {
+            if let backing { line += " backing_file=\(backing)" }
+            if let backingFmtName { line += " backing_fmt=\(backingFmtName)" }
+            line += " cluster_size=\(layout.clusterSize)"
+            if layout.tableGiven { line += " table_size=\(layout.tableSize)" }
+        }
+        if !quiet { Console.out(line + "\n") }
+        switch fmt {
+        case .raw:
+            try RawImage.create(path: file, size: finalSize)
+        case .qed:
+            var create = CreateOptions(size: (finalSize + 511) / 512 * 512, clusterSize: layout.clusterSize,
+                                       tableSize: layout.tableSize, backingFile: backing,
+                                       backingFormat: backingFmt.map { $0 == .raw ? .raw : .qed })
+            create.size = (finalSize + 511) / 512 * 512
+            try Image.create(path: file, options: create)
+        }
+    }
+}
+
+/// The directory part of `path` with its trailing slash ("" for a bare name).
+func directory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "" }
+    return String(path[...slash])
+}

@@ -1,1 +1,0 @@
-print("qed-img: not yet implemented")
