@@ -48,7 +48,8 @@ public enum DD {
                                                                   clusterSize: options.clusterSize,
                                                                   tableSize: options.tableSize))
         case .raw:
-            try RawImage.create(path: output, size: size)
+            // qemu-img rounds new images up to whole 512-byte sectors.
+            try RawImage.create(path: output, size: (size + 511) / 512 * 512)
         }
         let out = try DiskOpener.open(path: output, format: options.format, options: OpenOptions())
         let bs = options.blockSize
