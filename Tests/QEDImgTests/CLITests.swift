@@ -41,6 +41,11 @@ import Testing
             let o = try box.ours([verb, "a.qed"] + (verb == "convert" || verb == "compare" ? ["b.qed"] : []))
             #expect(o.status != 0 && !o.stderr.contains("Fatal error") && !o.stderr.contains("Stack"), "\(verb): \(o)")
         }
+        try box.mustQemu("create", "-f", "qed", "c.qed", "1M")
+        try box.qemuIO("-c", "write -P 3 0 64k", "c.qed")
+        let onto = try box.ours("convert", "c.qed", "c.qed")
+        #expect(onto.status == 1 && onto.stderr == "qed-img: c.qed: the output is the same file as the input 'c.qed'\n")
+        #expect(try box.ours("io", "-c", "read -P 3 0 64k", "c.qed").status == 0)
         let usage = try box.ours("info", "--bogus", "a.qed")
         #expect(usage.status == 1 && usage.stderr.contains("Unknown option"))
     }
@@ -87,6 +92,11 @@ import Testing
         let shared = try box.ours("info", "-U", "busy.qed")
         #expect(shared.status == 0 && shared.stdout.hasPrefix("image: busy.qed\n"))
         #expect(try box.ours("map", "-U", "busy.qed").status == 0)
+        // Creating over an image in use is refused before a byte of it changes.
+        let before = try box.bytes("busy.qed")
+        let create = try box.ours("create", "busy.qed", "2M")
+        #expect(create.status == 1 && create.stderr.contains("Failed to get \"write\" lock"), "\(create)")
+        #expect(try box.bytes("busy.qed") == before)
         #expect(try box.ours("compare", "-U", "busy.qed", "busy.qed").status == 0)
     }
 

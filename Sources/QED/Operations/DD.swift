@@ -42,6 +42,7 @@ public enum DD {
             throw QEDError(.invalidArgument, "invalid number for bs", value: options.blockSize)
         }
         let size = outputSize(inputSize: input.virtualSize, options: options)
+        try DiskOpener.refuseOverwriting(output, sources: [input])
         switch options.format {
         case .qed:
             try Image.create(path: output, options: CreateOptions(size: (size + 511) / 512 * 512,
