@@ -89,7 +89,7 @@ struct Create: ParsableCommand {
         if !quiet { Console.out(line + "\n") }
         switch fmt {
         case .raw:
-            try RawImage.create(path: file, size: finalSize)
+            try RawImage.create(path: file, size: (finalSize + 511) / 512 * 512)
         case .qed:
             var create = CreateOptions(size: (finalSize + 511) / 512 * 512, clusterSize: layout.clusterSize,
                                        tableSize: layout.tableSize, backingFile: backing,

@@ -243,6 +243,12 @@ enum Signals {
     static let cancellation = Cancellation()
 
     static func install() {
+        // A parent may have started us with these signals blocked (e.g. Foundation's Process).
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        sigprocmask(SIG_UNBLOCK, &set, nil)
         for sig in [SIGINT, SIGTERM] {
             signal(sig) { received in
                 Signals.cancellation.cancel()

@@ -175,9 +175,8 @@ public final class Image: DiskReader, Sendable {
     public static func create(path: String, options: CreateOptions) throws {
         let size = try resolveCreateSize(options: options, imagePath: path)
         try validateCreate(options: options, size: size, path: path)
-        let file = try PosixFile.create(path: path)
+        let file = try PosixFile.create(path: path, lock: .readWrite)
         defer { file.close() }
-        try ImageLock.acquire(fd: file.descriptor.rawValue, mode: .readWrite, path: path)
         try format(file: file, options: options, size: size)
     }
 

@@ -42,8 +42,9 @@ public final class PosixFile: BlockFile {
     }
 
     /// Creates (or truncates to zero) a regular file with mode 0644 and opens it read-write.
-    /// An existing non-regular file is refused before it is touched.
-    public static func create(path: String) throws -> PosixFile {
+    /// An existing non-regular file is refused before it is touched. With `lock`, the QEMU lock
+    /// bytes are taken *before* truncating, so an image another process uses is left intact.
+    public static func create(path: String, lock: LockMode? = nil) throws -> PosixFile {
         var st = stat()
         if stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG {
             throw QEDError(.notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
@@ -58,7 +59,13 @@ public final class PosixFile: BlockFile {
             throw QEDError.system(errno, "Could not create '\(path)'", path: path)
         }
         let file = try PosixFile(path: path, writable: true)
-        try file.setLength(0)
+        do {
+            if let lock { try ImageLock.acquire(fd: file.rawDescriptor, mode: lock, path: path) }
+            try file.setLength(0)
+        } catch {
+            file.close()
+            throw error
+        }
         return file
     }
 

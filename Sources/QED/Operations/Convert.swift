@@ -54,6 +54,7 @@ public enum Convert {
         let source = ConcatenatedSource(sources)
         let size = options.format == .qed ? (source.size + 511) / 512 * 512 : source.size
         if !options.skipCreate {
+            try DiskOpener.refuseOverwriting(target, sources: sources)
             switch options.format {
             case .qed:
                 var create = CreateOptions(size: size, clusterSize: options.clusterSize, tableSize: options.tableSize,

@@ -42,13 +42,15 @@ public enum DD {
             throw QEDError(.invalidArgument, "invalid number for bs", value: options.blockSize)
         }
         let size = outputSize(inputSize: input.virtualSize, options: options)
+        try DiskOpener.refuseOverwriting(output, sources: [input])
         switch options.format {
         case .qed:
             try Image.create(path: output, options: CreateOptions(size: (size + 511) / 512 * 512,
                                                                   clusterSize: options.clusterSize,
                                                                   tableSize: options.tableSize))
         case .raw:
-            try RawImage.create(path: output, size: size)
+            // qemu-img rounds new images up to whole 512-byte sectors.
+            try RawImage.create(path: output, size: (size + 511) / 512 * 512)
         }
         let out = try DiskOpener.open(path: output, format: options.format, options: OpenOptions())
         let bs = options.blockSize

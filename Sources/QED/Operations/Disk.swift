@@ -85,9 +85,8 @@ public final class RawImage: Disk {
 
     /// Creates (or truncates) a raw file of `size` bytes at `path`: one hole, reading as zeroes.
     public static func create(path: String, size: UInt64) throws {
-        let file = try PosixFile.create(path: path)
+        let file = try PosixFile.create(path: path, lock: .readWrite)
         defer { file.close() }
-        try ImageLock.acquire(fd: file.rawDescriptor, mode: .readWrite, path: path)
         try file.setLength(size)
     }
 
@@ -204,6 +203,19 @@ public enum DiskOpener {
             current = next
         }
         return out
+    }
+
+    /// Throws if `target` is the same file as any layer of any of `sources` (writing it would
+    /// destroy what is being read).
+    public static func refuseOverwriting(_ target: String, sources: [any DiskReader]) throws {
+        guard let id = FileIdentity(path: target) else { return }
+        for source in sources {
+            for layer in chain(of: source) {
+                if let name = layerName(layer), FileIdentity(path: name) == id {
+                    throw QEDError(.invalidArgument, "the output is the same file as the input '\(name)'", path: target)
+                }
+            }
+        }
     }
 
     /// A name for each layer of ``chain(of:)``: the path each was opened from.

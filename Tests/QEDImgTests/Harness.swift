@@ -1,0 +1,181 @@
+import Foundation
+import Testing
+
+/// What a finished command printed and returned.
+struct Outcome: CustomStringConvertible {
+    var stdout: String
+    var stderr: String
+    var status: Int32
+
+    var description: String { "status \(status)\n--- stdout\n\(stdout)--- stderr\n\(stderr)" }
+    var lines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
+}
+
+/// Runs the built `qed-img` and the real QEMU tools in a scratch directory.
+final class Sandbox {
+    let dir: String
+
+    init(_ name: String = #function) throws {
+        let clean = name.filter { $0.isLetter || $0.isNumber }
+        dir = NSTemporaryDirectory() + "qedimg-\(clean)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
+
+    func path(_ name: String) -> String { dir + "/" + name }
+
+    static let qedImg: String = {
+        if let env = ProcessInfo.processInfo.environment["QED_IMG"] { return env }
+        var candidates: [String] = []
+        let exe = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL
+        var dir = exe.deletingLastPathComponent()
+        for _ in 0..<4 {
+            candidates.append(dir.appendingPathComponent("qed-img").path)
+            dir = dir.deletingLastPathComponent()
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        candidates.append(root.appendingPathComponent(".build/debug/qed-img").path)
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates.last!
+    }()
+
+    /// Runs `executable` with `arguments` in the sandbox directory.
+    @discardableResult
+    func run(_ executable: String, _ arguments: [String]) throws -> Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/" + executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: dir)
+        // Output goes to files: no pipe can fill up and block the child.
+        let stamp = UUID().uuidString
+        let outPath = dir + "/.out-\(stamp)", errPath = dir + "/.err-\(stamp)"
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(atPath: outPath)
+            try? FileManager.default.removeItem(atPath: errPath)
+        }
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        try? out.close()
+        try? err.close()
+        let outData = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
+        let errData = (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data()
+        return Outcome(stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self),
+                       status: process.terminationStatus)
+    }
+
+    /// `qed-img ARGS`.
+    @discardableResult
+    func ours(_ arguments: String...) throws -> Outcome { try run(Sandbox.qedImg, arguments) }
+    @discardableResult
+    func ours(_ arguments: [String]) throws -> Outcome { try run(Sandbox.qedImg, arguments) }
+
+    /// `qemu-img ARGS`.
+    @discardableResult
+    func qemu(_ arguments: String...) throws -> Outcome { try run("qemu-img", arguments) }
+    @discardableResult
+    func qemu(_ arguments: [String]) throws -> Outcome { try run("qemu-img", arguments) }
+
+    /// `qemu-io ARGS` (must succeed).
+    func qemuIO(_ arguments: String...) throws {
+        let o = try run("qemu-io", arguments)
+        #expect(o.status == 0, "qemu-io \(arguments): \(o)")
+    }
+
+    /// Runs qemu-img and requires success.
+    func mustQemu(_ arguments: String...) throws {
+        let o = try run("qemu-img", arguments)
+        #expect(o.status == 0, "qemu-img \(arguments): \(o)")
+    }
+
+    /// Runs qed-img and requires success.
+    func mustOurs(_ arguments: String...) throws {
+        let o = try run(Sandbox.qedImg, arguments)
+        #expect(o.status == 0, "qed-img \(arguments): \(o)")
+    }
+
+    func copy(_ from: String, _ to: String) throws {
+        try? FileManager.default.removeItem(atPath: path(to))
+        try FileManager.default.copyItem(atPath: path(from), toPath: path(to))
+    }
+
+    func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path(name)))) }
+
+    func fileSize(_ name: String) throws -> UInt64 {
+        (try FileManager.default.attributesOfItem(atPath: path(name))[.size] as? NSNumber)?.uint64Value ?? 0
+    }
+
+    /// Overwrites `value` as a little-endian u64 at byte `offset` of `name`.
+    func poke64(_ name: String, at offset: UInt64, _ value: UInt64) throws {
+        let h = try FileHandle(forUpdating: URL(fileURLWithPath: path(name)))
+        defer { try? h.close() }
+        try h.seek(toOffset: offset)
+        var v = value.littleEndian
+        try h.write(contentsOf: Data(bytes: &v, count: 8))
+    }
+
+    func peek64(_ name: String, at offset: Int) throws -> UInt64 {
+        let b = try bytes(name)
+        var v: UInt64 = 0
+        for i in 0..<8 { v |= UInt64(b[offset + i]) << (8 * UInt64(i)) }
+        return v
+    }
+
+    /// `qemu-img check` status of `name` (0 = clean).
+    func qemuCheckStatus(_ name: String) throws -> Int32 { try qemu("check", name).status }
+
+    /// Whether `qemu-img compare` says the two images show the same content.
+    func qemuIdentical(_ a: String, _ b: String) throws -> Bool {
+        let o = try qemu("compare", a, b)
+        return o.status == 0 && o.stdout.contains("Images are identical.")
+    }
+
+    /// A JSON document as Foundation values.
+    static func json(_ text: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+    }
+}
+
+/// Compares two JSON values key by key, value by value; returns the differences.
+func jsonDifferences(_ a: Any, _ b: Any, at path: String = "$") -> [String] {
+    switch (a, b) {
+    case let (x as [String: Any], y as [String: Any]):
+        var out: [String] = []
+        for key in Set(x.keys).union(y.keys).sorted() {
+            guard let xv = x[key] else { out.append("\(path).\(key) missing in ours"); continue }
+            guard let yv = y[key] else { out.append("\(path).\(key) extra in ours"); continue }
+            out += jsonDifferences(xv, yv, at: path + "." + key)
+        }
+        return out
+    case let (x as [Any], y as [Any]):
+        guard x.count == y.count else { return ["\(path): \(x.count) elements vs \(y.count)"] }
+        return zip(x, y).enumerated().flatMap { jsonDifferences($0.element.0, $0.element.1, at: "\(path)[\($0.offset)]") }
+    case let (x as NSNumber, y as NSNumber):
+        return x == y ? [] : ["\(path): \(x) vs \(y)"]
+    case let (x as String, y as String):
+        return x == y ? [] : ["\(path): \(x) vs \(y)"]
+    default:
+        return ["\(path): \(a) vs \(b)"]
+    }
+}
+
+/// Asserts that qed-img and qemu-img print the same thing and exit alike for `args`.
+func expectSameAsQemu(_ box: Sandbox, _ args: [String], json: Bool = false, comment: String = "",
+                      sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let ours = try box.ours(args)
+    let theirs = try box.qemu(args)
+    #expect(ours.status == theirs.status, "\(comment) \(args): status ours \(ours) / qemu \(theirs)", sourceLocation: sourceLocation)
+    #expect(ours.lines == theirs.lines, "\(comment) \(args): output ours \(ours) / qemu \(theirs)", sourceLocation: sourceLocation)
+    if json {
+        let a = try Sandbox.json(ours.stdout), b = try Sandbox.json(theirs.stdout)
+        let diffs = jsonDifferences(a, b)
+        #expect(diffs.isEmpty, "\(comment) \(args): JSON differs: \(diffs)", sourceLocation: sourceLocation)
+    }
+}
