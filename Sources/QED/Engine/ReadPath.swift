@@ -90,7 +90,9 @@ extension Image {
             covered = inside
         }
         if covered < length {
-            out.appendMerging(Extent(offset: pos + covered, length: length - covered, depth: 1, present: false,
+            // Past the backing file's end: QEMU's block layer answers "zero" at this layer without
+            // descending, so `qemu-img map` reports depth 0 here.
+            out.appendMerging(Extent(offset: pos + covered, length: length - covered, depth: 0, present: false,
                                      zero: true, data: false, hostOffset: nil))
         }
     }
