@@ -90,7 +90,8 @@ extension Image {
             covered = inside
         }
         if covered < length {
-            // Past the backing file's end the zeroes come from this layer (QEMU reports depth 0 there).
+            // Past the backing file's end: QEMU's block layer answers "zero" at this layer without
+            // descending, so `qemu-img map` reports depth 0 here.
             out.appendMerging(Extent(offset: pos + covered, length: length - covered, depth: 0, present: false,
                                      zero: true, data: false, hostOffset: nil))
         }

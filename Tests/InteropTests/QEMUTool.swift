@@ -1,0 +1,318 @@
+import Foundation
+import QED
+import Testing
+
+/// Runs the real QEMU tools (qemu-img, qemu-io) for the interop tests.
+///
+/// A missing tool is an error, not a skip: the test command installs qemu-utils, so a test that
+/// needs `qemu-img` and cannot find it fails with a message saying what to install.
+enum QEMU {
+    /// What a finished tool run produced.
+    struct Result: CustomStringConvertible {
+        var command: [String]
+        var status: Int32
+        var stdout: String
+        var stderr: String
+
+        var description: String {
+            "$ \(command.joined(separator: " "))\nexit \(status)\nstdout: \(stdout)\nstderr: \(stderr)"
+        }
+    }
+
+    struct ToolMissing: Error, CustomStringConvertible {
+        var tool: String
+        var description: String {
+            "\(tool) was not found in PATH. The interop tests run the real QEMU tools: install qemu-utils (apt-get install qemu-utils)."
+        }
+    }
+
+    struct ToolFailed: Error, CustomStringConvertible {
+        var result: Result
+        var description: String { "tool failed:\n\(result)" }
+    }
+
+    /// The absolute path of `tool` found in PATH (plus the usual system directories).
+    static func locate(_ tool: String) throws -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/bin"]
+        for dir in dirs where !dir.isEmpty {
+            let candidate = dir + "/" + tool
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        throw ToolMissing(tool: tool)
+    }
+
+    /// Runs `tool args...` in `cwd` (default: the current directory), waits, and captures stdout,
+    /// stderr and the exit status. Output goes through temporary files, so large outputs never
+    /// block the child.
+    @discardableResult
+    static func run(_ tool: String, _ args: [String], cwd: String? = nil) throws -> Result {
+        let executable = try locate(tool)
+        let scratch = try TempDir(prefix: "qemu-run")
+        let outPath = scratch.path + "/stdout", errPath = scratch.path + "/stderr"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = args
+        if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        process.waitUntilExit()
+        try out.close()
+        try err.close()
+        let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        return Result(command: [tool] + args, status: process.terminationStatus, stdout: stdout, stderr: stderr)
+    }
+
+    /// `qemu-img args...`.
+    @discardableResult
+    static func img(_ args: String..., cwd: String? = nil) throws -> Result { try run("qemu-img", args, cwd: cwd) }
+
+    /// `qemu-io args...`.
+    @discardableResult
+    static func io(_ args: [String], cwd: String? = nil) throws -> Result { try run("qemu-io", args, cwd: cwd) }
+
+    /// Runs `qemu-img args...` and throws unless it exits 0.
+    @discardableResult
+    static func imgOK(_ args: String..., cwd: String? = nil) throws -> Result {
+        let r = try run("qemu-img", args, cwd: cwd)
+        guard r.status == 0 else { throw ToolFailed(result: r) }
+        return r
+    }
+
+    /// Runs `qemu-io` with one `-c` per command on `image` and throws unless it exits 0 and
+    /// printed no error (qemu-io exits 0 even when a command fails).
+    @discardableResult
+    static func ioOK(_ image: String, _ commands: [String], extra: [String] = [], cwd: String? = nil) throws -> Result {
+        let r = try run("qemu-io", extra + commands.flatMap { ["-c", $0] } + [image], cwd: cwd)
+        guard r.status == 0, !r.stdout.contains("failed"), !r.stderr.contains("failed"), r.stderr.isEmpty else {
+            throw ToolFailed(result: r)
+        }
+        return r
+    }
+
+    // MARK: JSON outputs
+
+    /// `qemu-img check --output=json` counts (absent keys are 0, as QEMU omits zero counts).
+    struct Check: Equatable, CustomStringConvertible {
+        var status: Int32
+        var checkErrors = 0, corruptions = 0, leaks = 0, corruptionsFixed = 0
+        var totalClusters = 0, allocatedClusters = 0, fragmentedClusters = 0
+        var description: String {
+            "rc \(status) check-errors \(checkErrors) corruptions \(corruptions) leaks \(leaks) fixed \(corruptionsFixed) total \(totalClusters) allocated \(allocatedClusters) fragmented \(fragmentedClusters)"
+        }
+    }
+
+    /// Runs `qemu-img check --output=json [extra] image`.
+    static func check(_ image: String, extra: [String] = []) throws -> Check {
+        let r = try run("qemu-img", ["check", "--output=json"] + extra + [image])
+        guard let data = r.stdout.data(using: .utf8),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ToolFailed(result: r)
+        }
+        func n(_ key: String) -> Int { (obj[key] as? NSNumber)?.intValue ?? 0 }
+        return Check(status: r.status, checkErrors: n("check-errors"), corruptions: n("corruptions"), leaks: n("leaks"),
+                     corruptionsFixed: n("corruptions-fixed"), totalClusters: n("total-clusters"),
+                     allocatedClusters: n("allocated-clusters"), fragmentedClusters: n("fragmented-clusters"))
+    }
+
+    /// One entry of `qemu-img map --output=json`.
+    struct MapEntry: Equatable, CustomStringConvertible {
+        var start: UInt64, length: UInt64, depth: Int
+        var present: Bool, zero: Bool, data: Bool
+        var offset: UInt64?
+        var description: String {
+            "{\(start)+\(length) d\(depth) \(present ? "P" : "-")\(zero ? "Z" : "-")\(data ? "D" : "-") \(offset.map { "@\($0)" } ?? "")}"
+        }
+    }
+
+    /// Runs `qemu-img map --output=json image`.
+    static func map(_ image: String, extra: [String] = []) throws -> [MapEntry] {
+        let r = try run("qemu-img", ["map", "--output=json"] + extra + [image])
+        guard r.status == 0, let data = r.stdout.data(using: .utf8),
+              let array = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
+            throw ToolFailed(result: r)
+        }
+        return array.map { o in
+            MapEntry(start: (o["start"] as? NSNumber)?.uint64Value ?? 0,
+                     length: (o["length"] as? NSNumber)?.uint64Value ?? 0,
+                     depth: (o["depth"] as? NSNumber)?.intValue ?? -1,
+                     present: (o["present"] as? Bool) ?? false, zero: (o["zero"] as? Bool) ?? false,
+                     data: (o["data"] as? Bool) ?? false, offset: (o["offset"] as? NSNumber)?.uint64Value)
+        }
+    }
+}
+
+/// A `qemu-io` that keeps an image open (read-write unless `extra` says otherwise) until
+/// ``stop()``: it reads commands from a pipe we hold open. Ready once its locks are visible.
+final class QEMUHolder {
+    let process = Process()
+    private let input = Pipe()
+
+    struct HolderFailed: Error, CustomStringConvertible {
+        var image: String
+        var description: String { "qemu-io did not open \(image) within 10 s (it exited or took no lock)" }
+    }
+
+    init(image: String, extra: [String] = []) throws {
+        process.executableURL = URL(fileURLWithPath: try QEMU.locate("qemu-io"))
+        process.arguments = extra + [image]
+        process.standardInput = input
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // qemu-io opens the image before reading its first command; wait for its lock bytes.
+        let deadline = Date().addingTimeInterval(10)
+        while !Self.hasOFDLock(on: image) {
+            guard process.isRunning, Date() < deadline else {
+                stop()
+                throw HolderFailed(image: image)
+            }
+            usleep(10_000)
+        }
+    }
+
+    /// Whether some open file description holds a lock on `path` (per /proc/locks).
+    static func hasOFDLock(on path: String) -> Bool {
+        guard let attrs = try? FileManager.default.attributesOfItem(atPath: path),
+              let inode = (attrs[.systemFileNumber] as? NSNumber)?.uint64Value,
+              let locks = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else { return false }
+        return locks.split(separator: "\n").contains { line in
+            line.contains("OFDLCK") && line.split(separator: " ").contains { $0.hasSuffix(":\(inode)") }
+        }
+    }
+
+    /// Closes qemu-io's input (it quits on EOF) and waits for it.
+    func stop() {
+        try? input.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { process.terminate(); process.waitUntilExit() }
+    }
+
+    deinit { if process.isRunning { stop() } }
+}
+
+/// A temporary directory, removed with everything in it when the value is released.
+final class TempDir: Sendable {
+    let path: String
+
+    init(prefix: String = "qed-interop") throws {
+        let base = FileManager.default.temporaryDirectory.path
+        let template = base + "/\(prefix)-XXXXXX"
+        var bytes = Array(template.utf8CString)
+        guard let made = mkdtemp(&bytes) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: template])
+        }
+        path = String(cString: made)
+    }
+
+    /// `path/name`.
+    func file(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Small file helpers for the interop tests.
+enum Files {
+    /// The whole content of `path`.
+    static func read(_ path: String) throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    /// `count` bytes at `offset` of `path` (zeroes past its end).
+    static func read(_ path: String, at offset: UInt64, count: Int) throws -> [UInt8] {
+        let h = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? h.close() }
+        try h.seek(toOffset: offset)
+        var out = [UInt8](try h.read(upToCount: count) ?? Data())
+        if out.count < count { out += [UInt8](repeating: 0, count: count - out.count) }
+        return out
+    }
+
+    /// Writes `bytes` at `offset` of the existing file `path`.
+    static func write(_ path: String, _ bytes: [UInt8], at offset: UInt64) throws {
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? h.close() }
+        try h.seek(toOffset: offset)
+        try h.write(contentsOf: Data(bytes))
+    }
+
+    /// Creates `path` (empty) and sets its length (a sparse file).
+    static func createSparse(_ path: String, length: UInt64) throws {
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        try truncate(path, length)
+    }
+
+    /// Sets the length of `path`.
+    static func truncate(_ path: String, _ length: UInt64) throws {
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? h.close() }
+        try h.truncate(atOffset: length)
+    }
+
+    static func size(_ path: String) throws -> UInt64 {
+        let attrs = try FileManager.default.attributesOfItem(atPath: path)
+        return (attrs[.size] as? NSNumber)?.uint64Value ?? 0
+    }
+
+    /// Little-endian u64 at `offset` of `path`.
+    static func readU64(_ path: String, at offset: UInt64) throws -> UInt64 {
+        let b = try read(path, at: offset, count: 8)
+        return b.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
+
+    /// Writes `value` as a little-endian u64 at `offset` of `path`.
+    static func writeU64(_ path: String, _ value: UInt64, at offset: UInt64) throws {
+        try write(path, (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }, at: offset)
+    }
+}
+
+/// SplitMix64: a tiny seeded generator, so every workload is reproducible from its seed.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// `count` pseudo-random bytes, none of them zero (so written data never looks like a hole).
+    mutating func bytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: (count + 7) & ~7)
+        out.withUnsafeMutableBytes { raw in
+            for i in stride(from: 0, to: raw.count, by: 8) {
+                raw.storeBytes(of: next() | 0x0101_0101_0101_0101, toByteOffset: i, as: UInt64.self)
+            }
+        }
+        out.removeLast(out.count - count)
+        return out
+    }
+}
+
+/// Opens an image, retrying for up to a second while it reports ``QEDError/Code/locked``.
+///
+/// Why: every child process this test process spawns (the interop tests run qemu-img in
+/// parallel) holds a copy of each open file description from fork until exec. A description an
+/// image just closed can therefore keep its OFD locks for a moment, and a re-open of the same file
+/// in that window sees a conflict. Use this only where the open must succeed; lock tests call
+/// ``Image/open(path:options:)`` directly.
+func openImage(_ path: String, _ options: OpenOptions = OpenOptions()) throws -> Image {
+    let deadline = Date().addingTimeInterval(1)
+    while true {
+        do {
+            return try Image.open(path: path, options: options)
+        } catch let error as QEDError where error.code == .locked && Date() < deadline {
+            usleep(5_000)
+        }
+    }
+}

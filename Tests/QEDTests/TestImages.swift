@@ -1,0 +1,105 @@
+import Foundation
+import QED
+import Testing
+
+/// Helpers to craft images byte by byte and to expect specific engine errors.
+enum Craft {
+    /// A valid header: `cs`-byte clusters, `ts`-cluster tables, L1 right after a one-cluster header.
+    static func header(cs: UInt32 = 4096, ts: UInt32 = 4, size: UInt64 = 8 << 20) -> Header {
+        Header(clusterSize: cs, tableSize: ts, l1TableOffset: UInt64(cs), imageSize: size)
+    }
+
+    /// A memory file holding `header` followed by zeroes up to `length` bytes (default: header
+    /// area plus an L1 table), with `extra` byte runs written on top.
+    static func file(_ header: Header, length: UInt64? = nil, extra: [(UInt64, [UInt8])] = [],
+                     writable: Bool = true) -> MemoryFile {
+        let cs = UInt64(header.clusterSize)
+        let len = length ?? (UInt64(header.headerSize) + UInt64(header.tableSize)) * cs
+        var bytes = [UInt8](repeating: 0, count: Int(len))
+        let enc = header.encoded()
+        bytes.replaceSubrange(0..<min(64, bytes.count), with: enc.prefix(bytes.count))
+        for (off, run) in extra {
+            let end = Int(off) + run.count
+            if bytes.count < end { bytes += [UInt8](repeating: 0, count: end - bytes.count) }
+            bytes.replaceSubrange(Int(off)..<end, with: run)
+        }
+        return MemoryFile(bytes, path: "crafted.qed", writable: writable)
+    }
+
+    static func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+
+    static func readLE64(_ file: MemoryFile, at offset: UInt64) -> UInt64 {
+        let c = file.contents
+        return (0..<8).reduce(0) { $0 | UInt64(c[Int(offset) + $1]) << (8 * UInt64($1)) }
+    }
+
+    static func writeLE64(_ file: MemoryFile, _ v: UInt64, at offset: UInt64) throws {
+        try file.writeBytes(le64(v), at: offset)
+    }
+}
+
+/// Runs `body` and expects it to throw a ``QEDError`` with `code`; returns the error.
+@discardableResult
+func expectQEDError<T>(_ code: QEDError.Code, _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation,
+                       _ body: () throws -> T) -> QEDError? {
+    do {
+        _ = try body()
+        Issue.record("expected QEDError.\(code) but it succeeded. \(comment)", sourceLocation: sourceLocation)
+    } catch let error as QEDError {
+        #expect(error.code == code, "\(comment) got \(error.code): \(error)", sourceLocation: sourceLocation)
+        return error
+    } catch {
+        Issue.record("expected QEDError.\(code), got \(error). \(comment)", sourceLocation: sourceLocation)
+    }
+    return nil
+}
+
+/// A temporary directory, removed with its content when released.
+final class ScratchDir: Sendable {
+    let path: String
+
+    init() throws {
+        var template = Array((FileManager.default.temporaryDirectory.path + "/qed-tests-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else { throw CocoaError(.fileWriteUnknown) }
+        path = String(cString: made)
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    /// Bytes of the file `name` in this directory.
+    func read(_ name: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: file(name)))) }
+
+    /// Writes `bytes` at `offset` of the existing file `name`.
+    func patch(_ name: String, _ bytes: [UInt8], at offset: UInt64) throws {
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: file(name)))
+        defer { try? h.close() }
+        try h.seek(toOffset: offset)
+        try h.write(contentsOf: Data(bytes))
+    }
+
+    /// Creates the file `name` holding `bytes`.
+    func create(_ name: String, _ bytes: [UInt8]) throws {
+        try Data(bytes).write(to: URL(fileURLWithPath: file(name)))
+    }
+}
+
+/// `count` bytes of `value`.
+func bytes(_ value: UInt8, _ count: Int) -> [UInt8] { [UInt8](repeating: value, count: count) }
+
+/// Opens an image file, retrying for up to a second while it reports ``QEDError/Code/locked``.
+///
+/// Other tests in this process spawn child processes (the interop tests run qemu-img); each child
+/// holds a copy of every open file description from fork until exec, so a description an image
+/// just closed can keep its OFD locks for a moment and a re-open of the same file then conflicts.
+func openImage(_ path: String, _ options: OpenOptions = OpenOptions()) throws -> Image {
+    let deadline = Date().addingTimeInterval(1)
+    while true {
+        do {
+            return try Image.open(path: path, options: options)
+        } catch let error as QEDError where error.code == .locked && Date() < deadline {
+            usleep(5_000)
+        }
+    }
+}
