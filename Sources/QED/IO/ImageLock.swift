@@ -65,21 +65,40 @@ public enum ImageLock {
             throw QEDError(.locked, "Failed to lock byte \(byte): \(String(cString: strerror(e)))",
                            value: UInt64(byte), path: path, errno: e)
         }
+        // A conflict may be a ghost: a descriptor this process just closed keeps its OFD locks
+        // while a child forked by any thread has not yet exec'd (the child shares the open file
+        // description until then). Re-test briefly before calling it a real conflict.
+        var attempt = 0
+        while let conflict = firstConflict(fd: fd, mode: mode, path: path) {
+            attempt += 1
+            if attempt >= conflictRetries {
+                rollback()
+                throw conflict
+            }
+            usleep(conflictRetryMicroseconds)
+        }
+    }
+
+    /// How often a conflict is re-tested, and how long apart (about 100 ms in all).
+    static let conflictRetries = 20
+    static let conflictRetryMicroseconds: UInt32 = 5_000
+
+    /// The first conflict with another holder, in QEMU's order, or nil.
+    private static func firstConflict(fd: Int32, mode: LockMode, path: String) -> QEDError? {
         // Another holder refusing to share a permission we hold?
         for i in 0..<4 where mode.held & (UInt8(1) << UInt8(i)) != 0 {
             if qedsys_byte_is_locked(fd, sharedByteBase + Int64(i)) != 0 {
-                rollback()
-                throw conflict("Failed to get \"\(permissionNames[i])\" lock", byte: sharedByteBase + Int64(i), path: path)
+                return conflict("Failed to get \"\(permissionNames[i])\" lock", byte: sharedByteBase + Int64(i), path: path)
             }
         }
         // Another holder holding a permission we refuse to share?
         for i in 0..<4 where mode.unshared & (UInt8(1) << UInt8(i)) != 0 {
             if qedsys_byte_is_locked(fd, permByteBase + Int64(i)) != 0 {
-                rollback()
-                throw conflict("Failed to get shared \"\(permissionNames[i])\" lock",
-                               byte: permByteBase + Int64(i), path: path)
+                return conflict("Failed to get shared \"\(permissionNames[i])\" lock",
+                                byte: permByteBase + Int64(i), path: path)
             }
         }
+        return nil
     }
 
     private static func conflict(_ what: String, byte: Int64, path: String) -> QEDError {
