@@ -112,9 +112,16 @@ extension Image {
             let offset = try allocator.allocate(clusters: geometry.tableSize, in: file)
             // The new clusters are a hole (zero entries); make them durable before L1 points there.
             try flusher.sync(file)
-            try l1.update(at: l1Index, values: CollectionOfOne(offset), file: file)
+            // Cache the table before L1 points to it: a lookup that sees the new L1 entry must find
+            // this Table, not load a second copy from disk whose updates would then be lost.
             let table = Table(fileOffset: offset, count: Int(geometry.entriesPerTable))
             cache.insert(table)
+            do {
+                try l1.update(at: l1Index, values: CollectionOfOne(offset), file: file)
+            } catch {
+                cache.unpin(table)
+                throw error
+            }
             return table
         }
     }
