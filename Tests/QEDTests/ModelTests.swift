@@ -399,6 +399,60 @@ struct ModelTests {
         try verifyFinal(image, fixture: fixture, model: model, context: "seed \(seed) \(config)")
     }
 
+    @Test("concurrent first writes into fresh L2 tables keep every entry")
+    func freshTablesUnderContention() throws {
+        // 64 KiB clusters, 4-cluster tables: each L2 maps 2 GiB; 96 fresh tables, and in each the
+        // workers' clusters share one 512-byte L2 sector. Workers start a table together, each
+        // after a small random delay, so some arrive while another is creating and linking it.
+        let seed = ModelRNG.seed(0xF7E5, salt: 7)
+        let dir = try ModelKit.makeTempDirectory("fresh")
+        defer { ModelKit.removeDirectory(dir) }
+        let path = dir + "/fresh.qed"
+        let cs: UInt64 = 65536
+        let perL2: UInt64 = 32768 * cs
+        let tables: UInt64 = 96
+        try Image.create(path: path, options: CreateOptions(size: tables * perL2, clusterSize: 65536, tableSize: 4))
+        var options = OpenOptions()
+        options.needCheckDelay = 0.01
+        let image = try Image.open(path: path, options: options)
+        let workers = 4
+        let barrier = ThreadBarrier(workers)
+        let failures = FailureLog()
+        ModelKit.runThreads(workers) { w in
+            var rng = ModelRNG(seed: seed &+ UInt64(w))
+            for t in 0..<tables {
+                barrier.wait()
+                usleep(UInt32(rng.next() % 1500))
+                let at = t * perL2 + UInt64(w) * 3 * cs + 512 * UInt64(w)
+                let data = [UInt8](repeating: UInt8(truncatingIfNeeded: t &* 7 &+ UInt64(w) &+ 1), count: 1024)
+                do { try image.write(data, at: at) } catch { failures.add("worker \(w) table \(t): \(error)") }
+            }
+        }
+        #expect(failures.count == 0, "seed \(seed): \(failures.summary)")
+        var lost: [String] = []
+        for t in 0..<tables {
+            for w in 0..<UInt64(workers) {
+                let at = t * perL2 + w * 3 * cs + 512 * w
+                let want = [UInt8](repeating: UInt8(truncatingIfNeeded: t &* 7 &+ w &+ 1), count: 1024)
+                if try image.read(at: at, count: 1024) != want { lost.append("table \(t) worker \(w)") }
+            }
+        }
+        #expect(lost.isEmpty, "seed \(seed): writes lost: \(lost.prefix(10))")
+        let report = try image.check()
+        #expect(report.isClean, "seed \(seed): \(report)")
+        #expect(report.allocatedClusters == tables * UInt64(workers), "seed \(seed): \(report)")
+        try image.close()
+        let again = try Image.open(path: path, options: options)
+        for t in 0..<tables {
+            for w in 0..<UInt64(workers) {
+                let at = t * perL2 + w * 3 * cs + 512 * w
+                let want = [UInt8](repeating: UInt8(truncatingIfNeeded: t &* 7 &+ w &+ 1), count: 1024)
+                #expect(try again.read(at: at, count: 1024) == want, "seed \(seed): table \(t) worker \(w) after reopen")
+            }
+        }
+        try again.close()
+    }
+
     @Test("a reader racing an allocating write sees all-old or all-new", arguments: ModelConfig.inMemory)
     func readerRacesAllocation(config: ModelConfig) throws {
         let seed = ModelRNG.seed(0x4EAD &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 4)
