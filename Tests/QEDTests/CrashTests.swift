@@ -292,6 +292,162 @@ func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], se
     return outcome
 }
 
+/// One guest operation of a concurrent crash workload, as logged by its worker.
+struct LoggedOperation: Sendable {
+    enum Kind: Sendable {
+        case write(UInt64, [UInt8])
+        case zero(UInt64, UInt64)
+        case discard(UInt64, UInt64)
+    }
+    var worker: Int
+    var kind: Kind
+    var changes: [PendingChange]
+    /// Ticket taken when the operation returned; nil if it failed at the cut.
+    var end: Int?
+
+    func apply(to model: inout ReferenceDisk) {
+        switch kind {
+        case .write(let at, let data): model.write(data, at: at)
+        case .zero(let at, let length): model.writeZeroes(at: at, length: length)
+        case .discard(let at, let length): model.discard(at: at, length: length)
+        }
+    }
+}
+
+extension PendingChange: @unchecked Sendable {}
+
+/// Shared log of a concurrent crash workload: a ticket clock orders operation ends and flush
+/// starts; an operation is durable iff it ended before a flush that completed started.
+final class ConcurrentLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counter = 0
+    private(set) var operations: [LoggedOperation] = []
+    private(set) var completedFlushStarts: [Int] = []
+
+    func ticket() -> Int { lock.lock(); defer { lock.unlock() }; counter += 1; return counter }
+    func record(_ op: LoggedOperation) { lock.lock(); operations.append(op); lock.unlock() }
+    func flushCompleted(startedAt start: Int) { lock.lock(); completedFlushStarts.append(start); lock.unlock() }
+}
+
+/// Three workers on interleaved 2-cluster blocks of one image on a FaultInjectingFile, a cut at a
+/// random mutation (thread interleaving makes the exact cut vary between runs), then recovery.
+func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8], seed: UInt64) throws -> CutOutcome {
+    var rng = ModelRNG(seed: seed)
+    let cs = config.cs
+    let file = FaultInjectingFile(path: "/crash-test/conc.qed")
+    var create = CreateOptions(size: config.diskSize, clusterSize: config.clusterSize, tableSize: config.tableSize)
+    create.backingFile = backingPath
+    create.backingFormat = backingPath == nil ? nil : .raw
+    try Image.create(on: file, options: create)
+    var options = OpenOptions()
+    options.needCheckDelay = 1e6
+    var image: Image? = try Image.open(file: file, options: options)
+    let initial = ReferenceDisk(size: config.diskSize, clusterSize: cs, backing: backing)
+    let shared = SharedModel(initial)
+    let log = ConcurrentLog()
+    let failures = FailureLog()
+    let workers = 3
+    let blockBytes = 2 * cs
+    let opsPerWorker = 1 + Int(rng.next() % 8)
+    file.cut(afterMutations: Int(rng.next() % UInt64(workers * opsPerWorker * 5 + 1)))
+    let live = image!
+    ModelKit.runThreads(workers) { w in
+        var rng = ModelRNG(seed: seed &+ UInt64(w + 1) &* 0x9E37_79B9)
+        let blocks = (config.diskSize + blockBytes - 1) / blockBytes
+        let hotBlocks = (config.hot.lowerBound / blockBytes)..<min(blocks, config.hot.upperBound / blockBytes)
+        func myBlock() -> Range<UInt64> {
+            let pool = rng.chance(0.8) ? hotBlocks : 0..<blocks
+            var j = pool.lowerBound + rng.next() % UInt64(pool.count)
+            j = j - j % UInt64(workers) + UInt64(w)
+            if j >= blocks { j -= UInt64(workers) }
+            return (j * blockBytes)..<min(config.diskSize, (j + 1) * blockBytes)
+        }
+        for _ in 0..<opsPerWorker {
+            let block = myBlock()
+            var start = block.lowerBound + rng.next() % UInt64(block.count)
+            if rng.chance(0.5) { start = start / 512 * 512 }
+            var length = 1 + rng.next() % (block.upperBound - start)
+            if rng.chance(0.3) { (start, length) = (block.lowerBound, UInt64(block.count)) }
+            let roll = rng.next() % 100
+            do {
+                if roll < 10 {
+                    let got = try live.read(at: start, count: Int(length))
+                    if !file.isFrozen, let d = ModelKit.firstDifference(got, shared.read(at: start, count: Int(length))) {
+                        failures.add("worker \(w): read before the cut differs at \(start + UInt64(d))")
+                    }
+                    continue
+                }
+                if roll >= 87 {
+                    let t = log.ticket()
+                    try live.flush()
+                    log.flushCompleted(startedAt: t)
+                    continue
+                }
+                var op: LoggedOperation
+                if roll < 55 {
+                    let data = rng.bytes(Int(length))
+                    op = LoggedOperation(worker: w, kind: .write(start, data),
+                                         changes: [PendingChange(offset: start, length: data.count, bytes: data)])
+                } else if roll < 72 {
+                    op = LoggedOperation(worker: w, kind: .zero(start, length),
+                                         changes: [PendingChange(offset: start, length: Int(length), bytes: nil)])
+                } else {
+                    var copy = shared.value
+                    let zeroed = copy.discard(at: start, length: length)
+                    op = LoggedOperation(worker: w, kind: .discard(start, length),
+                                         changes: zeroed.map { PendingChange(offset: $0.lowerBound, length: Int($0.count), bytes: nil) })
+                }
+                do {
+                    switch op.kind {
+                    case .write(let at, let data): try live.write(data, at: at)
+                    case .zero(let at, let n): try live.writeZeroes(at: at, length: n, unmap: rng.chance(0.5))
+                    case .discard(let at, let n): try live.discard(at: at, length: n)
+                    }
+                } catch {
+                    log.record(op)  // in flight at the cut: a candidate, never durable
+                    throw error
+                }
+                op.end = log.ticket()
+                shared.disk.withLock { op.apply(to: &$0) }
+                log.record(op)
+            } catch let error as QEDError where error.code == .io && file.isFrozen {
+                return
+            } catch {
+                failures.add("worker \(w): \(error)")
+                return
+            }
+        }
+    }
+    if failures.count > 0 {
+        return CutOutcome(failures: failures.messages.map { "\($0) [seed \(seed) \(config)]" })
+    }
+    let mode = FaultInjectingFile.CrashMode.random(using: &rng)
+    let durable = file.crash(mode: mode, rng: &rng)
+    image = nil
+
+    let lastFlush = log.completedFlushStarts.max() ?? Int.min
+    var flushed = initial
+    var crashView = initial
+    var pending: [PendingChange] = []
+    for op in log.operations {  // per worker in order; workers touch disjoint clusters
+        if let end = op.end {
+            op.apply(to: &crashView)
+            if end < lastFlush { op.apply(to: &flushed); continue }
+        }
+        pending += op.changes
+    }
+    let context = "seed \(seed) \(config) mode \(mode), \(log.operations.count) operations, \(log.completedFlushStarts.count) flushes (interleaving varies)"
+    var outcome = CutOutcome(cutInsideOperation: log.operations.contains { $0.end == nil })
+    do {
+        try verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
+                           flushed: flushed, pending: pending, crashView: crashView, outcome: &outcome, rng: &rng)
+    } catch {
+        outcome.failures.append("threw \(error)")
+    }
+    outcome.failures = outcome.failures.map { "\($0) [\(context)]" }
+    return outcome
+}
+
 /// What one cut exercised and what went wrong.
 struct CutOutcome {
     var cutInsideOperation = false
@@ -399,6 +555,41 @@ struct CrashTests {
         if config.backingSize == nil && config.cuts >= 100 {
             #expect(repaired > 0, "no cut ever left an entry for the check on open to repair")
         }
+    }
+
+    @Test("power cuts during concurrent workloads", arguments: [CrashConfig.small(backing: false), .small(backing: true), .large(backing: true)])
+    func concurrentCuts(config: CrashConfig) throws {
+        let base = ModelRNG.seed(0xC0C7_0000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 8)
+        var rng = ModelRNG(seed: base)
+        let dir = try ModelKit.makeTempDirectory("crash-conc")
+        defer { ModelKit.removeDirectory(dir) }
+        var backingPath: String?
+        var backing: [UInt8] = []
+        if let size = config.backingSize {
+            let raw = try ModelKit.makeRawBacking(in: dir, size: size, rng: &rng)
+            backingPath = raw.path
+            backing = raw.bytes
+        }
+        let rounds = 100
+        var failed = 0
+        var lost = 0
+        for i in 0..<rounds {
+            let seed = base &+ UInt64(i)
+            var outcome: CutOutcome
+            do {
+                outcome = try runConcurrentCut(config: config, backingPath: backingPath, backing: backing, seed: seed)
+            } catch {
+                outcome = CutOutcome(failures: ["threw \(error) [seed \(seed) \(config)]"])
+            }
+            if outcome.lostSomething { lost += 1 }
+            if !outcome.failures.isEmpty {
+                failed += 1
+                if failed <= 3 { Issue.record("round \(i): \(outcome.failures.joined(separator: "\n"))") }
+            }
+        }
+        print("concurrent crash \(config): \(rounds) cuts, \(lost) lost unflushed data, \(failed) failed")
+        #expect(failed == 0, "\(failed) of \(rounds) concurrent cuts failed (base seed \(base); thread interleaving varies)")
+        #expect(lost > rounds / 10, "too few cuts lost anything (\(lost))")
     }
 
     @Test("power cuts while the NEED_CHECK timer marks the image clean")
