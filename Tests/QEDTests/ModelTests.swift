@@ -548,9 +548,9 @@ final class RaceState: Sendable {
     let strictNew = Atomic<Int>(0)
     let overlapping = Atomic<Int>(0)
 
-    /// Spins (yielding) until `condition` holds, at most ~2 s.
+    /// Spins (yielding) until `condition` holds, at most ~5 s.
     func waitUntil(_ condition: () -> Bool) {
-        let deadline = Date().addingTimeInterval(2)
+        let deadline = Date().addingTimeInterval(5)
         while !condition() && Date() < deadline { sched_yield() }
     }
 }
