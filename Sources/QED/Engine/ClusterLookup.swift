@@ -32,7 +32,9 @@ extension Image {
         let table = try pinL2(at: tableOffset)
         defer { cache.unpin(table) }
         return try table.withEntries { entries in
-            try scanRun(entries, pos: pos, limit: limit, fileSize: fileSize)
+            // Re-read the file size under the table lock: an entry that a concurrent allocation
+            // wrote after this lookup began points past the size read above.
+            try scanRun(entries, pos: pos, limit: limit, fileSize: allocator.fileSize)
         }
     }
 
