@@ -41,7 +41,7 @@ public final class MemoryFile: BlockFile {
             throw QEDError(.noSpace, "write past the end of a memory file", value: offset, path: path)
         }
         bytes.withLock { b in
-            if b.count < end { b.append(contentsOf: repeatElement(0, count: end - b.count)) }
+            if b.count < end { b.append(contentsOf: [UInt8](repeating: 0, count: end - b.count)) }
             b.withUnsafeMutableBytes { dst in
                 UnsafeMutableRawBufferPointer(rebasing: dst[Int(offset)..<end]).copyMemory(from: data)
             }
@@ -57,7 +57,11 @@ public final class MemoryFile: BlockFile {
             throw QEDError(.noSpace, "memory file cannot hold \(length) bytes", value: length, path: path)
         }
         bytes.withLock { b in
-            if b.count > n { b.removeLast(b.count - n) } else { b.append(contentsOf: repeatElement(0, count: n - b.count)) }
+            if b.count > n {
+                b.removeSubrange(n...)
+            } else if b.count < n {
+                b.append(contentsOf: [UInt8](repeating: 0, count: n - b.count))
+            }
         }
     }
 
@@ -65,7 +69,8 @@ public final class MemoryFile: BlockFile {
         bytes.withLock { b in
             let start = min(Int(clamping: offset), b.count)
             let end = min(Int(clamping: offset &+ length), b.count)
-            if start < end { b.replaceSubrange(start..<end, with: repeatElement(0, count: end - start)) }
+            guard start < end else { return }
+            b.withUnsafeMutableBytes { UnsafeMutableRawBufferPointer(rebasing: $0[start..<end]).initializeMemory(as: UInt8.self, repeating: 0) }
         }
     }
 }
