@@ -70,7 +70,7 @@ public final class MemoryFile: BlockFile {
             let start = min(Int(clamping: offset), b.count)
             let end = min(Int(clamping: offset &+ length), b.count)
             guard start < end else { return }
-            b.withUnsafeMutableBytes { UnsafeMutableRawBufferPointer(rebasing: $0[start..<end]).initializeMemory(as: UInt8.self, repeating: 0) }
+            b.withUnsafeMutableBytes { _ = UnsafeMutableRawBufferPointer(rebasing: $0[start..<end]).initializeMemory(as: UInt8.self, repeating: 0) }
         }
     }
 }
