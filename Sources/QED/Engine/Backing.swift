@@ -91,21 +91,29 @@ public final class RawDisk: DiskReader {
     }
 
     public func extents(at offset: UInt64, length: UInt64) throws -> [Extent] {
+        try file.rawExtents(at: offset, length: length)
+    }
+
+    public func close() throws {
+        (file as? PosixFile)?.close()
+    }
+}
+
+extension BlockFile {
+    /// The extents of a raw disk stored in this file (guest offset = file offset): data where the
+    /// file system holds data, zero (still present, as QEMU reports raw holes) where it has holes.
+    public func rawExtents(at offset: UInt64, length: UInt64) throws -> [Extent] {
         var out: [Extent] = []
         var pos = offset
         let end = offset + length
         while pos < end {
-            let (isData, n) = try file.allocation(at: pos, limit: end - pos)
+            let (isData, n) = try allocation(at: pos, limit: end - pos)
             let step = max(1, min(n, end - pos))
             out.appendMerging(Extent(offset: pos, length: step, depth: 0, present: true, zero: !isData,
                                      data: isData, hostOffset: pos))
             pos += step
         }
         return out
-    }
-
-    public func close() throws {
-        (file as? PosixFile)?.close()
     }
 }
 

@@ -118,17 +118,7 @@ public final class RawImage: Disk {
 
     public func extents(at offset: UInt64, length: UInt64) throws -> [Extent] {
         try ensureInside(offset, length)
-        var out: [Extent] = []
-        var pos = offset
-        let end = offset + length
-        while pos < end {
-            let (isData, n) = try file.allocation(at: pos, limit: end - pos)
-            let step = max(1, min(n, end - pos))
-            out.appendMerging(Extent(offset: pos, length: step, depth: 0, present: true, zero: !isData,
-                                     data: isData, hostOffset: pos))
-            pos += step
-        }
-        return out
+        return try file.rawExtents(at: offset, length: length)
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
