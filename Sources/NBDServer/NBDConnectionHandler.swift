@@ -1,0 +1,310 @@
+import Logging
+import NBD
+import NIOCore
+import NIOPosix
+
+/// Asks a connection to stop taking requests, finish the ones in flight and close (server shutdown).
+struct NBDServerShutdownEvent: Sendable {}
+
+/// What a connection tells its server about its life.
+struct NBDConnectionEvents: Sendable {
+    /// The connection entered the transmission phase.
+    var enteredTransmission: @Sendable () -> Void
+}
+
+/// One client connection: drives ``NBD/NBDNegotiation``, then runs transmission requests on the I/O thread
+/// pool and writes their replies as they complete (out of order, each reply's messages back to back, so
+/// replies never interleave on the wire).
+///
+/// Pipeline (head to tail): `ByteToMessageHandler(NBDServerDecoder)`, `NBDServerMessageEncoder`, this.
+/// All state lives on the channel's event loop; engine calls run on the thread pool and hop back with
+/// `NIOLoopBound`. Reading from the client pauses while too many requests or payload bytes are in
+/// flight (backpressure instead of unbounded queues).
+final class NBDConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = NBDClientMessage
+    typealias OutboundIn = NBDServerMessage
+    typealias OutboundOut = NBDServerMessage
+
+    private enum Phase {
+        case negotiating
+        case transmitting(NBDSession, NBDRequestValidator)
+        case closed
+    }
+
+    private let backend: NBDDiskBackend
+    private let threadPool: NIOThreadPool
+    private let events: NBDConnectionEvents
+    private let maximumRequestsInFlight: Int
+    private let maximumBytesInFlight: Int
+    private var logger: Logger
+
+    private var negotiation: NBDNegotiation
+    private var phase: Phase = .negotiating
+    private var context: ChannelHandlerContext?
+    private var greeted = false
+    private var requestsInFlight = 0
+    private var bytesInFlight = 0
+    private var readPending = false
+    /// No further requests are executed: the client sent DISC or the server is shutting down.
+    private var draining = false
+    private var closing = false
+    private var flushScheduled = false
+
+    init(
+        configuration: NBDServerConfiguration,
+        backend: NBDDiskBackend,
+        threadPool: NIOThreadPool,
+        options: NBDServerOptions,
+        events: NBDConnectionEvents,
+        logger: Logger
+    ) {
+        self.negotiation = NBDNegotiation(configuration: configuration)
+        self.backend = backend
+        self.threadPool = threadPool
+        self.events = events
+        self.maximumRequestsInFlight = max(1, options.maximumRequestsInFlight)
+        self.maximumBytesInFlight = max(1, options.maximumBytesInFlight)
+        self.logger = logger
+    }
+
+    // MARK: - Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { self.greet(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.greet(context: context)
+        context.fireChannelActive()
+    }
+
+    private func greet(context: ChannelHandlerContext) {
+        guard !self.greeted else { return }
+        self.greeted = true
+        if let peer = context.channel.remoteAddress { self.logger[metadataKey: "peer"] = "\(peer)" }
+        self.logger.debug("client connected")
+        context.writeAndFlush(self.wrapOutboundOut(self.negotiation.greeting), promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .closed = self.phase {} else {
+            self.phase = .closed
+            self.logger.debug("client disconnected", metadata: ["in-flight": "\(self.requestsInFlight)"])
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NBDDecodingError {
+            self.logger.info("closing the connection: malformed input", metadata: ["error": "\(error)"])
+        } else {
+            self.logger.debug("closing the connection", metadata: ["error": "\(error)"])
+        }
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is NBDServerShutdownEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch self.phase {
+        case .negotiating:
+            context.close(promise: nil)
+        case .transmitting:
+            self.draining = true
+            self.closeIfDrained(context: context)
+        case .closed:
+            break
+        }
+    }
+
+    // MARK: - Backpressure
+
+    func read(context: ChannelHandlerContext) {
+        if self.mustPauseReading {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    private var mustPauseReading: Bool {
+        self.draining || self.requestsInFlight >= self.maximumRequestsInFlight
+            || self.bytesInFlight >= self.maximumBytesInFlight
+    }
+
+    private func resumeReadingIfPossible(context: ChannelHandlerContext) {
+        if self.readPending && !self.mustPauseReading {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    // MARK: - Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let message = self.unwrapInboundIn(data)
+        switch self.phase {
+        case .negotiating:
+            self.negotiate(message, context: context)
+        case .transmitting(let session, let validator):
+            guard case .request(let request) = message else {
+                self.logger.info("closing the connection: option request during transmission")
+                context.close(promise: nil)
+                return
+            }
+            self.handle(request, session: session, validator: validator, context: context)
+        case .closed:
+            break
+        }
+    }
+
+    private func negotiate(_ message: NBDClientMessage, context: ChannelHandlerContext) {
+        let step = self.negotiation.receive(message)
+        for reply in step.replies {
+            context.write(self.wrapOutboundOut(reply), promise: nil)
+        }
+        switch step.action {
+        case .continue:
+            context.flush()
+        case .startTLS:
+            // TLS is never configured in this build, so the negotiation never asks for it.
+            self.logger.error("TLS requested but not available; closing")
+            self.closeGracefully(context: context)
+        case .close(let reason):
+            self.logger.debug("negotiation ended", metadata: ["reason": "\(reason)"])
+            self.closeGracefully(context: context)
+        case .enterTransmission(let session):
+            context.flush()
+            self.logger.debug(
+                "transmission started",
+                metadata: [
+                    "export": "\(session.export.name)",
+                    "structured-replies": "\(session.structuredReplies)",
+                    "contexts": "\(session.metaContexts.map(\.name))",
+                    "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
+                ]
+            )
+            self.phase = .transmitting(session, NBDRequestValidator(session: session))
+            self.events.enteredTransmission()
+        }
+    }
+
+    private func handle(
+        _ request: NBDRequest,
+        session: NBDSession,
+        validator: NBDRequestValidator,
+        context: ChannelHandlerContext
+    ) {
+        let header = request.header
+        if header.command == .disconnect {
+            self.logger.debug("client sent DISC")
+            self.draining = true
+            self.closeIfDrained(context: context)
+            return
+        }
+        if self.draining {
+            self.send(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
+            return
+        }
+        if case .reject(let error) = validator.validate(request) {
+            let message = Self.rejectionMessage(header, error, exportSize: session.export.size)
+            self.logger.debug("request rejected", metadata: ["error": "\(error)", "reason": "\(message)"])
+            self.send(.one(session.errorReply(to: header, error, message: message)))
+            return
+        }
+        let cost: Int
+        if case .data(let payload) = request.payload { cost = payload.readableBytes } else { cost = 0 }
+        self.requestsInFlight += 1
+        self.bytesInFlight += cost
+
+        let backend = self.backend
+        let eventLoop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        self.threadPool.submit { state in
+            let reply: NBDReply
+            switch state {
+            case .active:
+                reply = backend.execute(request, session: session)
+            case .cancelled:
+                reply = .one(session.errorReply(to: header, .shutdown, message: "the server is shutting down"))
+            }
+            eventLoop.execute {
+                bound.value.complete(reply, cost: cost)
+            }
+        }
+    }
+
+    /// Runs on the event loop when a request finished on the thread pool.
+    private func complete(_ reply: NBDReply, cost: Int) {
+        self.requestsInFlight -= 1
+        self.bytesInFlight -= cost
+        guard let context = self.context else { return }
+        self.send(reply)
+        self.resumeReadingIfPossible(context: context)
+        self.closeIfDrained(context: context)
+    }
+
+    // MARK: - Outbound
+
+    /// Writes one complete reply (its messages back to back) and schedules a flush for the end of this
+    /// event loop tick, so replies completing together share one `writev`.
+    private func send(_ reply: NBDReply) {
+        guard let context = self.context, !self.closing else { return }
+        switch reply {
+        case .none:
+            return
+        case .one(let message):
+            context.write(self.wrapOutboundOut(message), promise: nil)
+        case .many(let messages):
+            for message in messages { context.write(self.wrapOutboundOut(message), promise: nil) }
+        }
+        guard !self.flushScheduled else { return }
+        self.flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.context?.flush()
+        }
+    }
+
+    private func closeIfDrained(context: ChannelHandlerContext) {
+        guard self.draining, self.requestsInFlight == 0, !self.closing else { return }
+        self.closeGracefully(context: context)
+    }
+
+    /// Sends what is pending, then closes: the output side first (after every pending write went out),
+    /// then the whole channel.
+    private func closeGracefully(context: ChannelHandlerContext) {
+        guard !self.closing else { return }
+        self.closing = true
+        context.flush()
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.close(mode: .output, promise: promise)
+        promise.futureResult.assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    /// A human-readable reason for a validator rejection, sent in the structured error chunk.
+    static func rejectionMessage(_ header: NBDRequestHeader, _ error: NBDError, exportSize: UInt64) -> String {
+        let what = "\(header.command) of \(header.length) bytes at offset \(header.offset)"
+        switch error {
+        case .permissionDenied:
+            return "\(what): the export is read-only"
+        case .noSpace:
+            return "\(what) ends past the end of the export (\(exportSize) bytes)"
+        default:
+            let (end, overflow) = header.offset.addingReportingOverflow(UInt64(header.length))
+            if overflow || end > exportSize {
+                return "\(what) ends past the end of the export (\(exportSize) bytes)"
+            }
+            return "\(what) with flags 0x\(String(header.flags.rawValue, radix: 16)) is not valid for this export"
+        }
+    }
+}
