@@ -117,6 +117,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case .negotiating:
             context.close(promise: nil)
         case .transmitting:
+            self.dispatchBatch(context: context)
             self.draining = true
             self.closeIfDrained(context: context)
         case .closed:
@@ -205,6 +206,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         let header = request.header
         if header.command == .disconnect {
             self.logger.debug("client sent DISC")
+            self.dispatchBatch(context: context)
             self.draining = true
             self.closeIfDrained(context: context)
             return
@@ -223,30 +225,107 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         if case .data(let payload) = request.payload { cost = payload.readableBytes } else { cost = 0 }
         self.requestsInFlight += 1
         self.bytesInFlight += cost
+        let job = Job(request: request, session: session, cost: cost)
+        if Self.runsAlone(header) {
+            self.submit([job], context: context)
+        } else {
+            self.batch.append(job)
+            if self.batch.count >= Self.maximumBatchLength { self.dispatchBatch(context: context) }
+        }
+    }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.dispatchBatch(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    // MARK: - Execution
+
+    /// One accepted request waiting for, or running on, the thread pool.
+    private struct Job: Sendable {
+        var request: NBDRequest
+        var session: NBDSession
+        /// WRITE payload bytes held (for backpressure).
+        var cost: Int
+    }
+
+    /// Small requests decoded from one socket read, run together (see ``dispatchBatch(context:)``).
+    private var batch: [Job] = []
+
+    /// Requests at most this long (bytes) may share a thread pool task with others.
+    static let batchableLength: UInt32 = 64 * 1024
+    /// A batch is dispatched when it reaches this many requests, even in the middle of a read.
+    static let maximumBatchLength = 64
+    /// A batch is split into thread pool tasks of at most this many requests.
+    static let requestsPerTask = 16
+
+    /// Requests that get a thread pool task of their own: FLUSH (slow, and must not delay reads queued
+    /// behind it in a task), anything forcing a flush, and anything large.
+    private static func runsAlone(_ header: NBDRequestHeader) -> Bool {
+        switch header.command {
+        case .read, .write, .cache, .blockStatus:
+            return header.flags.contains(.fua) || header.length > Self.batchableLength
+        default:
+            return true
+        }
+    }
+
+    /// Hands the batched small requests to the thread pool as tasks of up to ``requestsPerTask`` requests
+    /// that run back to back and return all their replies in one hop to the event loop.
+    ///
+    /// For cached 4 KiB requests a thread handoff (futex wake, context switch, eventfd wake back) costs
+    /// several times the I/O itself: measured on 2 cores with fio (4 KiB random reads, iodepth 16, two
+    /// connections), one task per request gave ~50k IOPS, one task per socket read ~70–90k. Requests of
+    /// different reads and connections still run in parallel on the pool.
+    private func dispatchBatch(context: ChannelHandlerContext) {
+        guard !self.batch.isEmpty else { return }
+        let jobs = self.batch
+        self.batch.removeAll(keepingCapacity: true)
+        let tasks = (jobs.count + Self.requestsPerTask - 1) / Self.requestsPerTask
+        let perTask = (jobs.count + tasks - 1) / tasks
+        var start = 0
+        while start < jobs.count {
+            let end = min(start + perTask, jobs.count)
+            self.submit(Array(jobs[start..<end]), context: context)
+            start = end
+        }
+    }
+
+    /// Runs `jobs` in order on one thread pool thread and completes them together on the event loop.
+    private func submit(_ jobs: [Job], context: ChannelHandlerContext) {
         let backend = self.backend
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         self.threadPool.submit { state in
-            let reply: NBDReply
-            switch state {
-            case .active:
-                reply = backend.execute(request, session: session)
-            case .cancelled:
-                reply = .one(session.errorReply(to: header, .shutdown, message: "the server is shutting down"))
+            var replies: [NBDReply] = []
+            replies.reserveCapacity(jobs.count)
+            var cost = 0
+            for job in jobs {
+                cost += job.cost
+                switch state {
+                case .active:
+                    replies.append(backend.execute(job.request, session: job.session))
+                case .cancelled:
+                    let header = job.request.header
+                    replies.append(
+                        .one(job.session.errorReply(to: header, .shutdown, message: "the server is shutting down"))
+                    )
+                }
             }
+            let done = replies
+            let held = cost
             eventLoop.execute {
-                bound.value.complete(reply, cost: cost)
+                bound.value.complete(done, cost: held)
             }
         }
     }
 
-    /// Runs on the event loop when a request finished on the thread pool.
-    private func complete(_ reply: NBDReply, cost: Int) {
-        self.requestsInFlight -= 1
+    /// Runs on the event loop when a task finished on the thread pool.
+    private func complete(_ replies: [NBDReply], cost: Int) {
+        self.requestsInFlight -= replies.count
         self.bytesInFlight -= cost
         guard let context = self.context else { return }
-        self.send(reply)
+        for reply in replies { self.send(reply) }
         self.resumeReadingIfPossible(context: context)
         self.closeIfDrained(context: context)
     }

@@ -56,7 +56,7 @@ public struct NBDServerOptions: Sendable, Hashable {
     /// WRITE payload bytes of one connection held at once; reading pauses past this many.
     public var maximumBytesInFlight: Int = 256 << 20
     /// Threads that run engine calls (blocking I/O) for all connections.
-    public var ioThreads: Int = 32
+    public var ioThreads: Int = 8
     /// Event loop threads for the sockets.
     public var eventLoopThreads: Int = 1
     /// Seconds a shutdown waits for connections to finish their requests before closing them.

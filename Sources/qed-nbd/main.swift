@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Logging
 import NBDServer
 import QED
@@ -86,7 +85,7 @@ struct QEDNBD: ParsableCommand {
     var verbose = false
 
     @Option(name: .customLong("io-threads"), help: .hidden)
-    var ioThreads: Int = 32
+    var ioThreads: Int = 8
 
     @Option(name: .customLong("loop-threads"), help: .hidden)
     var loopThreads: Int = 1
@@ -131,6 +130,8 @@ struct QEDNBD: ParsableCommand {
                 + "or put a TLS proxy in front)")
         }
         let daemon = self.fork ? try Daemon.fork() : nil
+        // Before any thread exists, so every thread inherits the mask and the signals reach the waiter.
+        Signals.block()
 
         var logger = Logger(label: "qed-nbd")
         logger.logLevel = self.verbose ? .debug : .warning
@@ -166,17 +167,9 @@ struct QEDNBD: ParsableCommand {
         }
 
         let server = NBDServer(disk: disk, options: options, logger: logger)
-        // Signals are handled on a dispatch queue: SIGTERM/SIGINT start a graceful shutdown.
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
-        var sources: [any DispatchSourceSignal] = []
-        for number in [SIGTERM, SIGINT] {
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { server.shutdown() }
-            source.resume()
-            sources.append(source)
-        }
+        // SIGTERM/SIGINT were blocked in every thread (see `Signals.block()`); one waiter turns them into a
+        // graceful shutdown.
+        Signals.startWaiter { server.shutdown() }
         do {
             try server.start(listeningOn: address)
         } catch {
@@ -196,7 +189,6 @@ struct QEDNBD: ParsableCommand {
         daemon?.ready()
         defer { if let pidFile = self.pidFile { _ = unlink(pidFile) } }
         try server.run()
-        withExtendedLifetime(sources) {}
     }
 
     static func writePIDFile(_ path: String) throws {
@@ -206,6 +198,51 @@ struct QEDNBD: ParsableCommand {
         defer { close(descriptor) }
         let written = text.utf8CString.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, text.utf8.count) }
         guard written == text.utf8.count else { throw Failure("cannot write pid file \(path): \(errnoText())") }
+    }
+}
+
+/// SIGTERM and SIGINT handling without handlers: the signals are blocked in all threads and taken with
+/// `sigwait`, so they can never interrupt a system call or be lost to a thread that ignores them.
+enum Signals {
+    private static var terminationSet: sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        return set
+    }
+
+    /// Blocks SIGTERM and SIGINT in the calling thread (and so in every thread it creates later) and
+    /// ignores SIGPIPE.
+    static func block() {
+        var set = terminationSet
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Starts a thread (a plain pthread: dispatch's workers reset their signal masks) that waits for
+    /// SIGTERM or SIGINT and then calls `action` once.
+    static func startWaiter(_ action: @escaping @Sendable () -> Void) {
+        final class Box: Sendable {
+            let action: @Sendable () -> Void
+            init(_ action: @escaping @Sendable () -> Void) { self.action = action }
+        }
+        let context = Unmanaged.passRetained(Box(action)).toOpaque()
+        var thread = pthread_t()
+        let status = pthread_create(&thread, nil, { argument in
+            guard let argument else { return nil }
+            let box = Unmanaged<Box>.fromOpaque(argument).takeRetainedValue()
+            var set = Signals.terminationSet
+            var number: Int32 = 0
+            while sigwait(&set, &number) != 0 {}
+            box.action()
+            return nil
+        }, context)
+        if status == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<Box>.fromOpaque(context).release()
+        }
     }
 }
 
