@@ -27,8 +27,20 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     private enum Phase {
         case negotiating
-        case transmitting(NBDSession, NBDRequestValidator)
+        case transmitting(Transmission)
         case closed
+    }
+
+    /// The negotiated state of the connection, shared by reference with every job so a request carries
+    /// one pointer instead of a copy of the session (strings, arrays).
+    private final class Transmission: Sendable {
+        let session: NBDSession
+        let validator: NBDRequestValidator
+
+        init(session: NBDSession) {
+            self.session = session
+            self.validator = NBDRequestValidator(session: session)
+        }
     }
 
     private let backend: NBDDiskBackend
@@ -48,7 +60,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// No further requests are executed: the client sent DISC or the server is shutting down.
     private var draining = false
     private var closing = false
-    private var flushScheduled = false
+    /// Replies were written outside a completion (rejections) and wait for the flush at read-complete.
+    private var flushPending = false
 
     init(
         configuration: NBDServerConfiguration,
@@ -154,13 +167,13 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         switch self.phase {
         case .negotiating:
             self.negotiate(message, context: context)
-        case .transmitting(let session, let validator):
+        case .transmitting(let transmission):
             guard case .request(let request) = message else {
                 self.logger.info("closing the connection: option request during transmission")
                 context.close(promise: nil)
                 return
             }
-            self.handle(request, session: session, validator: validator, context: context)
+            self.handle(request, transmission: transmission, context: context)
         case .closed:
             break
         }
@@ -192,18 +205,14 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                     "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
                 ]
             )
-            self.phase = .transmitting(session, NBDRequestValidator(session: session))
+            self.phase = .transmitting(Transmission(session: session))
             self.events.enteredTransmission()
         }
     }
 
-    private func handle(
-        _ request: NBDRequest,
-        session: NBDSession,
-        validator: NBDRequestValidator,
-        context: ChannelHandlerContext
-    ) {
+    private func handle(_ request: NBDRequest, transmission: Transmission, context: ChannelHandlerContext) {
         let header = request.header
+        let session = transmission.session
         if header.command == .disconnect {
             self.logger.debug("client sent DISC")
             self.dispatchBatch(context: context)
@@ -213,19 +222,21 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
         if self.draining {
             self.send(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
+            self.flushPending = true
             return
         }
-        if case .reject(let error) = validator.validate(request) {
+        if case .reject(let error) = transmission.validator.validate(request) {
             let message = Self.rejectionMessage(header, error, exportSize: session.export.size)
             self.logger.debug("request rejected", metadata: ["error": "\(error)", "reason": "\(message)"])
             self.send(.one(session.errorReply(to: header, error, message: message)))
+            self.flushPending = true
             return
         }
         let cost: Int
         if case .data(let payload) = request.payload { cost = payload.readableBytes } else { cost = 0 }
         self.requestsInFlight += 1
         self.bytesInFlight += cost
-        let job = Job(request: request, session: session, cost: cost)
+        let job = Job(request: request, transmission: transmission, cost: cost)
         if Self.runsAlone(header) {
             self.submit([job], context: context)
         } else {
@@ -236,6 +247,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         self.dispatchBatch(context: context)
+        if self.flushPending {
+            self.flushPending = false
+            context.flush()
+        }
         context.fireChannelReadComplete()
     }
 
@@ -244,7 +259,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// One accepted request waiting for, or running on, the thread pool.
     private struct Job: Sendable {
         var request: NBDRequest
-        var session: NBDSession
+        var transmission: Transmission
         /// WRITE payload bytes held (for backpressure).
         var cost: Int
     }
@@ -304,12 +319,11 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 cost += job.cost
                 switch state {
                 case .active:
-                    replies.append(backend.execute(job.request, session: job.session))
+                    replies.append(backend.execute(job.request, session: job.transmission.session))
                 case .cancelled:
                     let header = job.request.header
-                    replies.append(
-                        .one(job.session.errorReply(to: header, .shutdown, message: "the server is shutting down"))
-                    )
+                    let session = job.transmission.session
+                    replies.append(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
                 }
             }
             let done = replies
@@ -326,14 +340,16 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         self.bytesInFlight -= cost
         guard let context = self.context else { return }
         for reply in replies { self.send(reply) }
+        // One flush per completed task: a task already holds every reply of a socket read's batch.
+        context.flush()
         self.resumeReadingIfPossible(context: context)
         self.closeIfDrained(context: context)
     }
 
     // MARK: - Outbound
 
-    /// Writes one complete reply (its messages back to back) and schedules a flush for the end of this
-    /// event loop tick, so replies completing together share one `writev`.
+    /// Writes one complete reply (its messages back to back, so replies never interleave); the caller
+    /// flushes.
     private func send(_ reply: NBDReply) {
         guard let context = self.context, !self.closing else { return }
         switch reply {
@@ -343,12 +359,6 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             context.write(self.wrapOutboundOut(message), promise: nil)
         case .many(let messages):
             for message in messages { context.write(self.wrapOutboundOut(message), promise: nil) }
-        }
-        guard !self.flushScheduled else { return }
-        self.flushScheduled = true
-        context.eventLoop.assumeIsolated().execute {
-            self.flushScheduled = false
-            self.context?.flush()
         }
     }
 
