@@ -256,10 +256,10 @@ func errnoText() -> String { String(cString: strerror(errno)) }
 
 /// Writes `text` to standard error, unbuffered.
 func printError(_ text: String) {
-    var bytes = Array(text.utf8)
+    let bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+        let n = bytes[offset...].withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
         if n < 0 && errno == EINTR { continue }
         if n <= 0 { return }
         offset += n
@@ -296,7 +296,26 @@ struct Daemon {
         close(fds[0])
         _ = setsid()
         _ = dup2(fds[1], 2)
+        // A daemon must not keep its parent's descriptors open (a supervisor may be waiting for them to
+        // close); keep the pipe and, under socket activation, the listening socket.
+        let activated = getenv("LISTEN_FDS") != nil
+        closeInheritedDescriptors(keeping: activated ? [fds[1], 3] : [fds[1]])
         return Daemon(pipeWriter: fds[1])
+    }
+
+    /// Closes every descriptor above 2 except `keep`, as listed in /proc/self/fd.
+    private static func closeInheritedDescriptors(keeping keep: Set<Int32>) {
+        guard let directory = opendir("/proc/self/fd") else { return }
+        let own = dirfd(directory)
+        var open: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let fd = Int32(name), fd > 2, fd != own, !keep.contains(fd) { open.append(fd) }
+        }
+        closedir(directory)
+        for fd in open { close(fd) }
     }
 
     /// Tells the parent the server is up, and detaches from the terminal.

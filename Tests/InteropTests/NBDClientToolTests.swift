@@ -186,6 +186,31 @@ import Testing
         #expect(first.terminate() == 0)
     }
 
+    @Test func forkDetachesOnceListening() throws {
+        let box = try NBDSandbox()
+        try box.makeQED("a.qed", size: "2M")
+        let pidFile = box.path("f.pid")
+        let start = try box.run(NBDSandbox.qedNBD, ["--fork", "--pid-file", pidFile, "-k", box.path("f.sock"), "-t",
+                                                    box.path("a.qed")], timeout: 30)
+        #expect(start.status == 0, "\(start)")
+        let text = (try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? ""
+        guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 else {
+            Issue.record("no pid file after --fork: \(start)")
+            return
+        }
+        defer { kill(pid, SIGKILL) }
+        let size = try box.must("nbdinfo", "--size", "nbd+unix:///?socket=\(box.path("f.sock"))")
+        #expect(size.stdout == "2097152\n")
+        kill(pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(30)
+        while kill(pid, 0) == 0 && Date() < deadline { usleep(10_000) }
+        #expect(kill(pid, 0) != 0, "daemon did not stop on SIGTERM")
+        #expect(try nbdImageIsDirty(box.path("a.qed")) == false)
+        // Errors before listening still reach the terminal, with status 1.
+        let failed = try box.run(NBDSandbox.qedNBD, ["--fork", "-k", box.path("g.sock"), box.path("missing.qed")])
+        #expect(failed.status == 1 && failed.stderr.contains("missing.qed"), "\(failed)")
+    }
+
     /// A TCP port on 127.0.0.1 that was free a moment ago.
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -143,7 +143,8 @@ import Testing
     /// Mounts `uri` at `mount` with nbdfuse; nil when FUSE cannot be used here.
     static func startFuse(_ box: NBDSandbox, mount: String, uri: String) -> FuseMount? {
         guard FileManager.default.fileExists(atPath: "/dev/fuse"),
-            FileManager.default.isExecutableFile(atPath: "/usr/bin/nbdfuse")
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/nbdfuse"),
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/fusermount3")
         else { return nil }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/nbdfuse")
