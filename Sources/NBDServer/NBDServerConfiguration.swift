@@ -1,4 +1,5 @@
 public import NBD
+import NIOCore
 
 /// How the server makes writes durable (`--cache`, qemu-nbd's spelling).
 public enum NBDCacheMode: String, Sendable, Hashable, CaseIterable {
@@ -55,8 +56,11 @@ public struct NBDServerOptions: Sendable, Hashable {
     public var maximumRequestsInFlight: Int = 64
     /// WRITE payload bytes of one connection held at once; reading pauses past this many.
     public var maximumBytesInFlight: Int = 256 << 20
-    /// Threads that run engine calls (blocking I/O) for all connections.
-    public var ioThreads: Int = 8
+    /// Threads that run engine calls (blocking I/O) for all connections; one per CPU core (at least 2)
+    /// by default. Cached I/O is CPU-bound and more threads than cores only add context switches
+    /// (measured on 2 cores: 4 KiB random reads ~100k IOPS with 2 threads, ~75k with 8); raise it for
+    /// slow disks that need many requests in flight.
+    public var ioThreads: Int = max(2, System.coreCount)
     /// Event loop threads for the sockets.
     public var eventLoopThreads: Int = 1
     /// Seconds a shutdown waits for connections to finish their requests before closing them.

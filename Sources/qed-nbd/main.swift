@@ -84,8 +84,8 @@ struct QEDNBD: ParsableCommand {
     @Flag(name: [.customShort("v"), .customLong("verbose")], help: "Log connections and requests to stderr.")
     var verbose = false
 
-    @Option(name: .customLong("io-threads"), help: .hidden)
-    var ioThreads: Int = 8
+    @Option(name: .customLong("io-threads"), help: "Threads doing image I/O (default: one per CPU core, at least 2).")
+    var ioThreads: Int?
 
     @Option(name: .customLong("loop-threads"), help: .hidden)
     var loopThreads: Int = 1
@@ -119,7 +119,7 @@ struct QEDNBD: ParsableCommand {
         if self.tlsCertificates != nil && self.tlsPSK != nil {
             throw ValidationError("--tls-certificates and --tls-psk are mutually exclusive")
         }
-        guard (1...1024).contains(self.ioThreads), (1...64).contains(self.loopThreads) else {
+        guard (1...1024).contains(self.ioThreads ?? 1), (1...64).contains(self.loopThreads) else {
             throw ValidationError("thread counts out of range")
         }
     }
@@ -149,7 +149,7 @@ struct QEDNBD: ParsableCommand {
         options.allocationDepth = self.allocationDepth
         options.sharedClients = self.shared
         options.persistent = self.persistent
-        options.ioThreads = self.ioThreads
+        if let ioThreads = self.ioThreads { options.ioThreads = ioThreads }
         options.eventLoopThreads = self.loopThreads
 
         let address: NBDListenAddress
