@@ -13,11 +13,12 @@ public enum NBDRequestVerdict: Hashable, Sendable {
 /// 1. unknown command (including RESIZE) → EINVAL;
 /// 2. unknown flag, or a flag that does not apply to the command (`NO_HOLE`/`FAST_ZERO` outside WRITE_ZEROES,
 ///    `DF` outside READ, `REQ_ONE` outside BLOCK_STATUS, `PAYLOAD_LEN`) → EINVAL;
-/// 3. a flag or command the export did not advertise (`FUA` without `SEND_FUA`, `DF` without `SEND_DF`,
+/// 3. WRITE/TRIM/WRITE_ZEROES on a read-only export → EPERM (even though such an export advertises
+///    neither TRIM nor WRITE_ZEROES);
+/// 4. a flag or command the export did not advertise (`FUA` without `SEND_FUA`, `DF` without `SEND_DF`,
 ///    `FAST_ZERO` without `SEND_FAST_ZERO`, FLUSH/TRIM/WRITE_ZEROES without their flag, any flag on CACHE
 ///    without `SEND_CACHE`, BLOCK_STATUS without structured replies or without a selected context) → EINVAL;
 ///    CACHE itself is accepted even when not advertised, as some clients send it anyway;
-/// 4. WRITE/TRIM/WRITE_ZEROES on a read-only export → EPERM;
 /// 5. DISC is always accepted (it is never answered); FLUSH ignores offset and length unless
 ///    ``strictFlush`` is set (then non-zero → EINVAL);
 /// 6. READ, WRITE or CACHE longer than ``maximumPayloadLength``, or a WRITE whose payload was discarded → EINVAL;
@@ -120,7 +121,13 @@ public struct NBDRequestValidator: Hashable, Sendable {
         guard Self.knownFlags.isSuperset(of: flags) else { return .invalid }
         guard flags.subtracting(.fua).isSubset(of: commandSpecificFlags) else { return .invalid }
 
-        // 3. Advertised?
+        // 3. Read-only? Checked before the advertised features: a read-only export advertises neither TRIM
+        //    nor WRITE_ZEROES, yet changing it is a permission problem, not an invalid request (as qemu).
+        if advertised.contains(.readOnly) && (command == .write || command == .trim || command == .writeZeroes) {
+            return .permissionDenied
+        }
+
+        // 4. Advertised?
         if flags.contains(.fua) && !advertised.contains(.sendFUA) { return .invalid }
         if flags.contains(.dontFragment) && !advertised.contains(.sendDF) { return .invalid }
         if flags.contains(.fastZero) && !advertised.contains(.sendFastZero) { return .invalid }
@@ -131,11 +138,6 @@ public struct NBDRequestValidator: Hashable, Sendable {
         case .cache where !flags.isEmpty && !advertised.contains(.sendCache): return .invalid
         case .blockStatus where !self.structuredReplies || !self.hasMetaContexts: return .invalid
         default: break
-        }
-
-        // 4. Read-only?
-        if advertised.contains(.readOnly) && (command == .write || command == .trim || command == .writeZeroes) {
-            return .permissionDenied
         }
 
         // 5. Commands without a range.

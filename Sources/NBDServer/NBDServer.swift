@@ -1,2 +1,220 @@
-/// The NBD server: serves a QED or raw image over SwiftNIO using the `NBD` codec.
-public enum NBDServerModule {}
+public import Logging
+import NBD
+public import NIOCore
+import NIOPosix
+public import QED
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// An NBD server exporting one ``QED/Disk`` (a QED or raw image) over SwiftNIO.
+///
+/// Lifecycle: create it with an open disk (the server takes ownership and closes it), ``start(listeningOn:)``,
+/// then ``run()`` blocks until the server stops: after ``shutdown()`` (e.g. on SIGTERM), or, unless
+/// ``NBDServerOptions/persistent``, once a client that used the export has left and none is connected.
+/// Stopping stops accepting, lets connections finish the requests in flight, flushes and closes the image.
+///
+/// All connections share the one disk through one ``NBDDiskBackend``; engine calls run on an
+/// `NIOThreadPool`, never on an event loop.
+public final class NBDServer: Sendable {
+    /// The backend executing requests (shared by every connection).
+    public let backend: NBDDiskBackend
+    /// The options the server runs with.
+    public let options: NBDServerOptions
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let threadPool: NIOThreadPool
+    private let configuration: NBDServerConfiguration
+    /// Completed when the server must stop (shutdown requested or the last client left).
+    private let stopPromise: EventLoopPromise<Void>
+    /// The server's mutable bookkeeping, touched from every event loop and from `shutdown()`'s caller;
+    /// the lock makes admission (count + limit), stop decisions and the channel set consistent.
+    private let state = Mutex(State())
+
+    private struct State: Sendable {
+        var listener: (any Channel)?
+        var unixSocketPath: String?
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var someClientUsedTheExport = false
+        var acceptingPaused = false
+        var stopping = false
+        var started = false
+    }
+
+    /// Creates a server for `disk`.
+    /// - Parameters:
+    ///   - disk: The open disk to export; the server closes it when it stops.
+    ///   - options: Export name, policies and limits.
+    ///   - logger: Where the server logs (connections at debug, malformed input at info).
+    public init(disk: any Disk, options: NBDServerOptions, logger: Logger) {
+        self.backend = NBDDiskBackend(disk: disk, options: options)
+        self.options = options
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.eventLoopThreads))
+        self.threadPool = NIOThreadPool(numberOfThreads: max(1, options.ioThreads))
+        self.configuration = NBDServerConfiguration(
+            exports: [self.backend.export],
+            tls: .disabled,
+            blockSize: options.blockSize
+        )
+        self.stopPromise = self.group.next().makePromise(of: Void.self)
+    }
+
+    /// Starts listening. Call once.
+    /// - Parameter address: Where to listen.
+    /// - Returns: The address actually bound (with the real port when port 0 was asked for), if known.
+    /// - Throws: A socket error (address in use, permission, not a socket).
+    @discardableResult
+    public func start(listeningOn address: NBDListenAddress) throws -> SocketAddress? {
+        let alreadyStarted = self.state.withLock { state -> Bool in
+            defer { state.started = true }
+            return state.started
+        }
+        precondition(!alreadyStarted, "NBDServer.start(listeningOn:) called twice")
+        self.threadPool.start()
+        let bootstrap = ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 128)
+            .serverChannelOption(.maxMessagesPerRead, value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: false)
+            .childChannelInitializer { [self] channel in
+                self.initialize(channel)
+            }
+        let listener: any Channel
+        switch address {
+        case .tcp(let host, let port):
+            listener = try bootstrap.serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).wait()
+        case .unix(let path):
+            listener = try bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
+        case .inherited(let descriptor):
+            listener = try bootstrap.withBoundSocket(descriptor).wait()
+        }
+        self.state.withLock { state in
+            state.listener = listener
+            if case .unix(let path) = address { state.unixSocketPath = path }
+        }
+        self.logger.info(
+            "serving",
+            metadata: [
+                "address": "\(listener.localAddress.map { "\($0)" } ?? address.description)",
+                "export": "\(self.options.exportName)",
+                "size": "\(self.backend.disk.virtualSize)",
+                "read-only": "\(self.backend.disk.isReadOnly)",
+            ]
+        )
+        return listener.localAddress
+    }
+
+    /// Asks the server to stop: stop accepting, finish requests in flight, flush and close the image.
+    /// Thread-safe and idempotent; ``run()`` returns once everything is closed.
+    public func shutdown() {
+        self.stopPromise.succeed(())
+    }
+
+    /// Blocks until the server stops (see the type's documentation), then drains connections, flushes and
+    /// closes the disk and releases the threads. Call from a thread that is not an event loop (e.g. main).
+    /// - Throws: The error of flushing or closing the disk, if any.
+    public func run() throws {
+        try? self.stopPromise.futureResult.wait()
+        self.logger.debug("stopping")
+        let (listener, connections, unixPath) = self.state.withLock { state in
+            state.stopping = true
+            return (state.listener, Array(state.connections.values), state.unixSocketPath)
+        }
+        try? listener?.close().wait()
+        if let unixPath { _ = unixPath.withCString { unlink($0) } }
+
+        // Let every connection finish what it has in flight; close stragglers after the drain timeout.
+        for connection in connections {
+            connection.pipeline.fireUserInboundEventTriggered(NBDServerShutdownEvent())
+        }
+        if !connections.isEmpty {
+            let loop = self.group.next()
+            let timeout = loop.scheduleTask(in: .milliseconds(Int64(self.options.drainTimeout * 1000))) {
+                for connection in connections { connection.close(promise: nil) }
+            }
+            try? EventLoopFuture.andAllComplete(connections.map(\.closeFuture), on: loop).wait()
+            timeout.cancel()
+        }
+        // Requests of clients that vanished may still run; let them finish before the image closes.
+        try? self.threadPool.syncShutdownGracefully()
+        var firstError: (any Error)?
+        do { try self.backend.disk.flush() } catch { firstError = error }
+        do { try self.backend.disk.close() } catch { firstError = firstError ?? error }
+        try? self.group.syncShutdownGracefully()
+        self.logger.debug("stopped")
+        if let firstError { throw firstError }
+    }
+
+    // MARK: - Connections
+
+    private func initialize(_ channel: any Channel) -> EventLoopFuture<Void> {
+        let limit = self.options.sharedClients
+        let id = ObjectIdentifier(channel)
+        let (admitted, pauseAccepting, listener) = self.state.withLock { state -> (Bool, Bool, (any Channel)?) in
+            guard !state.stopping, limit <= 0 || state.connections.count < limit else {
+                return (false, false, nil)
+            }
+            state.connections[id] = channel
+            let pause = limit > 0 && state.connections.count >= limit && !state.acceptingPaused
+            if pause { state.acceptingPaused = true }
+            return (true, pause, state.listener)
+        }
+        guard admitted else {
+            self.logger.debug("refusing a connection: client limit reached or stopping")
+            return channel.close()
+        }
+        if pauseAccepting { listener?.setOption(.autoRead, value: false).whenFailure { _ in } }
+
+        channel.closeFuture.whenComplete { [self] _ in self.connectionClosed(id) }
+        let events = NBDConnectionEvents(enteredTransmission: { [self] in
+            self.state.withLock { $0.someClientUsedTheExport = true }
+        })
+        var logger = self.logger
+        logger[metadataKey: "connection"] = "\(UInt(bitPattern: id.hashValue) % 100_000)"
+        let handler = NBDConnectionHandler(
+            configuration: self.configuration,
+            backend: self.backend,
+            threadPool: self.threadPool,
+            options: self.options,
+            events: events,
+            logger: logger
+        )
+        let maximumPayload = Int(self.options.blockSize.maximum)
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(NBDServerDecoder(maximumPayloadLength: maximumPayload))
+            )
+            try channel.pipeline.syncOperations.addHandler(NBDServerMessageEncoder())
+            try channel.pipeline.syncOperations.addHandler(handler)
+        }
+    }
+
+    private func connectionClosed(_ id: ObjectIdentifier) {
+        let limit = self.options.sharedClients
+        let (resume, listener, stop) = self.state.withLock { state -> (Bool, (any Channel)?, Bool) in
+            guard state.connections.removeValue(forKey: id) != nil else { return (false, nil, false) }
+            var resume = false
+            if state.acceptingPaused && (limit <= 0 || state.connections.count < limit) && !state.stopping {
+                state.acceptingPaused = false
+                resume = true
+            }
+            let stop =
+                !self.options.persistent && state.someClientUsedTheExport && state.connections.isEmpty
+                && !state.stopping
+            return (resume, state.listener, stop)
+        }
+        if resume { listener?.setOption(.autoRead, value: true).whenFailure { _ in } }
+        if stop {
+            self.logger.debug("last client left; stopping (no --persistent)")
+            self.shutdown()
+        }
+    }
+}

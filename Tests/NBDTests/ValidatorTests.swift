@@ -108,6 +108,20 @@ struct ValidatorTests {
         #expect(self.check(readOnly, .read) == .accept && self.check(readOnly, .flush, length: 0) == .accept)
     }
 
+    @Test func readOnlyExportWithoutTrimOrZeroStillAnswersEPERM() {
+        // What a read-only export advertises (qemu-nbd -r: 0x048f): no SEND_TRIM, no SEND_WRITE_ZEROES.
+        let readOnly = NBDRequestValidator(
+            exportSize: Self.size,
+            transmissionFlags: [.hasFlags, .readOnly, .sendFlush, .sendFUA, .sendDF, .sendCache],
+            structuredReplies: true,
+            hasMetaContexts: true
+        )
+        #expect(self.check(readOnly, .trim) == .reject(.permissionDenied))
+        #expect(self.check(readOnly, .writeZeroes) == .reject(.permissionDenied))
+        #expect(self.check(readOnly, .write, flags: .fua) == .reject(.permissionDenied))
+        #expect(self.check(readOnly, .read, flags: .noHole) == .reject(.invalid), "flag checks still come first")
+    }
+
     @Test func pastTheEndIsENOSPCForWritesAndEINVALOtherwise() {
         let offset = Self.size - 511
         #expect(self.check(self.full, .write, offset: offset) == .reject(.noSpace))

@@ -1,0 +1,399 @@
+import Logging
+import NBD
+import NIOCore
+import NIOPosix
+
+/// Asks a connection to stop taking requests, finish the ones in flight and close (server shutdown).
+struct NBDServerShutdownEvent: Sendable {}
+
+/// What a connection tells its server about its life.
+struct NBDConnectionEvents: Sendable {
+    /// The connection entered the transmission phase.
+    var enteredTransmission: @Sendable () -> Void
+}
+
+/// One client connection: drives ``NBD/NBDNegotiation``, then runs transmission requests on the I/O thread
+/// pool and writes their replies as they complete (out of order, each reply's messages back to back, so
+/// replies never interleave on the wire).
+///
+/// Pipeline (head to tail): `ByteToMessageHandler(NBDServerDecoder)`, `NBDServerMessageEncoder`, this.
+/// All state lives on the channel's event loop; engine calls run on the thread pool and hop back with
+/// `NIOLoopBound`. Reading from the client pauses while too many requests or payload bytes are in
+/// flight (backpressure instead of unbounded queues).
+final class NBDConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = NBDClientMessage
+    typealias OutboundIn = NBDServerMessage
+    typealias OutboundOut = NBDServerMessage
+
+    private enum Phase {
+        case negotiating
+        case transmitting(Transmission)
+        case closed
+    }
+
+    /// The negotiated state of the connection, shared by reference with every job so a request carries
+    /// one pointer instead of a copy of the session (strings, arrays).
+    private final class Transmission: Sendable {
+        let session: NBDSession
+        let validator: NBDRequestValidator
+
+        init(session: NBDSession) {
+            self.session = session
+            self.validator = NBDRequestValidator(session: session)
+        }
+    }
+
+    private let backend: NBDDiskBackend
+    private let threadPool: NIOThreadPool
+    private let events: NBDConnectionEvents
+    private let maximumRequestsInFlight: Int
+    private let maximumBytesInFlight: Int
+    private var logger: Logger
+
+    private var negotiation: NBDNegotiation
+    private var phase: Phase = .negotiating
+    private var context: ChannelHandlerContext?
+    private var greeted = false
+    private var requestsInFlight = 0
+    private var bytesInFlight = 0
+    private var readPending = false
+    /// No further requests are executed: the client sent DISC or the server is shutting down.
+    private var draining = false
+    private var closing = false
+    /// Replies were written outside a completion (rejections) and wait for the flush at read-complete.
+    private var flushPending = false
+
+    init(
+        configuration: NBDServerConfiguration,
+        backend: NBDDiskBackend,
+        threadPool: NIOThreadPool,
+        options: NBDServerOptions,
+        events: NBDConnectionEvents,
+        logger: Logger
+    ) {
+        self.negotiation = NBDNegotiation(configuration: configuration)
+        self.backend = backend
+        self.threadPool = threadPool
+        self.events = events
+        self.maximumRequestsInFlight = max(1, options.maximumRequestsInFlight)
+        self.maximumBytesInFlight = max(1, options.maximumBytesInFlight)
+        self.logger = logger
+    }
+
+    // MARK: - Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { self.greet(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.greet(context: context)
+        context.fireChannelActive()
+    }
+
+    private func greet(context: ChannelHandlerContext) {
+        guard !self.greeted else { return }
+        self.greeted = true
+        if let peer = context.channel.remoteAddress { self.logger[metadataKey: "peer"] = "\(peer)" }
+        self.logger.debug("client connected")
+        context.writeAndFlush(self.wrapOutboundOut(self.negotiation.greeting), promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .closed = self.phase {} else {
+            self.phase = .closed
+            self.logger.debug("client disconnected", metadata: ["in-flight": "\(self.requestsInFlight)"])
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NBDDecodingError {
+            self.logger.info("closing the connection: malformed input", metadata: ["error": "\(error)"])
+        } else {
+            self.logger.debug("closing the connection", metadata: ["error": "\(error)"])
+        }
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is NBDServerShutdownEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch self.phase {
+        case .negotiating:
+            context.close(promise: nil)
+        case .transmitting:
+            self.dispatchBatch(context: context)
+            self.draining = true
+            self.closeIfDrained(context: context)
+        case .closed:
+            break
+        }
+    }
+
+    // MARK: - Backpressure
+
+    func read(context: ChannelHandlerContext) {
+        if self.mustPauseReading {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    private var mustPauseReading: Bool {
+        self.draining || self.requestsInFlight >= self.maximumRequestsInFlight
+            || self.bytesInFlight >= self.maximumBytesInFlight
+    }
+
+    private func resumeReadingIfPossible(context: ChannelHandlerContext) {
+        if self.readPending && !self.mustPauseReading {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    // MARK: - Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let message = self.unwrapInboundIn(data)
+        switch self.phase {
+        case .negotiating:
+            self.negotiate(message, context: context)
+        case .transmitting(let transmission):
+            guard case .request(let request) = message else {
+                self.logger.info("closing the connection: option request during transmission")
+                context.close(promise: nil)
+                return
+            }
+            self.handle(request, transmission: transmission, context: context)
+        case .closed:
+            break
+        }
+    }
+
+    private func negotiate(_ message: NBDClientMessage, context: ChannelHandlerContext) {
+        let step = self.negotiation.receive(message)
+        for reply in step.replies {
+            context.write(self.wrapOutboundOut(reply), promise: nil)
+        }
+        switch step.action {
+        case .continue:
+            context.flush()
+        case .startTLS:
+            // TLS is never configured in this build, so the negotiation never asks for it.
+            self.logger.error("TLS requested but not available; closing")
+            self.closeGracefully(context: context)
+        case .close(let reason):
+            self.logger.debug("negotiation ended", metadata: ["reason": "\(reason)"])
+            self.closeGracefully(context: context)
+        case .enterTransmission(let session):
+            context.flush()
+            self.logger.debug(
+                "transmission started",
+                metadata: [
+                    "export": "\(session.export.name)",
+                    "structured-replies": "\(session.structuredReplies)",
+                    "contexts": "\(session.metaContexts.map(\.name))",
+                    "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
+                ]
+            )
+            self.phase = .transmitting(Transmission(session: session))
+            self.events.enteredTransmission()
+        }
+    }
+
+    private func handle(_ request: NBDRequest, transmission: Transmission, context: ChannelHandlerContext) {
+        let header = request.header
+        let session = transmission.session
+        if header.command == .disconnect {
+            self.logger.debug("client sent DISC")
+            self.dispatchBatch(context: context)
+            self.draining = true
+            self.closeIfDrained(context: context)
+            return
+        }
+        if self.draining {
+            self.send(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
+            self.flushPending = true
+            return
+        }
+        if case .reject(let error) = transmission.validator.validate(request) {
+            let message = Self.rejectionMessage(header, error, exportSize: session.export.size)
+            self.logger.debug("request rejected", metadata: ["error": "\(error)", "reason": "\(message)"])
+            self.send(.one(session.errorReply(to: header, error, message: message)))
+            self.flushPending = true
+            return
+        }
+        let cost: Int
+        if case .data(let payload) = request.payload { cost = payload.readableBytes } else { cost = 0 }
+        self.requestsInFlight += 1
+        self.bytesInFlight += cost
+        let job = Job(request: request, transmission: transmission, cost: cost)
+        if Self.runsAlone(header) {
+            self.submit([job], context: context)
+        } else {
+            self.batch.append(job)
+            if self.batch.count >= Self.maximumBatchLength { self.dispatchBatch(context: context) }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.dispatchBatch(context: context)
+        if self.flushPending {
+            self.flushPending = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    // MARK: - Execution
+
+    /// One accepted request waiting for, or running on, the thread pool.
+    private struct Job: Sendable {
+        var request: NBDRequest
+        var transmission: Transmission
+        /// WRITE payload bytes held (for backpressure).
+        var cost: Int
+    }
+
+    /// Small requests decoded from one socket read, run together (see ``dispatchBatch(context:)``).
+    private var batch: [Job] = []
+
+    /// Requests at most this long (bytes) may share a thread pool task with others.
+    static let batchableLength: UInt32 = 64 * 1024
+    /// A batch is dispatched when it reaches this many requests, even in the middle of a read.
+    static let maximumBatchLength = 64
+    /// A batch is split into thread pool tasks of at most this many requests.
+    static let requestsPerTask = 16
+
+    /// Requests that get a thread pool task of their own: FLUSH (slow, and must not delay reads queued
+    /// behind it in a task), anything forcing a flush, and anything large.
+    private static func runsAlone(_ header: NBDRequestHeader) -> Bool {
+        switch header.command {
+        case .read, .write, .cache, .blockStatus:
+            return header.flags.contains(.fua) || header.length > Self.batchableLength
+        default:
+            return true
+        }
+    }
+
+    /// Hands the batched small requests to the thread pool as tasks of up to ``requestsPerTask`` requests
+    /// that run back to back and return all their replies in one hop to the event loop.
+    ///
+    /// For cached 4 KiB requests a thread handoff (futex wake, context switch, eventfd wake back) costs
+    /// several times the I/O itself: measured on 2 cores with fio (4 KiB random reads, iodepth 16, two
+    /// connections), one task per request gave ~50k IOPS, one task per socket read ~70–90k. Requests of
+    /// different reads and connections still run in parallel on the pool.
+    private func dispatchBatch(context: ChannelHandlerContext) {
+        guard !self.batch.isEmpty else { return }
+        let jobs = self.batch
+        self.batch.removeAll(keepingCapacity: true)
+        let tasks = (jobs.count + Self.requestsPerTask - 1) / Self.requestsPerTask
+        let perTask = (jobs.count + tasks - 1) / tasks
+        var start = 0
+        while start < jobs.count {
+            let end = min(start + perTask, jobs.count)
+            self.submit(Array(jobs[start..<end]), context: context)
+            start = end
+        }
+    }
+
+    /// Runs `jobs` in order on one thread pool thread and completes them together on the event loop.
+    private func submit(_ jobs: [Job], context: ChannelHandlerContext) {
+        let backend = self.backend
+        let eventLoop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        self.threadPool.submit { state in
+            var replies: [NBDReply] = []
+            replies.reserveCapacity(jobs.count)
+            var cost = 0
+            for job in jobs {
+                cost += job.cost
+                switch state {
+                case .active:
+                    replies.append(backend.execute(job.request, session: job.transmission.session))
+                case .cancelled:
+                    let header = job.request.header
+                    let session = job.transmission.session
+                    replies.append(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
+                }
+            }
+            let done = replies
+            let held = cost
+            eventLoop.execute {
+                bound.value.complete(done, cost: held)
+            }
+        }
+    }
+
+    /// Runs on the event loop when a task finished on the thread pool.
+    private func complete(_ replies: [NBDReply], cost: Int) {
+        self.requestsInFlight -= replies.count
+        self.bytesInFlight -= cost
+        guard let context = self.context else { return }
+        for reply in replies { self.send(reply) }
+        // One flush per completed task: a task already holds every reply of a socket read's batch.
+        context.flush()
+        self.resumeReadingIfPossible(context: context)
+        self.closeIfDrained(context: context)
+    }
+
+    // MARK: - Outbound
+
+    /// Writes one complete reply (its messages back to back, so replies never interleave); the caller
+    /// flushes.
+    private func send(_ reply: NBDReply) {
+        guard let context = self.context, !self.closing else { return }
+        switch reply {
+        case .none:
+            return
+        case .one(let message):
+            context.write(self.wrapOutboundOut(message), promise: nil)
+        case .many(let messages):
+            for message in messages { context.write(self.wrapOutboundOut(message), promise: nil) }
+        }
+    }
+
+    private func closeIfDrained(context: ChannelHandlerContext) {
+        guard self.draining, self.requestsInFlight == 0, !self.closing else { return }
+        self.closeGracefully(context: context)
+    }
+
+    /// Sends what is pending, then closes: the output side first (after every pending write went out),
+    /// then the whole channel.
+    private func closeGracefully(context: ChannelHandlerContext) {
+        guard !self.closing else { return }
+        self.closing = true
+        context.flush()
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        context.close(mode: .output, promise: promise)
+        promise.futureResult.assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    /// A human-readable reason for a validator rejection, sent in the structured error chunk.
+    static func rejectionMessage(_ header: NBDRequestHeader, _ error: NBDError, exportSize: UInt64) -> String {
+        let what = "\(header.command) of \(header.length) bytes at offset \(header.offset)"
+        switch error {
+        case .permissionDenied:
+            return "\(what): the export is read-only"
+        case .noSpace:
+            return "\(what) ends past the end of the export (\(exportSize) bytes)"
+        default:
+            let (end, overflow) = header.offset.addingReportingOverflow(UInt64(header.length))
+            if overflow || end > exportSize {
+                return "\(what) ends past the end of the export (\(exportSize) bytes)"
+            }
+            return "\(what) with flags 0x\(String(header.flags.rawValue, radix: 16)) is not valid for this export"
+        }
+    }
+}

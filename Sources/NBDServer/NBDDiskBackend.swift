@@ -1,0 +1,296 @@
+public import NBD
+import NIOCore
+public import QED
+
+/// Executes validated NBD transmission requests against one open ``QED/Disk`` and builds their replies.
+///
+/// Every method blocks on the engine: call them from a thread pool, never from an event loop. One backend
+/// is shared by every connection of a server, so all connections see one image and a FLUSH on any of them
+/// makes the completed writes of all of them durable (what `CAN_MULTI_CONN` promises).
+public final class NBDDiskBackend: Sendable {
+    /// The disk served.
+    public let disk: any Disk
+    /// The policies applied to writes, trims and zeroes.
+    public let options: NBDServerOptions
+    /// QED cluster size in bytes (FAST_ZERO is only fast on whole clusters); 1 for raw disks.
+    private let zeroGranularity: UInt64
+    private let allocator = ByteBufferAllocator()
+
+    /// Reads at least this long (bytes) are answered with `OFFSET_HOLE` chunks for their zero extents.
+    static let sparseReadThreshold = 64 * 1024
+    /// Smallest zero run (bytes) worth an `OFFSET_HOLE` chunk.
+    static let minimumHoleLength: UInt64 = 4096
+
+    /// Wraps an open disk.
+    /// - Parameters:
+    ///   - disk: The disk; the backend does not close it.
+    ///   - options: Server policies (cache, discard, detect-zeroes).
+    public init(disk: any Disk, options: NBDServerOptions) {
+        self.disk = disk
+        self.options = options
+        self.zeroGranularity = (disk as? Image)?.clusterSize ?? 1
+    }
+
+    /// The export this disk is offered as: its size, and the flags qemu-nbd advertises for the same setup
+    /// (`0x0ced` writable, `0x048f` read-only, plus `CAN_MULTI_CONN` when several clients may connect).
+    public var export: NBDExport {
+        var flags: NBDTransmissionFlags = [.hasFlags, .sendFlush, .sendFUA, .sendDF, .sendCache]
+        if self.disk.isReadOnly {
+            flags.insert(.readOnly)
+        } else {
+            flags.formUnion([.sendTrim, .sendWriteZeroes, .sendFastZero])
+        }
+        if self.options.sharedClients != 1 { flags.insert(.canMultiConn) }
+        return NBDExport(
+            name: self.options.exportName,
+            description: self.options.description,
+            size: self.disk.virtualSize,
+            flags: flags,
+            offersAllocationDepth: self.options.allocationDepth
+        )
+    }
+
+    /// Executes one request that ``NBD/NBDRequestValidator`` accepted and returns its complete reply, in
+    /// the style the session negotiated. Engine failures become error replies; nothing is thrown.
+    /// - Parameters:
+    ///   - request: The request (DISC is not executed; it has no reply).
+    ///   - session: The connection's negotiated state.
+    /// - Returns: The reply messages to write, in order (empty for DISC).
+    public func execute(_ request: NBDRequest, session: NBDSession) -> NBDReply {
+        let header = request.header
+        do {
+            switch header.command {
+            case .read:
+                return try self.read(header, session: session)
+            case .write:
+                guard case .data(let payload) = request.payload else {
+                    return .one(session.errorReply(to: header, .invalid, message: "WRITE without payload"))
+                }
+                try self.write(payload, header: header)
+            case .flush:
+                try self.disk.flush()
+            case .trim:
+                if self.options.discard == .unmap && header.length > 0 {
+                    try self.disk.discard(at: header.offset, length: UInt64(header.length))
+                }
+                try self.flushIfRequired(header)
+            case .writeZeroes:
+                if let rejection = self.zeroes(header, session: session) { return rejection }
+            case .blockStatus:
+                return try self.blockStatus(header, session: session)
+            case .cache:
+                break  // A prefetch hint: the page cache and the L2 cache fill on the next read anyway.
+            case .disconnect:
+                return .none
+            default:
+                return .one(session.errorReply(to: header, .invalid, message: "unknown command \(header.command)"))
+            }
+            return .one(session.successReply(to: header))
+        } catch {
+            let (code, message) = Self.nbdError(for: error)
+            return .one(session.errorReply(to: header, code, message: "\(header.command) failed: \(message)"))
+        }
+    }
+
+    /// Flushes the disk (shutdown, tests).
+    public func flush() throws { try self.disk.flush() }
+
+    // MARK: - Commands
+
+    private func read(_ header: NBDRequestHeader, session: NBDSession) throws -> NBDReply {
+        let length = Int(header.length)
+        var buffer = self.allocator.buffer(capacity: length)
+        if length > 0 {
+            try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { space in
+                try self.disk.read(into: UnsafeMutableRawBufferPointer(rebasing: space[0..<length]), at: header.offset)
+                return length
+            }
+        }
+        guard session.structuredReplies, length >= Self.sparseReadThreshold,
+            !header.flags.contains(.dontFragment)
+        else {
+            return .one(session.readReply(to: header, data: buffer))
+        }
+        return .many(try self.sparseReadChunks(header, data: buffer))
+    }
+
+    /// `OFFSET_DATA` and `OFFSET_HOLE` chunks for a read: holes where the engine reports zero extents and
+    /// the bytes read are indeed zero (so a concurrent write can never be lost), data elsewhere.
+    private func sparseReadChunks(_ header: NBDRequestHeader, data: ByteBuffer) throws -> [NBDServerMessage] {
+        let extents = try self.disk.extents(at: header.offset, length: UInt64(header.length))
+        var chunks: [NBDServerMessage] = []
+        var dataStart = 0  // start (relative) of the pending data run
+        func emitData(upTo end: Int) {
+            guard end > dataStart, let slice = data.getSlice(at: data.readerIndex + dataStart, length: end - dataStart)
+            else { return }
+            let chunk = NBDStructuredReplyChunk(
+                cookie: header.cookie,
+                flags: [],
+                content: .offsetData(offset: header.offset + UInt64(dataStart), data: slice)
+            )
+            chunks.append(.structuredReply(chunk))
+        }
+        let requestEnd = header.offset + UInt64(header.length)
+        for extent in extents where extent.zero && extent.length >= Self.minimumHoleLength {
+            // Defensive clipping: the engine reports extents covering exactly the range asked for.
+            guard extent.offset >= header.offset, extent.offset < requestEnd else { continue }
+            let start = Int(extent.offset - header.offset)
+            let end = Int(min(extent.offset + extent.length, requestEnd) - header.offset)
+            guard start >= dataStart, Self.isZero(data, from: start, to: end) else { continue }
+            emitData(upTo: start)
+            chunks.append(
+                .structuredReply(
+                    NBDStructuredReplyChunk(
+                        cookie: header.cookie,
+                        flags: [],
+                        content: .offsetHole(offset: extent.offset, length: UInt32(end - start))
+                    )
+                )
+            )
+            dataStart = end
+        }
+        emitData(upTo: Int(header.length))
+        chunks.append(.structuredReply(.done(cookie: header.cookie)))
+        return chunks
+    }
+
+    private func write(_ payload: ByteBuffer, header: NBDRequestHeader) throws {
+        let detect = self.options.detectZeroes
+        if detect != .off && payload.readableBytes > 0 && Self.isZero(payload, from: 0, to: payload.readableBytes) {
+            let unmap = detect == .unmap && self.options.discard == .unmap
+            try self.disk.writeZeroes(at: header.offset, length: UInt64(header.length), unmap: unmap)
+        } else {
+            try payload.withUnsafeReadableBytes { bytes in
+                try self.disk.write(bytes, at: header.offset)
+            }
+        }
+        try self.flushIfRequired(header)
+    }
+
+    /// Executes WRITE_ZEROES; returns a reply only when FAST_ZERO refuses the request.
+    private func zeroes(_ header: NBDRequestHeader, session: NBDSession) -> NBDReply? {
+        let length = UInt64(header.length)
+        if header.flags.contains(.fastZero) && !self.zeroingIsFast(offset: header.offset, length: length) {
+            return .one(
+                session.errorReply(
+                    to: header,
+                    .notSupported,
+                    message: "zeroing a range that is not cluster-aligned would write data"
+                )
+            )
+        }
+        do {
+            if length > 0 {
+                let unmap = !header.flags.contains(.noHole) && self.options.discard == .unmap
+                try self.disk.writeZeroes(at: header.offset, length: length, unmap: unmap)
+            }
+            try self.flushIfRequired(header)
+            return nil
+        } catch {
+            let (code, message) = Self.nbdError(for: error)
+            return .one(session.errorReply(to: header, code, message: "WRITE_ZEROES failed: \(message)"))
+        }
+    }
+
+    /// Whether zeroing `[offset, offset+length)` only changes metadata or punches holes: for QED, when the
+    /// range covers whole clusters (the end of the disk counts as a cluster boundary).
+    private func zeroingIsFast(offset: UInt64, length: UInt64) -> Bool {
+        let granularity = self.zeroGranularity
+        guard granularity > 1 else { return true }
+        let end = offset + length
+        return offset % granularity == 0 && (end % granularity == 0 || end == self.disk.virtualSize)
+    }
+
+    private func blockStatus(_ header: NBDRequestHeader, session: NBDSession) throws -> NBDReply {
+        let extents = try self.disk.extents(at: header.offset, length: UInt64(header.length))
+        let requestOne = header.flags.contains(.requestOne)
+        var chunks: [NBDServerMessage] = []
+        for (index, context) in session.metaContexts.enumerated() {
+            let isFinal = index == session.metaContexts.count - 1
+            let runs: [(length: UInt64, flags: UInt32)]
+            if context.id == NBDMetaContext.qemuAllocationDepth.id {
+                runs = extents.map { ($0.length, $0.present ? UInt32(clamping: $0.depth + 1) : 0) }
+            } else {
+                runs = extents.map { ($0.length, Self.allocationFlags($0)) }
+            }
+            guard
+                let chunk = NBDBlockStatus.chunk(
+                    cookie: header.cookie,
+                    contextID: context.id,
+                    runs: runs,
+                    requestLength: header.length,
+                    requestOne: requestOne,
+                    isFinal: isFinal
+                )
+            else {
+                return .one(session.errorReply(to: header, .io, message: "no extents for the requested range"))
+            }
+            chunks.append(.structuredReply(chunk))
+        }
+        return .many(chunks)
+    }
+
+    /// `base:allocation` flags of an extent: HOLE unless stored as data in some layer, ZERO when it reads
+    /// as zeroes.
+    static func allocationFlags(_ extent: Extent) -> UInt32 {
+        (extent.data ? 0 : NBDExtent.stateHole) | (extent.zero ? NBDExtent.stateZero : 0)
+    }
+
+    private func flushIfRequired(_ header: NBDRequestHeader) throws {
+        if header.flags.contains(.fua) || self.options.cache.flushesEveryWrite {
+            try self.disk.flush()
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Whether the readable bytes `[from, to)` (relative to the reader index) of `buffer` are all zero.
+    static func isZero(_ buffer: ByteBuffer, from: Int, to: Int) -> Bool {
+        buffer.withUnsafeReadableBytes { bytes in
+            guard from >= 0, to <= bytes.count, from <= to else { return false }
+            var index = from
+            // Word at a time where aligned; the tail byte by byte.
+            while index < to && (Int(bitPattern: bytes.baseAddress) &+ index) % 8 != 0 {
+                if bytes[index] != 0 { return false }
+                index += 1
+            }
+            while index + 8 <= to {
+                if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
+                index += 8
+            }
+            while index < to {
+                if bytes[index] != 0 { return false }
+                index += 1
+            }
+            return true
+        }
+    }
+
+    /// The NBD error value and a message for an engine failure: out of space → ENOSPC, read-only → EPERM,
+    /// closed → ESHUTDOWN, unsupported → ENOTSUP, a failed system call by its `errno`, anything else EIO.
+    public static func nbdError(for error: any Error) -> (NBDError, String) {
+        guard let qed = error as? QEDError else { return (.io, "\(error)") }
+        let code: NBDError
+        switch qed.code {
+        case .noSpace: code = .noSpace
+        case .readOnly: code = .permissionDenied
+        case .closed: code = .shutdown
+        case .unsupported: code = .notSupported
+        case .outOfRange, .invalidArgument: code = .invalid
+        case .io: code = qed.errno.map { NBDError(errno: $0) } ?? .io
+        default: code = .io
+        }
+        // errno values the protocol does not name map to EINVAL; an I/O failure should still read as EIO.
+        return (code == .invalid && qed.code == .io ? .io : code, qed.message)
+    }
+}
+
+/// The reply to one request: nothing (DISC), one message (the common case, no array), or several chunks.
+public enum NBDReply: Sendable {
+    /// No reply (DISC).
+    case none
+    /// One message.
+    case one(NBDServerMessage)
+    /// Several messages, written back to back.
+    case many([NBDServerMessage])
+}

@@ -1,0 +1,234 @@
+import Foundation
+import QED
+import Testing
+
+/// What a finished command printed and returned.
+struct NBDOutcome: CustomStringConvertible {
+    var stdout: String
+    var stderr: String
+    var status: Int32
+
+    var description: String { "status \(status)\n--- stdout\n\(stdout)--- stderr\n\(stderr)" }
+}
+
+/// A scratch directory for one test, with helpers to run the built `qed-nbd` and the Debian NBD clients.
+/// Every server it starts is killed when the sandbox goes away.
+final class NBDSandbox: @unchecked Sendable {
+    // @unchecked: `servers` is only touched by the test that owns the sandbox (one thread at a time);
+    // everything else is immutable.
+    let dir: String
+    private var servers: [NBDServerProcess] = []
+
+    init(_ name: String = #function) throws {
+        let clean = name.filter { $0.isLetter || $0.isNumber }.prefix(40)
+        // Short paths: Unix socket paths are limited to 107 bytes.
+        dir = "/tmp/qnbd-\(clean)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    deinit {
+        for server in servers { server.kill() }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func path(_ name: String) -> String { dir + "/" + name }
+
+    /// The directory holding the built products (`qed-nbd`, `qed-img`), next to the test bundle.
+    static let productsDirectory: String = {
+        if let env = ProcessInfo.processInfo.environment["QED_NBD"] {
+            return URL(fileURLWithPath: env).deletingLastPathComponent().path
+        }
+        var candidates: [String] = []
+        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL.deletingLastPathComponent()
+        for _ in 0..<4 {
+            candidates.append(dir.path)
+            dir = dir.deletingLastPathComponent()
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        candidates.append(root.appendingPathComponent(".build/debug").path)
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0 + "/qed-nbd") } ?? candidates.last
+            ?? "."
+    }()
+
+    static var qedNBD: String { productsDirectory + "/qed-nbd" }
+
+    /// Runs `executable` (a path, or a name under /usr/bin, /usr/sbin, /sbin) with `arguments` in the
+    /// sandbox; output goes to files so no pipe can fill up. Kills it after `timeout` seconds.
+    @discardableResult
+    func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+             timeout: Double = 120) throws -> NBDOutcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.resolve(executable))
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: dir)
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        let stamp = UUID().uuidString
+        let outPath = dir + "/.out-\(stamp)", errPath = dir + "/.err-\(stamp)"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(atPath: outPath)
+            try? FileManager.default.removeItem(atPath: errPath)
+        }
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(5_000) }
+        if process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+        }
+        process.waitUntilExit()
+        try? out.close()
+        try? err.close()
+        let outData = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
+        let errData = (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data()
+        return NBDOutcome(stdout: String(decoding: outData, as: UTF8.self),
+                          stderr: String(decoding: errData, as: UTF8.self), status: process.terminationStatus)
+    }
+
+    @discardableResult
+    func run(_ executable: String, _ arguments: String...) throws -> NBDOutcome { try run(executable, arguments) }
+
+    /// Runs a command that must succeed; records an issue with its output otherwise.
+    @discardableResult
+    func must(_ executable: String, _ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation)
+        throws -> NBDOutcome {
+        let outcome = try run(executable, arguments)
+        #expect(outcome.status == 0, "\(executable) \(arguments): \(outcome)", sourceLocation: sourceLocation)
+        return outcome
+    }
+
+    static func resolve(_ executable: String) -> String {
+        if executable.hasPrefix("/") { return executable }
+        for dir in ["/usr/bin", "/usr/sbin", "/sbin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(executable)") {
+            return "\(dir)/\(executable)"
+        }
+        return "/usr/bin/" + executable
+    }
+
+    /// Starts `qed-nbd ARGS FILE` on the Unix socket `socket` and waits until it listens (its pid file
+    /// appears, which it writes after binding).
+    func startServer(_ arguments: [String], image: String, socket: String = "s.sock",
+                     sourceLocation: SourceLocation = #_sourceLocation) throws -> NBDServerProcess {
+        let pidFile = path("\(socket).pid")
+        try? FileManager.default.removeItem(atPath: pidFile)
+        let server = try NBDServerProcess(
+            arguments: ["-k", path(socket), "--pid-file", pidFile] + arguments + [path(image)],
+            socket: path(socket), logPath: path("\(socket).log"), directory: dir)
+        servers.append(server)
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: pidFile) && server.isRunning && Date() < deadline {
+            usleep(5_000)
+        }
+        #expect(FileManager.default.fileExists(atPath: pidFile), "qed-nbd did not start: \(server.log)",
+                sourceLocation: sourceLocation)
+        return server
+    }
+
+    /// Writes `text` to `name` in the sandbox and returns its path.
+    @discardableResult
+    func write(_ name: String, _ text: String) throws -> String {
+        try text.write(toFile: path(name), atomically: true, encoding: .utf8)
+        return path(name)
+    }
+
+    /// Runs a Python script with Debian's interpreter (which has libnbd's `nbd` module).
+    func python(_ script: String, _ arguments: [String], timeout: Double = 120) throws -> NBDOutcome {
+        let file = try write("script-\(UUID().uuidString).py", script)
+        return try run("/usr/bin/python3", [file] + arguments, timeout: timeout)
+    }
+
+    /// A QED image of `size` bytes, made by qemu-img.
+    func makeQED(_ name: String, size: String, options: [String] = [],
+                 sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let outcome = try run("qemu-img", ["create", "-q", "-f", "qed"] + options + [path(name), size])
+        #expect(outcome.status == 0, "qemu-img create: \(outcome)", sourceLocation: sourceLocation)
+    }
+
+    /// A JSON document as Foundation values.
+    static func json(_ text: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+    }
+
+    /// Bytes of a file.
+    func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path(name)))) }
+}
+
+/// A running `qed-nbd`.
+final class NBDServerProcess: @unchecked Sendable {
+    // @unchecked: the Process is only driven by the owning test; Foundation's Process is thread-safe for
+    // the calls used (isRunning, terminate, waitUntilExit).
+    let process: Process
+    let socket: String
+    let logPath: String
+
+    init(arguments: [String], socket: String, logPath: String, directory: String) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: NBDSandbox.qedNBD)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        self.socket = socket
+        self.logPath = logPath
+        try process.run()
+        try? log.close()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// `nbd+unix:///NAME?socket=PATH`.
+    func uri(export: String = "") -> String { "nbd+unix:///\(export)?socket=\(socket)" }
+
+    /// Sends SIGTERM and waits (up to `timeout` seconds) for the exit status; nil if it did not exit.
+    @discardableResult
+    func terminate(timeout: Double = 30) -> Int32? {
+        if process.isRunning { Foundation.kill(pid, SIGTERM) }
+        return waitForExit(timeout: timeout)
+    }
+
+    /// Waits up to `timeout` seconds for the server to exit on its own; its status, or nil.
+    func waitForExit(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(5_000) }
+        if process.isRunning { return nil }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// SIGKILL, then reap.
+    func kill() {
+        if process.isRunning {
+            Foundation.kill(pid, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// Reads guest bytes of an image through the engine (read-only, shared), for checking what a client wrote.
+func nbdReadImage(_ path: String, at offset: UInt64, count: Int) throws -> [UInt8] {
+    let disk = try DiskOpener.open(path: path, format: nil, options: OpenOptions(readOnly: true, forceShare: true))
+    defer { try? disk.close() }
+    return try disk.readBytes(at: offset, count: count)
+}
+
+/// Whether the image's NEED_CHECK (dirty) bit is set on disk.
+func nbdImageIsDirty(_ path: String) throws -> Bool {
+    var options = OpenOptions(readOnly: true, forceShare: true)
+    options.openBacking = false
+    let image = try Image.open(path: path, options: options)
+    defer { try? image.close() }
+    return image.isDirty
+}
