@@ -3,12 +3,17 @@
 ///
 /// Counting follows QEMU (so `qemu-img check` and we agree) except for the cluster arithmetic,
 /// which is exact here (QEMU divides by cluster_size − 1 and reports phantom leaks on big files).
-struct Checker {
+final class Checker {
     let image: Image
     let repair: Bool
-    private var used: [UInt64]
     private let clusterCount: UInt64
     private let fileSize: UInt64
+    /// One bit per cluster of the file: set when something references it.
+    private let used: UnsafeMutablePointer<UInt64>
+    private let words: Int
+    /// Scratch space for one L2 table, reused for every table.
+    private let table: UnsafeMutableBufferPointer<UInt64>
+    private var tableBuffer: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(table) }
     var report = CheckReport()
 
     init(image: Image, repair: Bool) {
@@ -16,16 +21,24 @@ struct Checker {
         self.repair = repair
         self.fileSize = image.allocator.fileSize
         self.clusterCount = fileSize >> image.geometry.clusterBits
-        self.used = [UInt64](repeating: 0, count: Int((clusterCount + 63) / 64))
+        self.words = Int((clusterCount + 63) / 64)
+        self.used = .allocate(capacity: max(1, words))
+        used.initialize(repeating: 0, count: max(1, words))
+        self.table = .allocate(capacity: Int(image.geometry.entriesPerTable))
+    }
+
+    deinit {
+        used.deallocate()
+        table.deallocate()
     }
 
     /// Marks `count` clusters from byte `offset`; returns false (and counts a corruption per
     /// cluster) where one was already marked.
-    private mutating func mark(_ offset: UInt64, count: UInt64) -> Bool {
+    private func mark(_ offset: UInt64, count: UInt64) -> Bool {
         var duplicates = 0
         let first = offset >> image.geometry.clusterBits
         for c in first..<(first + count) where c < clusterCount {
-            let (word, bit) = (Int(c / 64), UInt64(1) << (c % 64))
+            let (word, bit) = (Int(c >> 6), UInt64(1) << (c & 63))
             if used[word] & bit != 0 { duplicates += 1 }
             used[word] |= bit
         }
@@ -33,9 +46,7 @@ struct Checker {
         return duplicates == 0
     }
 
-    private func isMarked(_ c: UInt64) -> Bool { used[Int(c / 64)] & (UInt64(1) << (c % 64)) != 0 }
-
-    mutating func run() throws -> CheckReport {
+    func run() throws -> CheckReport {
         let g = image.geometry
         let file = image.file
         let header = image.currentHeader
@@ -57,15 +68,14 @@ struct Checker {
                 continue
             }
             guard mark(tableOffset, count: g.tableSize) else { continue }
-            let table: Table
             do {
-                table = try Table.load(from: file, at: tableOffset, count: Int(g.entriesPerTable))
+                try file.readFully(into: tableBuffer, at: tableOffset)
             } catch {
                 report.checkErrors += 1
                 continue
             }
-            if try checkL2(table) > 0 && repair {
-                do { try table.writeAll(to: file) } catch { report.checkErrors += 1 }
+            if checkL2() > 0 && repair {
+                do { try file.write(UnsafeRawBufferPointer(tableBuffer), at: tableOffset) } catch { report.checkErrors += 1 }
             }
         }
         if l1Changed {
@@ -74,10 +84,8 @@ struct Checker {
         if repair { image.cache.invalidateAll() }
 
         guard report.checkErrors == 0 else { return report }
-        var lastUsed = g.headerSize == 0 ? 0 : g.headerSize - 1
-        for c in g.headerSize..<max(g.headerSize, clusterCount) {
-            if isMarked(c) { lastUsed = c } else { report.leaks += 1 }
-        }
+        let (leaks, lastUsed) = countLeaks(from: g.headerSize)
+        report.leaks = leaks
         let trailing = clusterCount > lastUsed + 1 ? clusterCount - (lastUsed + 1) : 0
         if repair && trailing > 0 {
             let newSize = (lastUsed + 1) << g.clusterBits
@@ -93,30 +101,109 @@ struct Checker {
         return report
     }
 
-    /// Checks one L2 table; returns how many invalid entries it cleared (repair mode).
-    private mutating func checkL2(_ table: Table) throws -> Int {
+    /// Unmarked clusters in `[first, clusterCount)`, and the last marked cluster (or `first − 1`).
+    private func countLeaks(from first: UInt64) -> (leaks: Int, lastUsed: UInt64) {
+        var leaks = 0
+        var lastUsed = first &- 1
+        guard first < clusterCount else { return (0, lastUsed) }
+        for w in Int(first >> 6)..<words {
+            var bits = used[w]
+            let base = UInt64(w) << 6
+            if base < first { bits |= (UInt64(1) << (first - base)) &- 1 }  // below `first`: not counted
+            let valid = min(64, clusterCount - base)
+            let mask = valid == 64 ? UInt64.max : (UInt64(1) << valid) &- 1
+            let marked = bits & mask
+            leaks += Int(valid) - marked.nonzeroBitCount
+            if marked != 0 { lastUsed = max(lastUsed, base + UInt64(63 - marked.leadingZeroBitCount)) }
+        }
+        return (leaks, lastUsed)
+    }
+
+    /// Checks the L2 table in `tableBuffer`; returns how many invalid entries it found (cleared to
+    /// zero in the buffer when repairing). Counting follows QEMU: every entry other than 0 and 1 is
+    /// allocated; fragmentation is counted within the table, the first entry never counts, and
+    /// invalid entries still move the "previous" position.
+    private func checkL2() -> Int {
         let g = image.geometry
+        let tally = Checker.scanL2(table, used: used, clusterSize: g.clusterSize, lowest: g.headerBytes,
+                                   end: fileSize, clusterBits: g.clusterBits, clearInvalid: repair)
+        report.allocatedClusters += tally.allocated
+        report.fragmentedClusters += tally.fragmented
+        report.corruptions += tally.duplicates
+        if repair { report.corruptionsFixed += tally.invalid } else { report.corruptions += tally.invalid }
+        return tally.invalid
+    }
+
+    /// Sets `count` bits from bit `first`; returns how many were already set.
+    @inline(__always)
+    static func markRange(_ used: UnsafeMutablePointer<UInt64>, first: UInt64, count: UInt64) -> Int {
+        var duplicates = 0
+        var c = first
+        let stop = first &+ count
+        while c < stop {
+            let word = Int(truncatingIfNeeded: c &>> 6)
+            let low = c & 63
+            let n = min(64 &- low, stop &- c)
+            let mask = (n == 64 ? UInt64.max : ((UInt64(1) &<< n) &- 1)) &<< low
+            let old = used[word]
+            duplicates &+= (old & mask).nonzeroBitCount
+            used[word] = old | mask
+            c &+= n
+        }
+        return duplicates
+    }
+
+    /// What one L2 table held.
+    struct L2Tally {
         var invalid = 0
+        var duplicates = 0
+        var allocated: UInt64 = 0
+        var fragmented: UInt64 = 0
+    }
+
+    /// The hot loop of the check, over plain pointers so nothing in it touches reference counts or
+    /// exclusivity checks. Entries are little-endian; invalid ones are zeroed when `clearInvalid`.
+    @inline(never)
+    static func scanL2(_ entries: UnsafeMutableBufferPointer<UInt64>, used: UnsafeMutablePointer<UInt64>,
+                       clusterSize cs: UInt64, lowest: UInt64, end: UInt64, clusterBits bits: UInt64,
+                       clearInvalid: Bool) -> L2Tally {
+        var tally = L2Tally()
+        let misaligned = cs &- 1
         var previous: UInt64 = 0
-        let entries = table.withEntries { Array($0) }
-        for (j, entry) in entries.enumerated() {
-            if entry == TableEntry.unallocated || entry == TableEntry.zeroCluster { continue }
-            report.allocatedClusters += 1
-            if previous != 0 && previous &+ g.clusterSize != entry { report.fragmentedClusters += 1 }
-            previous = entry
-            guard g.isValidClusterOffset(entry, fileSize: fileSize) else {
-                if repair {
-                    table.withEntries { $0[j] = TableEntry.unallocated }
-                    report.corruptionsFixed += 1
-                } else {
-                    report.corruptions += 1
-                }
-                invalid += 1
+        let count = entries.count
+        var j = 0
+        while j < count {
+            let entry = UInt64(littleEndian: entries[j])
+            if entry <= TableEntry.zeroCluster {
+                j &+= 1
                 continue
             }
-            _ = mark(entry, count: 1)
+            tally.allocated &+= 1
+            if previous != 0 && previous &+ cs != entry { tally.fragmented &+= 1 }
+            previous = entry
+            guard entry & misaligned == 0, entry >= lowest, entry < end else {
+                if clearInvalid { entries[j] = 0 }
+                tally.invalid &+= 1
+                j &+= 1
+                continue
+            }
+            // Extend over the run of entries that continue this one in the file (the usual case):
+            // they are valid, not fragmented, and marked together below.
+            var k = j &+ 1
+            var last = entry
+            while k < count {
+                let next = UInt64(littleEndian: entries[k])
+                guard next == last &+ cs, next < end else { break }
+                last = next
+                k &+= 1
+            }
+            let run = UInt64(k &- j)
+            tally.allocated &+= run &- 1
+            previous = last
+            tally.duplicates &+= markRange(used, first: entry &>> bits, count: run)
+            j = k
         }
-        return invalid
+        return tally
     }
 }
 
@@ -127,7 +214,6 @@ extension Image {
     public func check(repair: Bool = false) throws -> CheckReport {
         try ensureOpen()
         if repair { try ensureWritable() }
-        var checker = Checker(image: self, repair: repair)
-        return try checker.run()
+        return try Checker(image: self, repair: repair).run()
     }
 }
