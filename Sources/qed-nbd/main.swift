@@ -80,7 +80,8 @@ struct QEDNBD: ParsableCommand {
     @Option(
         name: .customLong("tls-certificates"),
         help: ArgumentHelp(
-            "Require TLS, with X.509 certificates from DIR: server-cert.pem, server-key.pem (and ca-cert.pem with --tls-verify-peer).",
+            "Require TLS, with X.509 certificates from DIR: server-cert.pem, server-key.pem "
+                + "(and ca-cert.pem with --tls-verify-peer).",
             valueName: "DIR"
         )
     )
@@ -88,11 +89,17 @@ struct QEDNBD: ParsableCommand {
 
     @Option(
         name: .customLong("tls-psk"),
-        help: ArgumentHelp("Require TLS, with pre-shared keys from FILE (GnuTLS psktool format: identity:hexkey lines).", valueName: "FILE")
+        help: ArgumentHelp(
+            "Require TLS, with pre-shared keys from FILE (GnuTLS psktool format: identity:hexkey lines).",
+            valueName: "FILE"
+        )
     )
     var tlsPSK: String?
 
-    @Flag(name: .customLong("tls-verify-peer"), help: "With --tls-certificates: clients must present a certificate signed by DIR/ca-cert.pem.")
+    @Flag(
+        name: .customLong("tls-verify-peer"),
+        help: "With --tls-certificates: clients must present a certificate signed by DIR/ca-cert.pem."
+    )
     var tlsVerifyPeer = false
 
     @Flag(name: [.customShort("v"), .customLong("verbose")], help: "Log connections and requests to stderr.")
