@@ -2,6 +2,8 @@ import Logging
 import NBD
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 
 /// Asks a connection to stop taking requests, finish the ones in flight and close (server shutdown).
 struct NBDServerShutdownEvent: Sendable {}
@@ -16,7 +18,8 @@ struct NBDConnectionEvents: Sendable {
 /// pool and writes their replies as they complete (out of order, each reply's messages back to back, so
 /// replies never interleave on the wire).
 ///
-/// Pipeline (head to tail): `ByteToMessageHandler(NBDServerDecoder)`, `NBDServerMessageEncoder`, this.
+/// Pipeline (head to tail): `ByteToMessageHandler(NBDConnectionDecoder)`, `NBDServerMessageEncoder`, this;
+/// after `NBD_OPT_STARTTLS`, `NIOSSLServerHandler` in front of them all.
 /// All state lives on the channel's event loop; engine calls run on the thread pool and hop back with
 /// `NIOLoopBound`. Reading from the client pauses while too many requests or payload bytes are in
 /// flight (backpressure instead of unbounded queues).
@@ -44,6 +47,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     private let backend: NBDDiskBackend
+    private let tls: NBDServerTLS?
     private let threadPool: NIOThreadPool
     private let events: NBDConnectionEvents
     private let maximumRequestsInFlight: Int
@@ -65,13 +69,16 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     init(
         configuration: NBDServerConfiguration,
+        tls: NBDServerTLS?,
         backend: NBDDiskBackend,
         threadPool: NIOThreadPool,
         options: NBDServerOptions,
         events: NBDConnectionEvents,
         logger: Logger
     ) {
+        precondition((tls == nil) == (configuration.tls == .disabled), "TLS policy without credentials or vice versa")
         self.negotiation = NBDNegotiation(configuration: configuration)
+        self.tls = tls
         self.backend = backend
         self.threadPool = threadPool
         self.events = events
@@ -115,6 +122,13 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is NBDDecodingError {
             self.logger.info("closing the connection: malformed input", metadata: ["error": "\(error)"])
+        } else if error is NBDDataAfterStartTLSError {
+            self.logger.info("closing the connection: data before the TLS handshake", metadata: ["error": "\(error)"])
+        } else if case .uncleanShutdown? = error as? NIOSSLError {
+            // Common and harmless: qemu and others close the socket after DISC without a TLS close_notify.
+            self.logger.debug("client closed the TLS connection without close_notify")
+        } else if error is NIOSSLError || error is BoringSSLError {
+            self.logger.info("closing the connection: TLS failed", metadata: ["error": "\(error)"])
         } else {
             self.logger.debug("closing the connection", metadata: ["error": "\(error)"])
         }
@@ -122,6 +136,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted(_)? = event as? TLSUserEvent {
+            self.tlsHandshakeCompleted(context: context)
+            return
+        }
         guard event is NBDServerShutdownEvent else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -188,9 +206,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case .continue:
             context.flush()
         case .startTLS:
-            // TLS is never configured in this build, so the negotiation never asks for it.
-            self.logger.error("TLS requested but not available; closing")
-            self.closeGracefully(context: context)
+            self.startTLS(context: context)
         case .close(let reason):
             self.logger.debug("negotiation ended", metadata: ["reason": "\(reason)"])
             self.closeGracefully(context: context)
@@ -208,6 +224,33 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             self.phase = .transmitting(Transmission(session: session))
             self.events.enteredTransmission()
         }
+    }
+
+    /// The ACK to `STARTTLS` is written: put TLS in front of the pipeline. The ACK has already passed that
+    /// point, so it goes out in clear text; everything read or written from now on goes through TLS.
+    /// Bytes the decoder had buffered behind the `STARTTLS` would bypass TLS; ``NBDConnectionDecoder``
+    /// refuses those, so its buffer is empty here.
+    private func startTLS(context: ChannelHandlerContext) {
+        context.flush()
+        guard let tls = self.tls else {
+            // Unreachable: without credentials the policy is `.disabled` and STARTTLS gets ERR_POLICY.
+            self.logger.error("STARTTLS accepted without TLS credentials; closing")
+            self.closeGracefully(context: context)
+            return
+        }
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .first)
+            self.logger.debug("STARTTLS: TLS handshake started")
+        } catch {
+            self.logger.error("cannot start TLS; closing", metadata: ["error": "\(error)"])
+            self.closeGracefully(context: context)
+        }
+    }
+
+    private func tlsHandshakeCompleted(context: ChannelHandlerContext) {
+        guard case .negotiating = self.phase else { return }
+        self.negotiation.tlsHandshakeCompleted()
+        self.logger.debug("TLS handshake completed")
     }
 
     private func handle(_ request: NBDRequest, transmission: Transmission, context: ChannelHandlerContext) {

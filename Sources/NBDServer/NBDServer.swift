@@ -31,6 +31,8 @@ public final class NBDServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let threadPool: NIOThreadPool
     private let configuration: NBDServerConfiguration
+    /// TLS credentials; when present, TLS is required.
+    private let tls: NBDServerTLS?
     /// Completed when the server must stop (shutdown requested or the last client left).
     private let stopPromise: EventLoopPromise<Void>
     /// The server's mutable bookkeeping, touched from every event loop and from `shutdown()`'s caller;
@@ -51,8 +53,10 @@ public final class NBDServer: Sendable {
     /// - Parameters:
     ///   - disk: The open disk to export; the server closes it when it stops.
     ///   - options: Export name, policies and limits.
-    ///   - logger: Where the server logs (connections at debug, malformed input at info).
-    public init(disk: any Disk, options: NBDServerOptions, logger: Logger) {
+    ///   - tls: TLS credentials; with them every client must start TLS before anything else (as with
+    ///     qemu-nbd's `--tls-creds`). None by default.
+    ///   - logger: Where the server logs (connections at debug, malformed input and TLS failures at info).
+    public init(disk: any Disk, options: NBDServerOptions, tls: NBDServerTLS? = nil, logger: Logger) {
         self.backend = NBDDiskBackend(disk: disk, options: options)
         self.options = options
         self.logger = logger
@@ -60,9 +64,10 @@ public final class NBDServer: Sendable {
         self.threadPool = NIOThreadPool(numberOfThreads: max(1, options.ioThreads))
         self.configuration = NBDServerConfiguration(
             exports: [self.backend.export],
-            tls: .disabled,
+            tls: tls == nil ? .disabled : .required,
             blockSize: options.blockSize
         )
+        self.tls = tls
         self.stopPromise = self.group.next().makePromise(of: Void.self)
     }
 
@@ -107,6 +112,7 @@ public final class NBDServer: Sendable {
                 "export": "\(self.options.exportName)",
                 "size": "\(self.backend.disk.virtualSize)",
                 "read-only": "\(self.backend.disk.isReadOnly)",
+                "tls": "\(self.tls.map { "\($0.kind)" } ?? "off")",
             ]
         )
         return listener.localAddress
@@ -181,6 +187,7 @@ public final class NBDServer: Sendable {
         logger[metadataKey: "connection"] = "\(UInt(bitPattern: id.hashValue) % 100_000)"
         let handler = NBDConnectionHandler(
             configuration: self.configuration,
+            tls: self.tls,
             backend: self.backend,
             threadPool: self.threadPool,
             options: self.options,
@@ -188,9 +195,12 @@ public final class NBDServer: Sendable {
             logger: logger
         )
         let maximumPayload = Int(self.options.blockSize.maximum)
+        let tlsMode = self.configuration.tls
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(NBDServerDecoder(maximumPayloadLength: maximumPayload))
+                ByteToMessageHandler(
+                    NBDConnectionDecoder(NBDServerDecoder(maximumPayloadLength: maximumPayload), tls: tlsMode)
+                )
             )
             try channel.pipeline.syncOperations.addHandler(NBDServerMessageEncoder())
             try channel.pipeline.syncOperations.addHandler(handler)

@@ -23,6 +23,8 @@ struct QEDNBD: ParsableCommand {
             -k, or on a socket passed by systemd socket activation (LISTEN_PID/LISTEN_FDS, fd 3). Serves one \
             client at a time unless -e says otherwise, and exits when that client leaves unless -t is given. \
             SIGTERM or SIGINT: stop accepting, finish requests in flight, flush and close the image, exit 0.
+            With --tls-certificates or --tls-psk, clients must start TLS (NBD_OPT_STARTTLS) before anything \
+            else, as with qemu-nbd --tls-creds: nbds:// or nbds+unix:// URIs, qemu's tls-creds objects.
             """,
         version: "qed-nbd version \(version)"
     )
@@ -75,11 +77,30 @@ struct QEDNBD: ParsableCommand {
     @Flag(name: .customLong("fork"), help: "Go to the background once the server is listening.")
     var fork = false
 
-    @Option(name: .customLong("tls-certificates"), help: "TLS with X.509 certificates from DIR (not in this build).")
+    @Option(
+        name: .customLong("tls-certificates"),
+        help: ArgumentHelp(
+            "Require TLS, with X.509 certificates from DIR: server-cert.pem, server-key.pem "
+                + "(and ca-cert.pem with --tls-verify-peer).",
+            valueName: "DIR"
+        )
+    )
     var tlsCertificates: String?
 
-    @Option(name: .customLong("tls-psk"), help: "TLS with pre-shared keys from FILE (not in this build).")
+    @Option(
+        name: .customLong("tls-psk"),
+        help: ArgumentHelp(
+            "Require TLS, with pre-shared keys from FILE (GnuTLS psktool format: identity:hexkey lines).",
+            valueName: "FILE"
+        )
+    )
     var tlsPSK: String?
+
+    @Flag(
+        name: .customLong("tls-verify-peer"),
+        help: "With --tls-certificates: clients must present a certificate signed by DIR/ca-cert.pem."
+    )
+    var tlsVerifyPeer = false
 
     @Flag(name: [.customShort("v"), .customLong("verbose")], help: "Log connections and requests to stderr.")
     var verbose = false
@@ -119,22 +140,35 @@ struct QEDNBD: ParsableCommand {
         if self.tlsCertificates != nil && self.tlsPSK != nil {
             throw ValidationError("--tls-certificates and --tls-psk are mutually exclusive")
         }
+        if self.tlsVerifyPeer && self.tlsCertificates == nil {
+            throw ValidationError("--tls-verify-peer needs --tls-certificates")
+        }
         guard (1...1024).contains(self.ioThreads ?? 1), (1...64).contains(self.loopThreads) else {
             throw ValidationError("thread counts out of range")
         }
     }
 
     func run() throws {
-        if self.tlsCertificates != nil || self.tlsPSK != nil {
-            throw Failure("TLS is not supported in this build of qed-nbd (serve on a Unix socket or 127.0.0.1, "
-                + "or put a TLS proxy in front)")
-        }
         let daemon = self.fork ? try Daemon.fork() : nil
         // Before any thread exists, so every thread inherits the mask and the signals reach the waiter.
         Signals.block()
 
         var logger = Logger(label: "qed-nbd")
         logger.logLevel = self.verbose ? .debug : .warning
+
+        // Credentials first: a bad certificate or key file is reported before the image is opened.
+        let tls: NBDServerTLS?
+        do {
+            if let directory = self.tlsCertificates {
+                tls = try NBDServerTLS.certificates(directory: directory, verifyPeer: self.tlsVerifyPeer)
+            } else if let file = self.tlsPSK {
+                tls = try NBDServerTLS.preSharedKeys(file: file)
+            } else {
+                tls = nil
+            }
+        } catch let error as NBDTLSConfigurationError {
+            throw Failure(error.description)
+        }
 
         var openOptions = OpenOptions(readOnly: self.readOnly)
         openOptions.logger = logger
@@ -166,7 +200,7 @@ struct QEDNBD: ParsableCommand {
             throw Failure(error.description)
         }
 
-        let server = NBDServer(disk: disk, options: options, logger: logger)
+        let server = NBDServer(disk: disk, options: options, tls: tls, logger: logger)
         // SIGTERM/SIGINT were blocked in every thread (see `Signals.block()`); one waiter turns them into a
         // graceful shutdown.
         Signals.startWaiter { server.shutdown() }
