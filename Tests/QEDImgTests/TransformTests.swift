@@ -64,6 +64,19 @@ import Testing
         #expect(try box.qemuIdentical("into.qed", "cat.raw"))
     }
 
+    @Test func convertCacheModes() throws {
+        let box = try Sandbox()
+        try box.makeOverlayOnRaw()
+        // -t unsafe is the default (never flushed); the others flush when done. Same content either way.
+        for mode in ["unsafe", "writeback", "none", "writethrough", "directsync"] {
+            try box.mustOurs("convert", "-t", mode, "ov.qed", "t-\(mode).qed")
+            #expect(try box.qemuIdentical("t-\(mode).qed", "ov.qed"), "\(mode)")
+            #expect(try box.qemuCheckStatus("t-\(mode).qed") == 0, "\(mode)")
+        }
+        let bad = try box.ours("convert", "-t", "bogus", "ov.qed", "bad.qed")
+        #expect(bad.status == 1 && bad.stderr == "qed-img: Invalid cache option: bogus\n", "\(bad)")
+    }
+
     @Test func measureEqualsTheConvertedFileSize() throws {
         let box = try Sandbox()
         try box.makeOverlayOnRaw()

@@ -20,13 +20,16 @@ public final class PosixFile: BlockFile {
     let descriptor: FileDescriptor
     /// The raw descriptor number, valid until ``close()``.
     public var rawDescriptor: Int32 { descriptor.rawValue }
+    /// Whether ``sync()`` is a no-op (QEMU's `cache=unsafe`, `cache.no-flush=on`).
+    public let ignoresFlushes: Bool
     private let closed = AtomicFlag()
 
     /// Opens an existing regular file. Non-regular files (block devices, directories) are refused
-    /// with ``QEDError/Code/notRegularFile``.
-    public init(path: String, writable: Bool) throws {
+    /// with ``QEDError/Code/notRegularFile``. With `ignoringFlushes`, ``sync()`` does nothing.
+    public init(path: String, writable: Bool, ignoringFlushes: Bool = false) throws {
         self.path = path
         self.isWritable = writable
+        self.ignoresFlushes = ignoringFlushes
         do {
             descriptor = try FileDescriptor.open(
                 FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec])
@@ -112,6 +115,7 @@ public final class PosixFile: BlockFile {
     }
 
     public func sync() throws {
+        if ignoresFlushes { return }
         while fdatasync(descriptor.rawValue) != 0 {
             if errno == EINTR { continue }
             throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", path: path)

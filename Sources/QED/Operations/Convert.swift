@@ -21,6 +21,12 @@ public enum Convert {
         public var outOfOrder = false
         /// Write into an existing target (`-n`) instead of creating it.
         public var skipCreate = false
+        /// Make the target durable: the engine's ordering syncs and one flush at the end (qemu-img's
+        /// `-t writeback` and the other caching modes). False is `-t unsafe`, qemu-img convert's
+        /// default: the target is opened ignoring flushes and never `fdatasync`ed, so the copy is
+        /// complete in the page cache when `run` returns and reaches the disk when the kernel
+        /// writes it back. Default true.
+        public var durable = true
         /// Progress reports (fraction of bytes done).
         public var progress: ProgressHandler?
         /// Stops the copy at a chunk boundary; the target is flushed and closed.
@@ -68,7 +74,9 @@ public enum Convert {
                 try RawImage.create(path: target, size: size)
             }
         }
-        let out = try DiskOpener.open(path: target, format: options.format, options: OpenOptions())
+        var openOptions = OpenOptions()
+        openOptions.ignoreFlushes = !options.durable
+        let out = try DiskOpener.open(path: target, format: options.format, options: openOptions)
         var result: Result
         do {
             guard out.virtualSize >= source.size else {

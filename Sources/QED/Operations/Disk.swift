@@ -71,7 +71,7 @@ public final class RawImage: Disk {
         guard options.readOnly || !options.forceShare else {
             throw QEDError(.invalidArgument, "force-share (-U) is only allowed for read-only opens", path: path)
         }
-        let file = try PosixFile(path: path, writable: !options.readOnly)
+        let file = try PosixFile(path: path, writable: !options.readOnly, ignoringFlushes: options.ignoreFlushes)
         do {
             try ImageLock.acquire(fd: file.rawDescriptor, mode: options.lockMode, path: path)
             self.size = Atomic(try file.length())
