@@ -84,7 +84,9 @@ struct ConvertPlanner: @unchecked Sendable {
         let (start, length) = range(ofChunk: index)
         let n = Int(length)
         let buf = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-        // Read the source; ranges known to be zero are not read.
+        let s = Int(sparseSize)
+        // Read the source; ranges known to be zero are not read. Their bytes are only looked at
+        // where a -S block is not wholly inside them, so only those parts are zero-filled.
         var knownZero: [Range<Int>] = []
         try source.pieces(start, length) { disk, offset, at, count in
             if sparseSize == 0 {
@@ -92,15 +94,23 @@ struct ConvertPlanner: @unchecked Sendable {
                 return
             }
             for e in try disk.extents(at: offset, length: count) {
-                let lo = at + Int(e.offset - offset)
-                let slice = UnsafeMutableRawBufferPointer(rebasing: buf[lo..<lo + Int(e.length)])
+                let lo = at + Int(e.offset - offset), hi = lo + Int(e.length)
                 if e.zero {
-                    slice.initializeMemory(as: UInt8.self, repeating: 0)
-                    knownZero.append(lo..<lo + Int(e.length))
+                    let innerLo = min(hi, (lo + s - 1) / s * s), innerHi = max(innerLo, hi / s * s)
+                    fillZero(buf, lo..<innerLo)
+                    fillZero(buf, innerHi..<hi)
+                    if let last = knownZero.last, last.upperBound == lo {
+                        knownZero[knownZero.count - 1] = last.lowerBound..<hi
+                    } else {
+                        knownZero.append(lo..<hi)
+                    }
                 } else {
-                    try disk.read(into: slice, at: e.offset)
+                    try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[lo..<hi]), at: e.offset)
                 }
             }
+        }
+        if knownZero.count == 1 && knownZero[0] == 0..<n && targetIsZero {
+            return []  // nothing to write, nothing to scan
         }
         if sparseSize == 0 {
             return [Action(offset: start, length: length, zero: false)]
@@ -125,7 +135,6 @@ struct ConvertPlanner: @unchecked Sendable {
             }
         }
         var zeroIndex = 0
-        let s = Int(sparseSize)
         var lo = 0
         while lo < n {
             let hi = min(n, lo + s)
@@ -147,6 +156,11 @@ struct ConvertPlanner: @unchecked Sendable {
             lo = hi
         }
         return actions
+    }
+
+    private func fillZero(_ buffer: UnsafeMutableRawBufferPointer, _ range: Range<Int>) {
+        guard !range.isEmpty else { return }
+        UnsafeMutableRawBufferPointer(rebasing: buffer[range]).initializeMemory(as: UInt8.self, repeating: 0)
     }
 }
 
