@@ -129,7 +129,7 @@ public enum Convert {
                 guard let index else { return }
                 do {
                     try options.cancellation?.check()
-                    let actions = try planner.plan(chunk: index, buffer: buffer, backingBuffer: backingBuffer)
+                    let plan = try planner.plan(chunk: index, buffer: buffer, backingBuffer: backingBuffer)
                     if inOrder {
                         let go: Bool = shared.cond.withLock {
                             while shared.turn != index && !shared.failed { shared.cond.wait() }
@@ -137,16 +137,16 @@ public enum Convert {
                         }
                         guard go else { return }
                     }
-                    let start = planner.range(ofChunk: index).offset
                     var w: UInt64 = 0, z: UInt64 = 0
-                    for a in actions {
-                        if a.zero {
-                            try out.writeZeroes(at: a.offset, length: a.length, unmap: false)
-                            z += a.length
-                        } else {
-                            let lo = Int(a.offset - start)
-                            try out.write(UnsafeRawBufferPointer(rebasing: buffer[lo..<lo + Int(a.length)]), at: a.offset)
-                            w += a.length
+                    try withExtendedLifetime(plan) {
+                        for a in plan.actions {
+                            if a.zero {
+                                try out.writeZeroes(at: a.offset, length: a.length, unmap: false)
+                                z += a.length
+                            } else {
+                                try out.write(UnsafeRawBufferPointer(start: a.bytes, count: Int(a.length)), at: a.offset)
+                                w += a.length
+                            }
                         }
                     }
                     shared.cond.withLock {
