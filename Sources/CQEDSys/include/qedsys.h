@@ -5,6 +5,7 @@
 #define QEDSYS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /// Deallocates [offset, offset+length) keeping the file size. errno EOPNOTSUPP where unsupported.
@@ -28,5 +29,10 @@ void *qedsys_map_read(int fd, long long offset, size_t length);
 int qedsys_unmap(void *address, size_t length);
 /// 1 if locks are OFD (per open file description), 0 if POSIX (per process).
 int qedsys_has_ofd_locks(void);
+
+/// Atomic 64-bit load with acquire ordering (table entries read without the table lock).
+static inline uint64_t qedsys_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+/// Atomic 64-bit store with release ordering (table entries written under the table lock).
+static inline void qedsys_store_release_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 #endif
