@@ -67,13 +67,18 @@ struct ConvertPlanner: @unchecked Sendable {
     struct Plan {
         var actions: [Action] = []
         var mappings: [FileMapping] = []
+        /// Whether some action's bytes are in the worker's buffer (which must then not be reused
+        /// before the plan is written).
+        var usesBuffer = false
     }
 
-    /// Part of a chunk as read: `[lo, hi)` chunk-relative, its bytes at `bytes` (nil: known zero).
+    /// Part of a chunk as read: `[lo, hi)` chunk-relative, its bytes at `bytes` (nil: known zero),
+    /// in a mapping or in the buffer.
     private struct Segment {
         var lo: Int
         var hi: Int
         var bytes: UnsafeRawPointer?
+        var mapped = false
     }
 
     let source: ConcatenatedSource
@@ -123,9 +128,11 @@ struct ConvertPlanner: @unchecked Sendable {
                 try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[at..<at + Int(count)]), at: offset)
             }
             plan.actions = [Action(offset: start, length: length, zero: false, bytes: UnsafeRawPointer(buf.baseAddress!))]
+            plan.usesBuffer = true
             return plan
         }
         let segments = try gather(start: start, length: length, into: buf, mappings: &plan.mappings)
+        plan.usesBuffer = segments.contains { $0.bytes != nil && $0.mapped == false }
         if targetIsZero && segments.allSatisfy({ $0.bytes == nil }) {
             return Plan()  // nothing to write, nothing to scan
         }
@@ -162,6 +169,7 @@ struct ConvertPlanner: @unchecked Sendable {
                 isZero = bytes.map { isAllZero(UnsafeRawBufferPointer(start: $0, count: hi - lo)) } ?? true
             } else {
                 assemble(lo..<hi, from: segments, startingAt: segment, into: buf)
+                plan.usesBuffer = true
                 bytes = UnsafeRawPointer(buf.baseAddress! + lo)
                 isZero = isAllZero(UnsafeRawBufferPointer(start: bytes, count: hi - lo))
             }
@@ -201,7 +209,7 @@ struct ConvertPlanner: @unchecked Sendable {
                 if let file, e.depth == 0, let host = e.hostOffset,
                    let mapping = FileMapping(file: file, offset: host, length: hi - lo) {
                     mappings.append(mapping)
-                    segments.append(Segment(lo: lo, hi: hi, bytes: mapping.bytes.baseAddress))
+                    segments.append(Segment(lo: lo, hi: hi, bytes: mapping.bytes.baseAddress, mapped: true))
                 } else {
                     let slice = UnsafeMutableRawBufferPointer(rebasing: buf[lo..<hi])
                     try disk.read(into: slice, at: e.offset)
