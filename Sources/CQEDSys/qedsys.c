@@ -88,3 +88,11 @@ void *qedsys_map_read(int fd, long long offset, size_t length) {
 int qedsys_unmap(void *address, size_t length) {
     return munmap(address, length);
 }
+
+int qedsys_preallocate(int fd, long long offset, long long length) {
+#ifdef __linux__
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+#else
+    (void)fd; (void)offset; (void)length; errno = EOPNOTSUPP; return -1;
+#endif
+}

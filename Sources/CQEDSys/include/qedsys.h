@@ -22,6 +22,8 @@ int qedsys_lock_byte(int fd, long long byte, int shared);
 /// Whether another open file description holds a lock on `byte` that would block a write lock:
 /// 1 = held by someone else, 0 = free, -1 = error.
 int qedsys_byte_is_locked(int fd, long long byte);
+/// Allocates [offset, offset+length) as unwritten extents (reading zero), keeping the size.
+int qedsys_preallocate(int fd, long long offset, long long length);
 /// Maps `length` bytes of `fd` at `offset` (a multiple of the page size) read-only and shared,
 /// with the page tables filled in at once (MAP_POPULATE where the system has it). NULL on failure.
 void *qedsys_map_read(int fd, long long offset, size_t length);
