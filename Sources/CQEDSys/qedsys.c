@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int qedsys_punch_hole(int fd, long long offset, long long length) {
@@ -73,4 +74,25 @@ int qedsys_byte_is_locked(int fd, long long byte) {
 #endif
     if (rc < 0) return -1;
     return fl.l_type == F_UNLCK ? 0 : 1;
+}
+
+void *qedsys_map_read(int fd, long long offset, size_t length) {
+    int flags = MAP_SHARED;
+#ifdef MAP_POPULATE
+    flags |= MAP_POPULATE;
+#endif
+    void *p = mmap(NULL, length, PROT_READ, flags, fd, (off_t)offset);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int qedsys_unmap(void *address, size_t length) {
+    return munmap(address, length);
+}
+
+int qedsys_preallocate(int fd, long long offset, long long length) {
+#ifdef __linux__
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+#else
+    (void)fd; (void)offset; (void)length; errno = EOPNOTSUPP; return -1;
+#endif
 }

@@ -48,8 +48,8 @@ struct Convert: ParsableCommand {
     @Flag(name: .customShort("U"), help: "Force share when opening the sources.")
     var forceShare = false
 
-    @Option(name: .customShort("t"), help: "Output cache mode (accepted for compatibility, ignored).")
-    var cache: String?
+    @Option(name: .customShort("t"), help: "Output cache mode: unsafe (default: never flushed, like qemu-img convert), writeback, writethrough, none, directsync (flushed when done).")
+    var cache: String = "unsafe"
 
     @Option(name: .customShort("T"), help: "Source cache mode (accepted for compatibility, ignored).")
     var sourceCache: String?
@@ -95,6 +95,11 @@ struct Convert: ParsableCommand {
         o.workers = workers
         o.outOfOrder = outOfOrder
         o.skipCreate = skipCreate
+        switch cache {
+        case "unsafe": o.durable = false
+        case "writeback", "writethrough", "none", "off", "directsync": o.durable = true
+        default: throw CLIError("Invalid cache option: \(cache)")
+        }
         o.cancellation = Signals.cancellation
         let (printer, handler) = ProgressPrinter.handler(enabled: progress && !quiet)
         o.progress = handler

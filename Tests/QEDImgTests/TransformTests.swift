@@ -64,6 +64,59 @@ import Testing
         #expect(try box.qemuIdentical("into.qed", "cat.raw"))
     }
 
+    /// Writes `size` bytes of holes with `runs` (offset, length, byte; byte 0 writes real zeroes).
+    private func makeRaw(_ box: Sandbox, _ name: String, size: UInt64, _ runs: [(UInt64, Int, UInt8)]) throws {
+        FileManager.default.createFile(atPath: box.path(name), contents: nil)
+        let h = try FileHandle(forUpdating: URL(fileURLWithPath: box.path(name)))
+        defer { try? h.close() }
+        for (offset, length, byte) in runs {
+            try h.seek(toOffset: offset)
+            try h.write(contentsOf: Data((0..<length).map { byte == 0 ? 0 : byte &+ UInt8(truncatingIfNeeded: $0 / 512) }))
+        }
+        try h.truncate(atOffset: size)
+    }
+
+    /// Sources whose data convert maps (locked) and the same force-shared (-U: read, never mapped)
+    /// give byte-identical outputs, with -S blocks that straddle holes, zero runs, source
+    /// boundaries at odd offsets and backing-file data.
+    @Test func convertMappedAndReadSourcesAgree() throws {
+        let box = try Sandbox()
+        // Sizes are sector multiples: qemu-img rounds raw sources up to 512 bytes, we do not.
+        try makeRaw(box, "a.raw", size: 300 * 1024 + 1536,
+                    [(0, 8192, 0xa1), (8192, 12288, 0), (40 * 1024, 4096, 0xa2), (100 * 1024, 70000, 0xa3),
+                     (300 * 1024, 1000, 0xa4)])
+        try makeRaw(box, "b.raw", size: 200 * 1024 + 512,
+                    [(4096, 4096, 0xb1), (64 * 1024, 64 * 1024, 0), (150 * 1024, 50 * 1024 + 24, 0xb2)])
+        try box.makeQEDChain()
+        let sources = ["a.raw", "b.raw", "top.qed"]
+        #expect(try box.qemu(["convert", "-O", "raw"] + sources + ["want.raw"]).status == 0)
+        for sparse in ["512", "4k", "64k", "0"] {
+            for format in ["qed", "raw"] {
+                var base = ["convert", "-S", sparse, "-O", format, "-m", "3"]
+                if format == "qed" { base += ["-o", "cluster_size=4k"] }
+                let mapped = "m-\(sparse).\(format)", read = "r-\(sparse).\(format)"
+                #expect(try box.ours(base + sources + [mapped]).status == 0)
+                #expect(try box.ours(["convert", "-U"] + base.dropFirst() + sources + [read]).status == 0)
+                #expect(try box.bytes(mapped) == box.bytes(read), "-S \(sparse) -O \(format)")
+                #expect(try box.qemuIdentical(mapped, "want.raw"), "-S \(sparse) -O \(format)")
+                if format == "qed" { #expect(try box.qemuCheckStatus(mapped) == 0, "-S \(sparse)") }
+            }
+        }
+    }
+
+    @Test func convertCacheModes() throws {
+        let box = try Sandbox()
+        try box.makeOverlayOnRaw()
+        // -t unsafe is the default (never flushed); the others flush when done. Same content either way.
+        for mode in ["unsafe", "writeback", "none", "writethrough", "directsync"] {
+            try box.mustOurs("convert", "-t", mode, "ov.qed", "t-\(mode).qed")
+            #expect(try box.qemuIdentical("t-\(mode).qed", "ov.qed"), "\(mode)")
+            #expect(try box.qemuCheckStatus("t-\(mode).qed") == 0, "\(mode)")
+        }
+        let bad = try box.ours("convert", "-t", "bogus", "ov.qed", "bad.qed")
+        #expect(bad.status == 1 && bad.stderr == "qed-img: Invalid cache option: bogus\n", "\(bad)")
+    }
+
     @Test func measureEqualsTheConvertedFileSize() throws {
         let box = try Sandbox()
         try box.makeOverlayOnRaw()

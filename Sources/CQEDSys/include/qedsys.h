@@ -4,6 +4,8 @@
 #ifndef QEDSYS_H
 #define QEDSYS_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /// Deallocates [offset, offset+length) keeping the file size. errno EOPNOTSUPP where unsupported.
@@ -20,7 +22,19 @@ int qedsys_lock_byte(int fd, long long byte, int shared);
 /// Whether another open file description holds a lock on `byte` that would block a write lock:
 /// 1 = held by someone else, 0 = free, -1 = error.
 int qedsys_byte_is_locked(int fd, long long byte);
+/// Allocates [offset, offset+length) as unwritten extents (reading zero), keeping the size.
+int qedsys_preallocate(int fd, long long offset, long long length);
+/// Maps `length` bytes of `fd` at `offset` (a multiple of the page size) read-only and shared,
+/// with the page tables filled in at once (MAP_POPULATE where the system has it). NULL on failure.
+void *qedsys_map_read(int fd, long long offset, size_t length);
+/// Unmaps what qedsys_map_read mapped.
+int qedsys_unmap(void *address, size_t length);
 /// 1 if locks are OFD (per open file description), 0 if POSIX (per process).
 int qedsys_has_ofd_locks(void);
+
+/// Atomic 64-bit load with acquire ordering (table entries read without the table lock).
+static inline uint64_t qedsys_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+/// Atomic 64-bit store with release ordering (table entries written under the table lock).
+static inline void qedsys_store_release_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 #endif

@@ -31,48 +31,47 @@ extension Image {
         }
         let table = try pinL2(at: tableOffset)
         defer { cache.unpin(table) }
-        return try table.withEntries { entries in
-            // Re-read the file size under the table lock: an entry that a concurrent allocation
-            // wrote after this lookup began points past the size read above.
-            try scanRun(entries, pos: pos, limit: limit, fileSize: allocator.fileSize)
-        }
+        return try scanRun(table, pos: pos, limit: limit)
     }
 
-    private func scanRun(_ entries: UnsafeMutableBufferPointer<UInt64>, pos: UInt64, limit: UInt64,
-                         fileSize: UInt64) throws -> Run {
+    /// Reads the entries without the table lock (``Table/entry(_:)``). The file size a data run is
+    /// validated against is read after its entries: an allocation publishes the grown size before
+    /// it writes the entries pointing there, so an entry seen implies a size that covers it.
+    private func scanRun(_ table: Table, pos: UInt64, limit: UInt64) throws -> Run {
         let cs = geometry.clusterSize
         var index = Int(geometry.l2Index(pos))
-        let first = entries[index]
+        let first = table.entry(index)
         let inCluster = geometry.offsetInCluster(pos)
-        let kind: RunKind
+        var covered = cs - inCluster
         switch first {
-        case TableEntry.unallocated: kind = .unallocated
-        case TableEntry.zeroCluster: kind = .zero
+        case TableEntry.unallocated, TableEntry.zeroCluster:
+            while covered < limit && index + 1 < table.count && table.entry(index + 1) == first {
+                index += 1
+                covered += cs
+            }
+            return Run(kind: first == TableEntry.zeroCluster ? .zero : .unallocated, length: min(covered, limit))
         default:
+            var last = first
+            while covered < limit && index + 1 < table.count {
+                let next = table.entry(index + 1)
+                guard next == last &+ cs else { break }
+                last = next
+                index += 1
+                covered += cs
+            }
+            let fileSize = allocator.fileSize
             guard geometry.isValidClusterOffset(first, fileSize: fileSize) else {
                 throw QEDError(.invalidClusterOffset,
                                "L2 entry for guest offset \(pos) points to an invalid cluster offset \(first)",
                                value: first, path: path)
             }
-            kind = .data(host: first + inCluster)
-        }
-        var covered = cs - inCluster
-        var previous = first
-        while covered < limit && index + 1 < entries.count {
-            index += 1
-            let next = entries[index]
-            switch kind {
-            case .unallocated: guard next == TableEntry.unallocated else { return Run(kind: kind, length: covered) }
-            case .zero: guard next == TableEntry.zeroCluster else { return Run(kind: kind, length: covered) }
-            case .data:
-                guard next == previous &+ cs, geometry.isValidClusterOffset(next, fileSize: fileSize) else {
-                    return Run(kind: kind, length: covered)
-                }
+            if last >= fileSize {
+                // The run runs past the end of the file: stop before the first invalid entry (the
+                // lookup that starts there reports it).
+                covered = (fileSize - first) / cs * cs - inCluster
             }
-            previous = next
-            covered += cs
+            return Run(kind: .data(host: first + inCluster), length: min(covered, limit))
         }
-        return Run(kind: kind, length: min(covered, limit))
     }
 
     /// The L2 table at `offset`, pinned in the cache (balance with `cache.unpin`).

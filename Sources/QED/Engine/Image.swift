@@ -89,7 +89,7 @@ public final class Image: DiskReader, Sendable {
         guard options.readOnly || !options.forceShare else {
             throw QEDError(.invalidArgument, "force-share (-U) is only allowed for read-only opens", path: path)
         }
-        let file = try PosixFile(path: path, writable: !options.readOnly)
+        let file = try PosixFile(path: path, writable: !options.readOnly, ignoringFlushes: options.ignoreFlushes)
         do {
             try ImageLock.acquire(fd: file.descriptor.rawValue, mode: options.lockMode, path: path)
             let seen: Set<FileIdentity> = FileIdentity(path: path).map { [$0] } ?? []

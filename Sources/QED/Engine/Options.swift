@@ -53,6 +53,11 @@ public struct OpenOptions: Sendable {
     public var l2CacheBytes: UInt64 = 32 << 20
     /// Seconds after the last allocating write before NEED_CHECK is cleared. Default 5.
     public var needCheckDelay: Double = 5
+    /// Ignore flushes, like QEMU's `cache=unsafe` (`cache.no-flush=on`): `fdatasync` is never
+    /// called — not by ``Image/flush()``, not for the engine's own write ordering, not on close — so
+    /// nothing is durable until the kernel writes it back, and a host crash can leave the image
+    /// corrupt. For scratch output whose loss is harmless (`qemu-img convert`'s default). Default false.
+    public var ignoreFlushes = false
     /// Where the engine logs (at info level or lower). Default: a logger that discards.
     public var logger = Logger(label: "swift-qed", factory: { _ in SwiftLogNoOpLogHandler() })
 

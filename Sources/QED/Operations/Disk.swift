@@ -63,6 +63,9 @@ public final class RawImage: Disk {
     public let file: PosixFile
     /// Whether the file was opened read-only.
     public let isReadOnly: Bool
+    /// Whether it was opened locked and not force-shared, so no one honouring QEMU's locks can
+    /// write (or shrink) it meanwhile: the condition for mapping it (``MappableDisk``).
+    let isProtectedFromWriters: Bool
     private let size: Atomic<UInt64>
     private let closed = AtomicFlag()
 
@@ -71,7 +74,7 @@ public final class RawImage: Disk {
         guard options.readOnly || !options.forceShare else {
             throw QEDError(.invalidArgument, "force-share (-U) is only allowed for read-only opens", path: path)
         }
-        let file = try PosixFile(path: path, writable: !options.readOnly)
+        let file = try PosixFile(path: path, writable: !options.readOnly, ignoringFlushes: options.ignoreFlushes)
         do {
             try ImageLock.acquire(fd: file.rawDescriptor, mode: options.lockMode, path: path)
             self.size = Atomic(try file.length())
@@ -81,6 +84,7 @@ public final class RawImage: Disk {
         }
         self.file = file
         self.isReadOnly = options.readOnly
+        self.isProtectedFromWriters = options.locking && !options.forceShare
     }
 
     /// Creates (or truncates) a raw file of `size` bytes at `path`: one hole, reading as zeroes.

@@ -51,7 +51,7 @@ public enum Measure {
             defer { buffer.deallocate(); spare.deallocate() }
             for index in 0..<planner.chunkCount {
                 try cancellation?.check()
-                for a in try planner.plan(chunk: index, buffer: buffer, backingBuffer: spare) where !a.zero {
+                for a in try planner.plan(chunk: index, buffer: buffer, backingBuffer: spare).actions where !a.zero {
                     let first = a.offset >> g.clusterBits
                     let last = (a.offset + a.length - 1) >> g.clusterBits
                     for c in first...last { clusters.insert(c) }

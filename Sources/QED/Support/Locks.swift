@@ -42,6 +42,11 @@ final class ConditionLock: @unchecked Sendable {
     fileprivate func unlockRaw() { pthread_mutex_unlock(mutex) }
     fileprivate func lockRaw() { pthread_mutex_lock(mutex) }
 
+    /// Takes the mutex; balance with ``unlock()`` (for hand-over-hand loops `withLock` cannot express).
+    func lock() { pthread_mutex_lock(mutex) }
+    /// Releases the mutex taken with ``lock()``.
+    func unlock() { pthread_mutex_unlock(mutex) }
+
     /// Waits for a broadcast. Only call from inside `withLock`.
     func wait() {
         pthread_cond_wait(cond, mutex)
