@@ -71,19 +71,28 @@ import Testing
         let commands = Pipe()
         writer.standardInput = commands
         writer.standardOutput = FileHandle.nullDevice
-        writer.standardError = FileHandle.nullDevice
+        let writerErrors = Pipe()
+        writer.standardError = writerErrors
         try writer.run()
         defer {
             try? commands.fileHandleForWriting.close()
             writer.waitUntilExit()
         }
-        // Wait until qemu-io holds its locks.
+        // Wait until qemu-io holds its locks. On a loaded CI machine (the whole suite runs in
+        // parallel on two cores) qemu-io can take many seconds to start, so wait by the clock, and
+        // stop early only if qemu-io has died, saying why.
         var locked = false
-        for _ in 0..<100 where !locked {
+        let deadline = Date().addingTimeInterval(90)
+        while !locked && writer.isRunning && Date() < deadline {
             locked = try box.qemu("info", "busy.qed").status != 0
             if !locked { usleep(50_000) }
         }
-        #expect(locked)
+        if !locked && !writer.isRunning {
+            let why = String(decoding: writerErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            Issue.record("qemu-io exited (status \(writer.terminationStatus)) before locking: \(why)")
+            return
+        }
+        try #require(locked, "qemu-io did not lock busy.qed within 90 s")
         let info = try box.ours("info", "busy.qed")
         #expect(info.status == 1)
         #expect(info.stderr == "qed-img: busy.qed: Failed to get shared \"write\" lock\nIs another process using the image [busy.qed]?\n", "\(info)")
