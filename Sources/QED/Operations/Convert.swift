@@ -110,9 +110,6 @@ public enum Convert {
         var ready: [Int: ConvertPlanner.Plan] = [:]
         /// Whether a worker is writing the ready chunks.
         var writing = false
-        /// Written plans, dropped (their mappings unmapped) by the next worker to take a chunk,
-        /// not by the writer.
-        var spent: [ConvertPlanner.Plan] = []
         /// Workers in `wait()`: a change wakes them only if there are any.
         var waiters = 0
         var failed = false
@@ -174,15 +171,12 @@ public enum Convert {
                 shared.cond.broadcast()
             }
             while true {
-                var garbage: [ConvertPlanner.Plan] = []
                 let index: Int? = shared.cond.withLock {
-                    swap(&garbage, &shared.spent)  // unmapped here, off the writer's path
                     while !shared.failed && shared.ready.count >= maxReady { shared.wait() }
                     guard !shared.failed, shared.next < total else { return nil }
                     shared.next += 1
                     return shared.next - 1
                 }
-                garbage.removeAll()
                 guard let index else { return }
                 let plan: ConvertPlanner.Plan
                 do {
@@ -218,7 +212,6 @@ public enum Convert {
                             shared.written += w
                             shared.zeroed += z
                             shared.turn += 1
-                            shared.spent.append(next)
                             shared.wakeWaiters()
                         case .failure(let error):
                             shared.failed = true
@@ -237,7 +230,6 @@ public enum Convert {
                 if stop { return }
             }
         }
-        shared.spent.removeAll()
         counter.finish()
         return Result(bytesWritten: shared.written, bytesZeroed: shared.zeroed, size: 0)
     }
