@@ -77,12 +77,19 @@ int qedsys_byte_is_locked(int fd, long long byte) {
 }
 
 void *qedsys_map_read(int fd, long long offset, size_t length) {
-    int flags = MAP_SHARED;
-#ifdef MAP_POPULATE
-    flags |= MAP_POPULATE;
-#endif
-    void *p = mmap(NULL, length, PROT_READ, flags, fd, (off_t)offset);
+    void *p = mmap(NULL, length, PROT_READ, MAP_SHARED, fd, (off_t)offset);
     return p == MAP_FAILED ? NULL : p;
+}
+
+int qedsys_populate_read(void *address, size_t length) {
+#if defined(__linux__)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+    return madvise(address, length, MADV_POPULATE_READ);
+#else
+    (void)address; (void)length; errno = EINVAL; return -1;
+#endif
 }
 
 int qedsys_unmap(void *address, size_t length) {

@@ -1,5 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
-import Foundation
 import QED
 
 /// `bench`: qemu-img bench's request pattern and report, for side-by-side comparisons.
@@ -90,6 +96,6 @@ struct Bench: ParsableCommand {
         } catch let e as QEDError {
             throw CLIError("Failed request: \(e.message)", path: file)
         }
-        Console.out(String(format: "Run completed in %3.3f seconds.\n", seconds))
+        Console.out(cFormat("Run completed in %3.3f seconds.\n", seconds))
     }
 }

@@ -1,5 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
-import Foundation
 import QED
 
 /// `check`: consistency check (and repair) with qemu-img's report, JSON and exit codes.
@@ -108,7 +114,7 @@ struct Check: ParsableCommand {
         }
         if r.totalClusters != 0 && r.allocatedClusters != 0 {
             let a = Double(r.allocatedClusters)
-            out += String(format: "%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+            out += cFormat("%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
                           r.allocatedClusters, r.totalClusters, a * 100 / Double(r.totalClusters),
                           Double(r.fragmentedClusters) * 100 / a, 0.0)
         }

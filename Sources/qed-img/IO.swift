@@ -1,6 +1,12 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
 import Dispatch
-import Foundation
 import QED
 
 /// `io`: a qemu-io subset for scripting, printing qemu-io's summary lines.
@@ -47,9 +53,9 @@ struct IOCommand: ParsableCommand {
 /// Runs qemu-io commands on one open disk.
 final class IOSession: @unchecked Sendable {
     let disk: any Disk
-    private let outputLock = NSLock()
+    private let outputLock = Lock()
     private let group = DispatchGroup()
-    private let aioFailed = NSLock()
+    private let aioFailed = Lock()
     private var aioFailure = false
 
     init(disk: any Disk) { self.disk = disk }
@@ -260,15 +266,15 @@ final class IOSession: @unchecked Sendable {
     static func summary(_ verb: String, offset: UInt64, length: UInt64, seconds: Double) -> String {
         let t = max(seconds, 1e-9)
         return "\(verb) \(length)/\(length) bytes at offset \(offset)\n"
-            + "\(Sizes.ioString(Double(length))), 1 ops; \(timeString(seconds)) (\(Sizes.ioString(Double(length) / t))/sec and \(String(format: "%.4f", 1 / t)) ops/sec)\n"
+            + "\(Sizes.ioString(Double(length))), 1 ops; \(timeString(seconds)) (\(Sizes.ioString(Double(length) / t))/sec and \(cFormat("%.4f", 1 / t)) ops/sec)\n"
     }
 
     /// qemu-io's `timestr`: "SS.ss sec" below a second, else "H:MM:SS.ss".
     static func timeString(_ seconds: Double) -> String {
         let whole = Int(seconds)
         let frac = seconds - Double(whole)
-        if whole == 0 { return String(format: "%05.2f sec", frac) }
-        return String(format: "%u:%02u:%05.2f", whole / 3600, (whole / 60) % 60, Double(whole % 60) + frac)
+        if whole == 0 { return cFormat("%05.2f sec", frac) }
+        return cFormat("%u:%02u:%05.2f", UInt32(whole / 3600), UInt32((whole / 60) % 60), Double(whole % 60) + frac)
     }
 
     /// qemu-io's `dump_buffer`: 16 bytes per line, hex then alphanumerics ('.' for the rest).

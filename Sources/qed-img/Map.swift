@@ -136,7 +136,7 @@ struct MapPicture {
         out += "\nLegend: # data here  z zero clusters  b backing data  - backing zeroes  . unallocated\n"
         func share(_ k: Kind) -> String {
             let b = bytes[k] ?? 0
-            return Sizes.human(b) + (total > 0 ? String(format: " (%.1f%%)", Double(b) * 100 / Double(total)) : "")
+            return Sizes.human(b) + (total > 0 ? cFormat(" (%.1f%%)", Double(b) * 100 / Double(total)) : "")
         }
         out += "data here \(share(.data)), zero clusters \(share(.zero)), backing data \(share(.backingData)), "
         out += "backing zeroes \(share(.backingZero)), unallocated \(share(.unallocated))\n"

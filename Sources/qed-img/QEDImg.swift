@@ -1,5 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
-import Foundation
 import QED
 
 /// `qed-img`: qemu-img's verbs for QED and raw images, thin over the `QED` library.
@@ -35,15 +41,15 @@ struct QEDImg: ParsableCommand {
             try command.run()
         } catch let error as QEDError {
             Console.error(error.message, path: error.path)
-            Foundation.exit(error.code == .locked ? 1 : 1)
+            terminate(error.code == .locked ? 1 : 1)
         } catch let error as CLIError {
             Console.error(error.message, path: error.path)
-            Foundation.exit(error.exitCode)
+            terminate(error.exitCode)
         } catch is OperationCancelled {
             Console.error("interrupted; the images were flushed and closed")
-            Foundation.exit(interruptedExitCode)
+            terminate(interruptedExitCode)
         } catch let error as ExitCode {
-            Foundation.exit(error.rawValue)
+            terminate(error.rawValue)
         } catch {
             let code = exitCode(for: error)
             if code == .success {
@@ -51,7 +57,7 @@ struct QEDImg: ParsableCommand {
             }
             // Usage errors: ArgumentParser's message, qemu-img's status 1.
             Console.err(fullMessage(for: error) + "\n")
-            Foundation.exit(1)
+            terminate(1)
         }
     }
 }

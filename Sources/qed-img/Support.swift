@@ -1,5 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
-import Foundation
 import QED
 
 /// An error the CLI reports as `qed-img: [file: ]message` with its own exit status.
@@ -18,11 +24,11 @@ struct CLIError: Error {
 /// Writes to standard output / standard error, unbuffered enough for progress lines.
 enum Console {
     static func out(_ text: String) {
-        FileHandle.standardOutput.write(Data(text.utf8))
+        writeAll(STDOUT_FILENO, text)
     }
 
     static func err(_ text: String) {
-        FileHandle.standardError.write(Data(text.utf8))
+        writeAll(STDERR_FILENO, text)
     }
 
     /// Prints `qed-img: file: message` on stderr (the file is left out when unknown).
@@ -73,7 +79,7 @@ enum Sizes {
         let i = Int((exponent - 1) / 10)
         let index = max(0, min(i, suffixes.count - 1))
         let div = Double(UInt64(1) << UInt64(index * 10))
-        return String(format: "%0.3g %@B", Double(value) / div, suffixes[index])
+        return cFormat("%0.3g", Double(value) / div) + " " + suffixes[index] + "B"
     }
 
     /// qemu-io's `cvtstr`: `%.3f` with a binary unit (`%f bytes` below 1 KiB), ".000" trimmed.
@@ -85,12 +91,12 @@ enum Sizes {
         var text: String
         var suffix = " bytes"
         if let (scale, unit) = units.first(where: { value >= $0.0 }) {
-            text = String(format: "%.3f", value / scale)
+            text = cFormat("%.3f", value / scale)
             suffix = unit
         } else {
-            text = String(format: "%f", value)
+            text = cFormat("%f", value)
         }
-        if let r = text.range(of: ".000") { text = String(text[..<r.lowerBound]) }
+        if let r = text.firstRange(of: ".000") { text = String(text[..<r.lowerBound]) }
         return text + suffix
     }
 }
@@ -196,10 +202,10 @@ enum OutputFormat: String, ExpressibleByArgument {
 /// Prints progress the way people want it: one redrawn line on a terminal, plain lines (one per
 /// whole percent) otherwise. qemu-img's format: `    (12.34/100%)`.
 final class ProgressPrinter: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private let isTerminal = isatty(STDOUT_FILENO) == 1
     private var lastShown = -1.0
-    private var lastDrawn = Date.distantPast
+    private var lastDrawn = -Double.infinity
     private var active = false
 
     /// A handler for the library's progress reports, or nil when `enabled` is false.
@@ -215,16 +221,16 @@ final class ProgressPrinter: @unchecked Sendable {
         let percent = min(100, max(0, fraction * 100))
         active = true
         if isTerminal {
-            let now = Date()
-            guard percent != lastShown, percent >= 100 || now.timeIntervalSince(lastDrawn) > 0.05 || lastShown < 0 else { return }
+            let now = monotonicSeconds()
+            guard percent != lastShown, percent >= 100 || now - lastDrawn > 0.05 || lastShown < 0 else { return }
             lastShown = percent
             lastDrawn = now
-            Console.out(String(format: "\r    (%3.2f/100%%)", percent))
+            Console.out(cFormat("\r    (%3.2f/100%%)", percent))
         } else {
             let whole = percent.rounded(.down)
             guard whole > lastShown else { return }
             lastShown = whole
-            Console.out(String(format: "    (%3.2f/100%%)\n", whole))
+            Console.out(cFormat("    (%3.2f/100%%)\n", whole))
         }
     }
 

@@ -24,9 +24,12 @@ int qedsys_lock_byte(int fd, long long byte, int shared);
 int qedsys_byte_is_locked(int fd, long long byte);
 /// Allocates [offset, offset+length) as unwritten extents (reading zero), keeping the size.
 int qedsys_preallocate(int fd, long long offset, long long length);
-/// Maps `length` bytes of `fd` at `offset` (a multiple of the page size) read-only and shared,
-/// with the page tables filled in at once (MAP_POPULATE where the system has it). NULL on failure.
+/// Maps `length` bytes of `fd` at `offset` (a multiple of the page size) read-only and shared.
+/// NULL on failure.
 void *qedsys_map_read(int fd, long long offset, size_t length);
+/// Fills the page tables for [address, address+length) of a mapping (MADV_POPULATE_READ, Linux
+/// 5.14+), reading pages in as needed; -1 where the system cannot (faults then do it).
+int qedsys_populate_read(void *address, size_t length);
 /// Unmaps what qedsys_map_read mapped.
 int qedsys_unmap(void *address, size_t length);
 /// 1 if locks are OFD (per open file description), 0 if POSIX (per process).

@@ -23,6 +23,7 @@ final class FileMapping: @unchecked Sendable {
     private static let pageSize = UInt64(max(4096, sysconf(Int32(_SC_PAGESIZE))))
 
     /// Maps `length` bytes of `file` at byte `offset` (any alignment); nil if the system refuses.
+    /// Page tables are filled as pages are touched or ``populate(_:)``d.
     init?(file: PosixFile, offset: UInt64, length: Int) {
         guard length > 0 else { return nil }
         let start = offset & ~(FileMapping.pageSize - 1)
@@ -31,6 +32,16 @@ final class FileMapping: @unchecked Sendable {
         base = p
         mappedLength = length + delta
         bytes = UnsafeRawBufferPointer(start: p + delta, count: length)
+    }
+
+    /// Fills the page tables of `range` (offsets into ``bytes``) in one call, so the bytes are
+    /// then read without a fault per page. Best effort.
+    func populate(_ range: Range<Int>) {
+        guard !range.isEmpty else { return }
+        let page = Int(FileMapping.pageSize)
+        let from = (bytes.baseAddress! + range.lowerBound) - (Int(bitPattern: bytes.baseAddress! + range.lowerBound) & (page - 1))
+        let to = bytes.baseAddress! + range.upperBound
+        _ = qedsys_populate_read(UnsafeMutableRawPointer(mutating: from), to - from)
     }
 
     deinit { _ = qedsys_unmap(base, mappedLength) }
@@ -50,4 +61,55 @@ extension Image: MappableDisk {
 
 extension RawImage: MappableDisk {
     var mappableFile: PosixFile? { isProtectedFromWriters ? file : nil }
+}
+
+/// Read-only mappings of one source file in aligned windows, made on demand and shared by the
+/// chunks that use them. Mapping per chunk cost an `mmap` and a `munmap` — a TLB shootdown on
+/// every CPU — per 2 MiB; one mapping of the whole file would hold page tables for all of it
+/// (2 GB of them for a 1 TB source). Windows are kept in a small cache; one the cache has let go
+/// is unmapped when the last plan holding it is dropped.
+final class WindowedMapping: @unchecked Sendable {
+    /// Default bytes per window.
+    static let defaultWindowSize: UInt64 = 64 << 20
+    /// Windows kept mapped by the cache (the plans in flight span one or two).
+    static let cachedWindows = 4
+
+    let file: PosixFile
+    /// File length in bytes when mapped; nothing at or past it is ever mapped.
+    let length: UInt64
+    /// Bytes per window (a multiple of the page size).
+    let windowSize: UInt64
+    private let lock = ConditionLock()
+    private var windows: [UInt64: FileMapping] = [:]
+
+    init(file: PosixFile, length: UInt64, windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
+        self.file = file
+        self.length = length
+        self.windowSize = windowSize
+    }
+
+    /// The mapped bytes starting at file byte `offset`, up to `maxLength` and the window's end,
+    /// populated, and the window holding them (keep it while using the bytes). Nil if the range is
+    /// not inside the file or the system refuses to map it.
+    func bytes(at offset: UInt64, maxLength: Int) -> (window: FileMapping, bytes: UnsafeRawBufferPointer)? {
+        guard offset < length else { return nil }
+        let index = offset / windowSize
+        let start = index * windowSize
+        let window: FileMapping? = lock.withLock {
+            if let w = windows[index] { return w }
+            guard let w = FileMapping(file: file, offset: start,
+                                      length: Int(min(windowSize, length - start))) else { return nil }
+            if windows.count >= WindowedMapping.cachedWindows, let oldest = windows.keys.min() {
+                windows[oldest] = nil
+            }
+            windows[index] = w
+            return w
+        }
+        guard let window else { return nil }
+        let from = Int(offset - start)
+        let n = min(maxLength, window.bytes.count - from)
+        guard n > 0 else { return nil }
+        window.populate(from..<from + n)
+        return (window, UnsafeRawBufferPointer(rebasing: window.bytes[from..<from + n]))
+    }
 }

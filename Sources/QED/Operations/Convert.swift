@@ -110,25 +110,40 @@ public enum Convert {
         var ready: [Int: ConvertPlanner.Plan] = [:]
         /// Whether a worker is writing the ready chunks.
         var writing = false
-        /// Written plans, dropped (their mappings unmapped) by the next worker to take a chunk,
-        /// not by the writer.
-        var spent: [ConvertPlanner.Plan] = []
-        /// Workers in `wait()`: a change wakes them only if there are any.
-        var waiters = 0
+        /// Broadcast when `ready` has drained to half its room, so waiting workers plan again in a
+        /// batch rather than one wake-up (and one preempted writer) per chunk.
+        let slotFreed = Condition()
+        /// Broadcast when `turn` moves (workers whose plan points into their buffer wait for it).
+        let turnMoved = Condition()
+        var slotWaiters = 0
+        var turnWaiters = 0
         var failed = false
         var written: UInt64 = 0
         var zeroed: UInt64 = 0
 
-        /// Waits for a `wakeWaiters()`. Call locked.
-        func wait() {
-            waiters += 1
-            cond.wait()
-            waiters -= 1
+        /// Waits until `ready` has room. Call locked.
+        func waitForSlot() {
+            slotWaiters += 1
+            cond.wait(on: slotFreed)
+            slotWaiters -= 1
         }
 
-        /// Wakes every waiter, if any. Call locked.
-        func wakeWaiters() {
-            if waiters > 0 { cond.broadcast() }
+        /// Waits until `turn` moves. Call locked.
+        func waitForTurn() {
+            turnWaiters += 1
+            cond.wait(on: turnMoved)
+            turnWaiters -= 1
+        }
+
+        /// After a chunk was written: wakes those waiting for their turn. Call locked.
+        func chunkWritten() {
+            if turnWaiters > 0 { turnMoved.broadcast() }
+        }
+
+        /// Wakes everyone (failure). Call locked or not.
+        func wakeAll() {
+            slotFreed.broadcast()
+            turnMoved.broadcast()
         }
     }
 
@@ -161,6 +176,7 @@ public enum Convert {
         let workers = max(1, min(options.workers, max(1, total)))
         let inOrder = !options.outOfOrder
         let maxReady = 2 * workers
+        let lowWater = workers
 
         try runWorkers(count: workers) { _ in
             let size = Int(planner.chunkSize)
@@ -171,18 +187,15 @@ public enum Convert {
             defer { buffer.deallocate(); backingBuffer.deallocate() }
             func fail() {
                 shared.cond.withLock { shared.failed = true }
-                shared.cond.broadcast()
+                shared.wakeAll()
             }
             while true {
-                var garbage: [ConvertPlanner.Plan] = []
                 let index: Int? = shared.cond.withLock {
-                    swap(&garbage, &shared.spent)  // unmapped here, off the writer's path
-                    while !shared.failed && shared.ready.count >= maxReady { shared.wait() }
+                    while !shared.failed && shared.ready.count >= maxReady { shared.waitForSlot() }
                     guard !shared.failed, shared.next < total else { return nil }
                     shared.next += 1
                     return shared.next - 1
                 }
-                garbage.removeAll()
                 guard let index else { return }
                 let plan: ConvertPlanner.Plan
                 do {
@@ -209,7 +222,9 @@ public enum Convert {
                     shared.writing = true
                     while !shared.failed, let next = shared.ready.removeValue(forKey: shared.turn) {
                         let chunk = shared.turn
+                        let wakePlanners = shared.slotWaiters > 0 && shared.ready.count <= lowWater
                         shared.cond.unlock()
+                        if wakePlanners { shared.slotFreed.broadcast() }
                         let outcome = Swift.Result { try write(next, to: out) }
                         if case .success = outcome { counter.add(planner.range(ofChunk: chunk).length) }
                         shared.cond.lock()
@@ -218,26 +233,24 @@ public enum Convert {
                             shared.written += w
                             shared.zeroed += z
                             shared.turn += 1
-                            shared.spent.append(next)
-                            shared.wakeWaiters()
+                            shared.chunkWritten()
                         case .failure(let error):
                             shared.failed = true
                             shared.writing = false
                             shared.cond.unlock()
-                            shared.cond.broadcast()
+                            shared.wakeAll()
                             throw error
                         }
                     }
                     shared.writing = false
                 }
                 // The buffer may be reused only once the plan that points into it is written.
-                while plan.usesBuffer && shared.turn <= index && !shared.failed { shared.wait() }
+                while plan.usesBuffer && shared.turn <= index && !shared.failed { shared.waitForTurn() }
                 let stop = shared.failed
                 shared.cond.unlock()
                 if stop { return }
             }
         }
-        shared.spent.removeAll()
         counter.finish()
         return Result(bytesWritten: shared.written, bytesZeroed: shared.zeroed, size: 0)
     }

@@ -48,8 +48,9 @@ public final class ConcatenatedSource: @unchecked Sendable {
 /// planner, so its figure is the size of the file `convert` produces.
 ///
 /// The source's extents decide what is looked at: ranges it reports as zero are neither read nor
-/// scanned, data stored in a source's own file (``MappableDisk``) is mapped rather than read — the
-/// zero scan and the target's `pwrite` then work on the page cache's pages, one copy in all — and
+/// scanned, data stored in a source's own file (``MappableDisk``) is read through one mapping of
+/// that file rather than copied out — the zero scan and the target's `pwrite` then work on the page
+/// cache's pages, one copy in all — and
 /// anything else (backing-file data, -S 0) is read into the worker's buffer.
 ///
 /// Units: bytes; offsets are target (= concatenated source) offsets.
@@ -59,14 +60,15 @@ struct ConvertPlanner: @unchecked Sendable {
         var offset: UInt64
         var length: UInt64
         var zero: Bool
-        /// The data (nil for zero writes): in the worker's buffer or in one of the plan's mappings.
+        /// The data (nil for zero writes): in the worker's buffer or in a source mapping.
         var bytes: UnsafeRawPointer?
     }
 
-    /// The writes for one chunk and the mappings their bytes live in (kept alive with the plan).
+    /// The writes for one chunk and the mapping windows their bytes live in (kept alive with the
+    /// plan; where ``usesBuffer``, also valid only until the worker's buffer is reused).
     struct Plan {
         var actions: [Action] = []
-        var mappings: [FileMapping] = []
+        var windows: [FileMapping] = []
         /// Whether some action's bytes are in the worker's buffer (which must then not be reused
         /// before the plan is written).
         var usesBuffer = false
@@ -92,9 +94,12 @@ struct ConvertPlanner: @unchecked Sendable {
     let chunkSize: UInt64
     /// Whether source data may be mapped instead of read (``MappableDisk``).
     let mapSources: Bool
+    /// Windowed read-only mappings of the mappable source files.
+    private let mappedSources: [ObjectIdentifier: WindowedMapping]
 
     init(source: ConcatenatedSource, sparseSize: UInt64, targetIsZero: Bool, backing: (any DiskReader)?,
-         clusterSize: UInt64, mapSources: Bool = true) {
+         clusterSize: UInt64, mapSources: Bool = true,
+         windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
         self.source = source
         self.sparseSize = sparseSize
         self.targetIsZero = targetIsZero && backing == nil
@@ -103,6 +108,15 @@ struct ConvertPlanner: @unchecked Sendable {
         if sparseSize > 0 { chunk = (chunk + sparseSize - 1) / sparseSize * sparseSize }
         self.chunkSize = chunk
         self.mapSources = mapSources
+        var maps: [ObjectIdentifier: WindowedMapping] = [:]
+        if mapSources {
+            for disk in source.disks {
+                guard let file = (disk as? any MappableDisk)?.mappableFile, let length = try? file.length(),
+                      length > 0 else { continue }
+                maps[ObjectIdentifier(disk)] = WindowedMapping(file: file, length: length, windowSize: windowSize)
+            }
+        }
+        self.mappedSources = maps
     }
 
     /// Number of chunks.
@@ -131,7 +145,7 @@ struct ConvertPlanner: @unchecked Sendable {
             plan.usesBuffer = true
             return plan
         }
-        let segments = try gather(start: start, length: length, into: buf, mappings: &plan.mappings)
+        let segments = try gather(start: start, length: length, into: buf, windows: &plan.windows)
         plan.usesBuffer = segments.contains { $0.bytes != nil && $0.mapped == false }
         if targetIsZero && segments.allSatisfy({ $0.bytes == nil }) {
             return Plan()  // nothing to write, nothing to scan
@@ -192,10 +206,10 @@ struct ConvertPlanner: @unchecked Sendable {
     /// The chunk's segments in order, covering `[0, length)`: known-zero ranges, mapped data and
     /// data read into `buf` at its own position.
     private func gather(start: UInt64, length: UInt64, into buf: UnsafeMutableRawBufferPointer,
-                        mappings: inout [FileMapping]) throws -> [Segment] {
+                        windows: inout [FileMapping]) throws -> [Segment] {
         var segments: [Segment] = []
         try source.pieces(start, length) { disk, offset, at, count in
-            let file = mapSources ? (disk as? any MappableDisk)?.mappableFile : nil
+            let mapped = mappedSources[ObjectIdentifier(disk)]
             for e in try disk.extents(at: offset, length: count) {
                 let lo = at + Int(e.offset - offset), hi = lo + Int(e.length)
                 if e.zero {
@@ -206,14 +220,19 @@ struct ConvertPlanner: @unchecked Sendable {
                     }
                     continue
                 }
-                if let file, e.depth == 0, let host = e.hostOffset,
-                   let mapping = FileMapping(file: file, offset: host, length: hi - lo) {
-                    mappings.append(mapping)
-                    segments.append(Segment(lo: lo, hi: hi, bytes: mapping.bytes.baseAddress, mapped: true))
-                } else {
-                    let slice = UnsafeMutableRawBufferPointer(rebasing: buf[lo..<hi])
-                    try disk.read(into: slice, at: e.offset)
-                    segments.append(Segment(lo: lo, hi: hi, bytes: UnsafeRawPointer(slice.baseAddress)))
+                // Mapped where possible, one segment per window; the rest is read into the buffer.
+                var pos = lo
+                if let mapped, e.depth == 0, let host = e.hostOffset, host + UInt64(hi - lo) <= mapped.length {
+                    while pos < hi, let (window, bytes) = mapped.bytes(at: host + UInt64(pos - lo), maxLength: hi - pos) {
+                        if windows.last !== window { windows.append(window) }
+                        segments.append(Segment(lo: pos, hi: pos + bytes.count, bytes: bytes.baseAddress, mapped: true))
+                        pos += bytes.count
+                    }
+                }
+                if pos < hi {
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: buf[pos..<hi])
+                    try disk.read(into: slice, at: e.offset + UInt64(pos - lo))
+                    segments.append(Segment(lo: pos, hi: hi, bytes: UnsafeRawPointer(slice.baseAddress)))
                 }
             }
         }

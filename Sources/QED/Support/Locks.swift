@@ -13,7 +13,7 @@ import Darwin
 /// `@unchecked Sendable`: the pthread objects live in heap memory owned by this instance and are
 /// only touched through pthread calls, which are thread-safe by definition.
 final class ConditionLock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    fileprivate let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
 
     init() {
@@ -64,5 +64,34 @@ extension ConditionLock {
         unlockRaw()
         body()
         lockRaw()
+    }
+}
+
+/// A further condition variable used with a ``ConditionLock``'s mutex, so that waiters for
+/// different events can be woken apart (one `signal` per event instead of waking everyone).
+final class Condition: @unchecked Sendable {
+    fileprivate let cond: UnsafeMutablePointer<pthread_cond_t>
+
+    init() {
+        cond = .allocate(capacity: 1)
+        cond.initialize(to: pthread_cond_t())
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        cond.deallocate()
+    }
+
+    /// Wakes one waiter.
+    func signal() { pthread_cond_signal(cond) }
+    /// Wakes every waiter.
+    func broadcast() { pthread_cond_broadcast(cond) }
+}
+
+extension ConditionLock {
+    /// Waits for `condition` to be signalled. Only call with this lock's mutex held.
+    func wait(on condition: Condition) {
+        pthread_cond_wait(condition.cond, mutex)
     }
 }
