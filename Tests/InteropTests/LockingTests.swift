@@ -66,9 +66,11 @@ struct LockingTests {
         let reader = try QEMU.io(["-r", "-c", "read 0 512", img])
         #expect(reader.stderr.contains("lock"), "qemu-io -r opened an image we hold read-write: \(reader)")
         try image.close()
-        // (Retry briefly: a child another test spawns may hold our closed description until exec.)
+        // (Retry for a while: a child another test spawns may hold our closed description until it
+        // execs, which on a loaded two-core CI machine can take more than a moment.)
         var after = try QEMU.img("info", img)
-        for _ in 0..<20 where after.status != 0 {
+        let deadline = Date().addingTimeInterval(20)
+        while after.status != 0 && Date() < deadline {
             usleep(20_000)
             after = try QEMU.img("info", img)
         }
