@@ -8,6 +8,7 @@ import Darwin
 import ArgumentParser
 import Dispatch
 import QED
+import Synchronization
 
 /// `io`: a qemu-io subset for scripting, printing qemu-io's summary lines.
 struct IOCommand: ParsableCommand {
@@ -51,19 +52,18 @@ struct IOCommand: ParsableCommand {
 }
 
 /// Runs qemu-io commands on one open disk.
-final class IOSession: @unchecked Sendable {
+final class IOSession: Sendable {
     let disk: any Disk
-    private let outputLock = Lock()
+    /// Serialises output lines: aio requests report from Dispatch's worker threads.
+    private let outputLock = Mutex(())
     private let group = DispatchGroup()
-    private let aioFailed = Lock()
-    private var aioFailure = false
+    /// Whether any aio request has failed (set by the worker threads, read by `drain`).
+    private let aioFailure = Mutex(false)
 
     init(disk: any Disk) { self.disk = disk }
 
     private func say(_ text: String) {
-        outputLock.lock()
-        Console.out(text)
-        outputLock.unlock()
+        outputLock.withLock { _ in Console.out(text) }
     }
 
     struct Request {
@@ -153,9 +153,7 @@ final class IOSession: @unchecked Sendable {
             group.enter()
             DispatchQueue.global().async { [self] in
                 let ok = isWrite ? doWrite(r) : doRead(r)
-                if !ok {
-                    aioFailed.lock(); aioFailure = true; aioFailed.unlock()
-                }
+                if !ok { aioFailure.withLock { $0 = true } }
                 group.leave()
             }
             return true
@@ -189,8 +187,7 @@ final class IOSession: @unchecked Sendable {
     /// Waits for outstanding aio requests; false if one of them failed.
     func drain() -> Bool {
         group.wait()
-        aioFailed.lock(); defer { aioFailed.unlock() }
-        return !aioFailure
+        return !aioFailure.withLock { $0 }
     }
 
     private func doRead(_ r: Request) -> Bool {

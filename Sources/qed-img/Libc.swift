@@ -30,31 +30,13 @@ func cFormat(_ format: String, _ arguments: any CVarArg...) -> String {
 func writeAll(_ fd: Int32, _ text: String) {
     var text = text
     text.withUTF8 { bytes in
+        guard let base = bytes.baseAddress else { return }
         var done = 0
         while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            let n = write(fd, base + done, bytes.count - done)
             if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else { return }
         }
     }
-}
-
-/// A plain mutex (`pthread_mutex_t`) with lock/unlock calls.
-final class Lock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
 }
 
 /// Seconds on the monotonic clock.

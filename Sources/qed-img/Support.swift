@@ -7,6 +7,7 @@ import Darwin
 #endif
 import ArgumentParser
 import QED
+import Synchronization
 
 /// An error the CLI reports as `qed-img: [file: ]message` with its own exit status.
 struct CLIError: Error {
@@ -201,12 +202,16 @@ enum OutputFormat: String, ExpressibleByArgument {
 
 /// Prints progress the way people want it: one redrawn line on a terminal, plain lines (one per
 /// whole percent) otherwise. qemu-img's format: `    (12.34/100%)`.
-final class ProgressPrinter: @unchecked Sendable {
-    private let lock = Lock()
+final class ProgressPrinter: Sendable {
+    private struct State {
+        var lastShown = -1.0
+        var lastDrawn = -Double.infinity
+        var active = false
+    }
+
     private let isTerminal = isatty(STDOUT_FILENO) == 1
-    private var lastShown = -1.0
-    private var lastDrawn = -Double.infinity
-    private var active = false
+    /// What has been drawn so far; reports come from the library's worker threads.
+    private let state = Mutex(State())
 
     /// A handler for the library's progress reports, or nil when `enabled` is false.
     static func handler(enabled: Bool) -> (ProgressPrinter?, ProgressHandler?) {
@@ -216,30 +221,31 @@ final class ProgressPrinter: @unchecked Sendable {
     }
 
     func report(_ fraction: Double) {
-        lock.lock()
-        defer { lock.unlock() }
         let percent = min(100, max(0, fraction * 100))
-        active = true
-        if isTerminal {
-            let now = monotonicSeconds()
-            guard percent != lastShown, percent >= 100 || now - lastDrawn > 0.05 || lastShown < 0 else { return }
-            lastShown = percent
-            lastDrawn = now
-            Console.out(cFormat("\r    (%3.2f/100%%)", percent))
-        } else {
-            let whole = percent.rounded(.down)
-            guard whole > lastShown else { return }
-            lastShown = whole
-            Console.out(cFormat("    (%3.2f/100%%)\n", whole))
+        state.withLock { state in
+            state.active = true
+            if isTerminal {
+                let now = monotonicSeconds()
+                guard percent != state.lastShown,
+                      percent >= 100 || now - state.lastDrawn > 0.05 || state.lastShown < 0 else { return }
+                state.lastShown = percent
+                state.lastDrawn = now
+                Console.out(cFormat("\r    (%3.2f/100%%)", percent))
+            } else {
+                let whole = percent.rounded(.down)
+                guard whole > state.lastShown else { return }
+                state.lastShown = whole
+                Console.out(cFormat("    (%3.2f/100%%)\n", whole))
+            }
         }
     }
 
     /// Ends the progress display (a newline after the redrawn line).
     func finish() {
-        lock.lock()
-        defer { lock.unlock() }
-        if isTerminal && active { Console.out("\n") }
-        active = false
+        state.withLock { state in
+            if isTerminal && state.active { Console.out("\n") }
+            state.active = false
+        }
     }
 }
 
