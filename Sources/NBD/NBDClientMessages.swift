@@ -139,8 +139,17 @@ extension NBD {
     }
 }
 
+/// Option data that begins with an export name (INFO, GO, LIST/SET_META_CONTEXT).
+public protocol NBDExportNamingRequest {
+    /// The export the option refers to; empty means the default export.
+    var exportName: String { get }
+    /// Parses option data.
+    /// - Throws: ``NBDOptionDataError`` naming what is malformed.
+    init(parsing data: ByteBuffer) throws(NBDOptionDataError)
+}
+
 /// The data of an `NBD_OPT_INFO` or `NBD_OPT_GO` request: namelen(4) · name · count(2) · count × type(2).
-public struct NBDExportInfoRequest: Hashable, Sendable {
+public struct NBDExportInfoRequest: NBDExportNamingRequest, Hashable, Sendable {
     /// The export name; empty means the default export.
     public var exportName: String
     /// The information types the client asked for, in order (may contain unknown or repeated types).
@@ -192,7 +201,7 @@ public struct NBDExportInfoRequest: Hashable, Sendable {
 
 /// The data of an `NBD_OPT_LIST_META_CONTEXT` or `NBD_OPT_SET_META_CONTEXT` request:
 /// namelen(4) · name · count(4) · count × (len(4) · query).
-public struct NBDMetaContextRequest: Hashable, Sendable {
+public struct NBDMetaContextRequest: NBDExportNamingRequest, Hashable, Sendable {
     /// The export the contexts refer to.
     public var exportName: String
     /// The queries, e.g. `"base:allocation"` or (LIST only) the wildcard `"base:"`.

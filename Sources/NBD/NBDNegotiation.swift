@@ -199,19 +199,39 @@ public struct NBDNegotiation: Sendable {
         return Step(replies: [Self.reply(.startTLS, .ack)], action: .startTLS)
     }
 
-    private mutating func handleInfoOrGo(_ request: NBDOptionRequest) -> Step {
-        let option = request.option
-        let parsed: NBDExportInfoRequest
+    /// The outcome of parsing an option's data that names an export.
+    private enum ExportLookup<Request> {
+        /// The data parsed and the export exists.
+        case found(Request, NBDExport)
+        /// The step that answers the option: ERR_INVALID for bad data, ERR_UNKNOWN for no such export.
+        case refused(Step)
+    }
+
+    /// Parses `request`'s data as `type` and finds the export it names.
+    private func parseNamingExport<Request: NBDExportNamingRequest>(
+        _ request: NBDOptionRequest, as type: Request.Type
+    ) -> ExportLookup<Request> {
+        let parsed: Request
         do {
-            parsed = try NBDExportInfoRequest(parsing: request.data)
+            parsed = try Request(parsing: request.data)
         } catch {
-            return Step(replies: [Self.error(option, .errorInvalid, error.reason)], action: .continue)
+            return .refused(Step(replies: [Self.error(request.option, .errorInvalid, error.reason)], action: .continue))
         }
         guard let export = self.configuration.export(named: parsed.exportName) else {
-            return Step(
-                replies: [Self.error(option, .errorUnknown, "export '\(parsed.exportName)' not present")],
+            return .refused(Step(
+                replies: [Self.error(request.option, .errorUnknown, "export '\(parsed.exportName)' not present")],
                 action: .continue
-            )
+            ))
+        }
+        return .found(parsed, export)
+    }
+
+    private mutating func handleInfoOrGo(_ request: NBDOptionRequest) -> Step {
+        let option = request.option
+        let (parsed, export): (NBDExportInfoRequest, NBDExport)
+        switch self.parseNamingExport(request, as: NBDExportInfoRequest.self) {
+        case .found(let request, let named): (parsed, export) = (request, named)
+        case .refused(let step): return step
         }
         let requestedBlockSize = parsed.requests.contains(.blockSize)
         let session = self.makeSession(export: export, requestedBlockSize: requestedBlockSize, enteredWith: option)
@@ -261,17 +281,10 @@ public struct NBDNegotiation: Sendable {
                 )
             }
         }
-        let parsed: NBDMetaContextRequest
-        do {
-            parsed = try NBDMetaContextRequest(parsing: request.data)
-        } catch {
-            return Step(replies: [Self.error(option, .errorInvalid, error.reason)], action: .continue)
-        }
-        guard let export = self.configuration.export(named: parsed.exportName) else {
-            return Step(
-                replies: [Self.error(option, .errorUnknown, "export '\(parsed.exportName)' not present")],
-                action: .continue
-            )
+        let (parsed, export): (NBDMetaContextRequest, NBDExport)
+        switch self.parseNamingExport(request, as: NBDMetaContextRequest.self) {
+        case .found(let request, let named): (parsed, export) = (request, named)
+        case .refused(let step): return step
         }
         let contexts = Self.matchContexts(parsed.queries, for: export, wildcards: !isSet)
         if isSet {

@@ -512,6 +512,25 @@ func verifyRecovery(durable: [UInt8], config: CrashConfig, backingPath: String?,
     try reopened.close()
 }
 
+/// A crash run's temporary directory, with the config's raw backing file in it when it has one.
+struct CrashSetup {
+    /// The temporary directory; the caller removes it.
+    let directory: String
+    /// The raw backing file's path, or nil without a backing file.
+    var backingPath: String?
+    /// The backing file's bytes (empty without a backing file).
+    var backing: [UInt8] = []
+
+    init(_ config: CrashConfig, directoryName: String, rng: inout ModelRNG) throws {
+        directory = try ModelKit.makeTempDirectory(directoryName)
+        if let size = config.backingSize {
+            let raw = try ModelKit.makeRawBacking(in: directory, size: size, rng: &rng)
+            backingPath = raw.path
+            backing = raw.bytes
+        }
+    }
+}
+
 @Suite("Crash")
 struct CrashTests {
     @Test("power cuts at random points recover to flushed data plus old-or-new", arguments: CrashConfig.all)
@@ -519,15 +538,9 @@ struct CrashTests {
         if let only = ProcessInfo.processInfo.environment["QED_CRASH_ONLY"], only != config.description { return }
         let base = ModelRNG.seed(0xC2A5_4000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 5)
         var rng = ModelRNG(seed: base)
-        let dir = try ModelKit.makeTempDirectory("crash")
-        defer { ModelKit.removeDirectory(dir) }
-        var backingPath: String?
-        var backing: [UInt8] = []
-        if let size = config.backingSize {
-            let raw = try ModelKit.makeRawBacking(in: dir, size: size, rng: &rng)
-            backingPath = raw.path
-            backing = raw.bytes
-        }
+        let setup = try CrashSetup(config, directoryName: "crash", rng: &rng)
+        defer { ModelKit.removeDirectory(setup.directory) }
+        let (backingPath, backing) = (setup.backingPath, setup.backing)
         var failed = 0
         var (inside, interrupted, lost, repaired) = (0, 0, 0, 0)
         for i in 0..<config.cuts {
@@ -561,15 +574,9 @@ struct CrashTests {
     func concurrentCuts(config: CrashConfig) throws {
         let base = ModelRNG.seed(0xC0C7_0000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 8)
         var rng = ModelRNG(seed: base)
-        let dir = try ModelKit.makeTempDirectory("crash-conc")
-        defer { ModelKit.removeDirectory(dir) }
-        var backingPath: String?
-        var backing: [UInt8] = []
-        if let size = config.backingSize {
-            let raw = try ModelKit.makeRawBacking(in: dir, size: size, rng: &rng)
-            backingPath = raw.path
-            backing = raw.bytes
-        }
+        let setup = try CrashSetup(config, directoryName: "crash-conc", rng: &rng)
+        defer { ModelKit.removeDirectory(setup.directory) }
+        let (backingPath, backing) = (setup.backingPath, setup.backing)
         let rounds = 100
         var failed = 0
         var lost = 0
