@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 int qedsys_punch_hole(int fd, long long offset, long long length) {
@@ -101,5 +102,14 @@ int qedsys_preallocate(int fd, long long offset, long long length) {
     return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
 #else
     (void)fd; (void)offset; (void)length; errno = EOPNOTSUPP; return -1;
+#endif
+}
+
+long long qedsys_pread_cached(int fd, void *buffer, size_t length, long long offset) {
+#if defined(__linux__) && defined(RWF_NOWAIT)
+    struct iovec iov = { .iov_base = buffer, .iov_len = length };
+    return (long long)preadv2(fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+#else
+    (void)fd; (void)buffer; (void)length; (void)offset; errno = EAGAIN; return -1;
 #endif
 }

@@ -4,9 +4,10 @@ public import QED
 
 /// Executes validated NBD transmission requests against one open ``QED/Disk`` and builds their replies.
 ///
-/// Every method blocks on the engine: call them from a thread pool, never from an event loop. One backend
-/// is shared by every connection of a server, so all connections see one image and a FLUSH on any of them
-/// makes the completed writes of all of them durable (what `CAN_MULTI_CONN` promises).
+/// Every method except ``readIfCached(_:session:)`` blocks on the engine: call them from a thread pool,
+/// never from an event loop. One backend is shared by every connection of a server, so all connections
+/// see one image and a FLUSH on any of them makes the completed writes of all of them durable (what
+/// `CAN_MULTI_CONN` promises).
 public final class NBDDiskBackend: Sendable {
     /// The disk served.
     public let disk: any Disk
@@ -90,6 +91,23 @@ public final class NBDDiskBackend: Sendable {
             let (code, message) = Self.nbdError(for: error)
             return .one(session.errorReply(to: header, code, message: "\(header.command) failed: \(message)"))
         }
+    }
+
+    /// Answers a small READ at once if the disk can serve it without waiting for the disk (mapping
+    /// cached, data in the page cache, no backing file involved); nil otherwise, and then the request
+    /// goes through ``execute(_:session:)`` on the thread pool. Safe to call on an event loop: it
+    /// never blocks on I/O. Only reads that get one reply chunk (shorter than
+    /// ``sparseReadThreshold``) qualify.
+    public func readIfCached(_ header: NBDRequestHeader, session: NBDSession) -> NBDReply? {
+        let length = Int(header.length)
+        guard header.command == .read, length > 0, length < Self.sparseReadThreshold else { return nil }
+        var buffer = self.allocator.buffer(capacity: length)
+        let served = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { space in
+            self.disk.readIfCached(into: UnsafeMutableRawBufferPointer(rebasing: space[0..<length]), at: header.offset)
+                ? length : 0
+        }
+        guard served == length else { return nil }
+        return .one(session.readReply(to: header, data: buffer))
     }
 
     /// Flushes the disk (shutdown, tests).

@@ -61,8 +61,11 @@ public struct NBDServerOptions: Sendable, Hashable {
     /// (measured on 2 cores: 4 KiB random reads ~100k IOPS with 2 threads, ~75k with 8); raise it for
     /// slow disks that need many requests in flight.
     public var ioThreads: Int = max(2, System.coreCount)
-    /// Event loop threads for the sockets.
-    public var eventLoopThreads: Int = 1
+    /// Event loop threads for the sockets, one per CPU core by default (a connection stays on one).
+    /// Small reads of cached data run on the event loop itself (``NBDDiskBackend/readIfCached(_:session:)``),
+    /// so with several connections the loops do much of the work: measured on 2 cores, 4 KiB random
+    /// reads on 2 connections ~190k IOPS with 1 loop, ~230k with 2.
+    public var eventLoopThreads: Int = System.coreCount
     /// Seconds a shutdown waits for connections to finish their requests before closing them.
     public var drainTimeout: Double = 30
     /// Block size constraints sent in INFO/GO; the maximum is also the largest READ/WRITE accepted.

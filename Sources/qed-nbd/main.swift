@@ -109,7 +109,7 @@ struct QEDNBD: ParsableCommand {
     var ioThreads: Int?
 
     @Option(name: .customLong("loop-threads"), help: .hidden)
-    var loopThreads: Int = 1
+    var loopThreads: Int?
 
     @Argument(help: "The image file.")
     var file: String
@@ -143,7 +143,7 @@ struct QEDNBD: ParsableCommand {
         if self.tlsVerifyPeer && self.tlsCertificates == nil {
             throw ValidationError("--tls-verify-peer needs --tls-certificates")
         }
-        guard (1...1024).contains(self.ioThreads ?? 1), (1...64).contains(self.loopThreads) else {
+        guard (1...1024).contains(self.ioThreads ?? 1), (1...64).contains(self.loopThreads ?? 1) else {
             throw ValidationError("thread counts out of range")
         }
     }
@@ -184,7 +184,7 @@ struct QEDNBD: ParsableCommand {
         options.sharedClients = self.shared
         options.persistent = self.persistent
         if let ioThreads = self.ioThreads { options.ioThreads = ioThreads }
-        options.eventLoopThreads = self.loopThreads
+        if let loopThreads = self.loopThreads { options.eventLoopThreads = loopThreads }
 
         let address: NBDListenAddress
         do {

@@ -32,6 +32,9 @@ void *qedsys_map_read(int fd, long long offset, size_t length);
 int qedsys_populate_read(void *address, size_t length);
 /// Unmaps what qedsys_map_read mapped.
 int qedsys_unmap(void *address, size_t length);
+/// Reads up to `length` bytes at `offset` only from the page cache (preadv2 RWF_NOWAIT, Linux
+/// 4.14+): -1/EAGAIN when that would wait for the disk, and where the system has no such read.
+long long qedsys_pread_cached(int fd, void *buffer, size_t length, long long offset);
 /// 1 if locks are OFD (per open file description), 0 if POSIX (per process).
 int qedsys_has_ofd_locks(void);
 

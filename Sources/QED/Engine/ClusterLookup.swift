@@ -34,6 +34,18 @@ extension Image {
         return try scanRun(table, pos: pos, limit: limit)
     }
 
+    /// ``lookup(_:maxLength:)`` without any disk access: nil when the L2 table is not in the cache,
+    /// and when the entries are invalid (the blocking lookup reports that).
+    func lookupIfCached(_ pos: UInt64, maxLength: UInt64) -> Run? {
+        let limit = min(maxLength, geometry.bytesToL2Boundary(pos))
+        let tableOffset = l1.entry(Int(geometry.l1Index(pos)))
+        if tableOffset == TableEntry.unallocated { return Run(kind: .unallocated, length: limit) }
+        guard geometry.isValidTableOffset(tableOffset, fileSize: allocator.fileSize),
+              let table = cache.pinIfCached(offset: tableOffset) else { return nil }
+        defer { cache.unpin(table) }
+        return try? scanRun(table, pos: pos, limit: limit)
+    }
+
     /// Reads the entries without the table lock (``Table/entry(_:)``). The file size a data run is
     /// validated against is read after its entries: an allocation publishes the grown size before
     /// it writes the entries pointing there, so an entry seen implies a size that covers it.

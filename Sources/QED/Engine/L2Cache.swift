@@ -70,6 +70,19 @@ final class L2Cache: @unchecked Sendable {
         }
     }
 
+    /// The table at `offset`, pinned, if it is in the cache and loaded; nil otherwise (nothing is
+    /// loaded or waited for). Balance a non-nil result with ``unpin(_:)``.
+    func pinIfCached(offset: UInt64) -> Table? {
+        cond.withLock {
+            guard let s = slots[offset], let table = s.table else { return nil }
+            clock &+= 1
+            s.pins += 1
+            s.lastUse = clock
+            hits += 1
+            return table
+        }
+    }
+
     /// Releases a pin taken by ``pin(offset:load:)`` or ``insert(_:)``, evicting if over capacity.
     func unpin(_ table: Table) {
         cond.withLock {

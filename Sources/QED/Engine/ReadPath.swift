@@ -23,6 +23,34 @@ extension Image {
         }
     }
 
+    /// ``read(into:at:)`` only if it needs no waiting for the disk: every L2 table involved is in
+    /// the cache and every data byte in the page cache; no backing file is read. Returns false
+    /// otherwise (also for errors and out-of-range requests), leaving `buffer` unspecified; the
+    /// caller then does a normal read. For event loops, which must not block.
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
+        guard !closed.isSet else { return false }
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
+        guard !overflow, end <= virtualSize else { return false }
+        var done = 0
+        while done < buffer.count {
+            let pos = offset + UInt64(done)
+            guard let run = lookupIfCached(pos, maxLength: UInt64(buffer.count - done)) else { return false }
+            let n = Int(run.length)
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
+            switch run.kind {
+            case .data(let host):
+                guard file.readIfCached(into: slice, at: host) else { return false }
+            case .zero:
+                slice.initializeMemory(as: UInt8.self, repeating: 0)
+            case .unallocated:
+                guard backing == nil else { return false }
+                slice.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            done += n
+        }
+        return true
+    }
+
     /// Reads `count` guest bytes at `offset` into a new array.
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)

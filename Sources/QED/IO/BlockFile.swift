@@ -12,6 +12,11 @@ public protocol BlockFile: AnyObject, Sendable {
     /// Reads up to `buffer.count` bytes at byte `offset`; returns how many were read, fewer only
     /// at end of file.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int
+    /// Fills all of `buffer` from byte `offset` only if that needs no waiting for the disk (the
+    /// bytes are in the page cache); false otherwise, and on any error (the caller then does a
+    /// normal ``read(into:at:)``, which reports it). For callers that must not block, such as an
+    /// event loop. The buffer's content is unspecified after false.
+    func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool
     /// Writes all of `bytes` at byte `offset`, extending the file if needed.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// Makes every completed write durable (`fdatasync`).
@@ -30,6 +35,9 @@ public protocol BlockFile: AnyObject, Sendable {
 }
 
 extension BlockFile {
+    /// Files without a non-blocking read never claim one: the caller reads normally.
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool { false }
+
     /// Reads exactly `buffer.count` bytes, zero-filling what lies past end of file.
     public func readFully(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         var done = 0

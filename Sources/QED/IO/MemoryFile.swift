@@ -35,6 +35,11 @@ public final class MemoryFile: BlockFile {
         }
     }
 
+    /// Memory is always "cached": a full read succeeds, one that reaches past the end does not.
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
+        (try? read(into: buffer, at: offset)) == buffer.count
+    }
+
     public func write(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws {
         guard isWritable else { throw QEDError(.readOnly, "file is read-only", path: path) }
         guard let end = Int(exactly: offset + UInt64(data.count)) else {

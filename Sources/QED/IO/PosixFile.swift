@@ -101,6 +101,14 @@ public final class PosixFile: BlockFile {
         }
     }
 
+    /// A read served from the page cache alone (`preadv2` with `RWF_NOWAIT`); a short read (part
+    /// of the range not cached, or end of file) counts as not cached.
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
+        guard let off = Int64(exactly: offset), let base = buffer.baseAddress else { return buffer.isEmpty }
+        let n = qedsys_pread_cached(descriptor.rawValue, base, buffer.count, off)
+        return n == Int64(buffer.count)
+    }
+
     /// Writes of at least this many bytes first allocate their range with one `fallocate`.
     static let preallocationThreshold = 1 << 20
 

@@ -26,6 +26,9 @@ public protocol Disk: DiskReader {
     var path: String { get }
     /// Whether it was opened read-only.
     var isReadOnly: Bool { get }
+    /// Reads like `read(into:at:)` only if that needs no waiting for the disk; false otherwise
+    /// (and on errors), leaving `buffer` unspecified. See ``Image/readIfCached(into:at:)``.
+    func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool
     /// Writes `bytes` at guest byte `offset` (inside the disk).
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// Makes `[offset, offset+length)` read as zeroes; `unmap` allows giving back storage.
@@ -118,6 +121,12 @@ public final class RawImage: Disk {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         try ensureInside(offset, UInt64(buffer.count))
         try file.readFully(into: buffer, at: offset)
+    }
+
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
+        guard !overflow, end <= virtualSize else { return false }
+        return file.readIfCached(into: buffer, at: offset)
     }
 
     public func extents(at offset: UInt64, length: UInt64) throws -> [Extent] {
