@@ -79,11 +79,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "QEDTests", dependencies: ["QED"], swiftSettings: strict),
+        // Helpers every test target shares: a seeded generator, a child-process runner, a retrying open.
+        .target(name: "TestSupport", dependencies: ["QED"], path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "QEDTests", dependencies: ["QED", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "NBDTests",
             dependencies: [
-                "NBD",
+                "NBD", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
@@ -91,8 +93,8 @@ let package = Package(
             swiftSettings: strict
         ),
         // Golden tests of the qed-img binary against qemu-img's output.
-        .testTarget(name: "QEDImgTests", dependencies: ["QED"], swiftSettings: strict),
+        .testTarget(name: "QEDImgTests", dependencies: ["QED", "TestSupport"], swiftSettings: strict),
         // Tests against the real QEMU tools (qemu-img, qemu-io, qemu-nbd) and NBD clients.
-        .testTarget(name: "InteropTests", dependencies: ["QED"], swiftSettings: strict),
+        .testTarget(name: "InteropTests", dependencies: ["QED", "TestSupport"], swiftSettings: strict),
     ]
 )

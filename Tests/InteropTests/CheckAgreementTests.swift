@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Our ``Image/check(repair:)`` counts what `qemu-img check` counts, on images QEMU made and
 /// then damaged on purpose.

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// `Image.create` writes the same bytes as `qemu-img create -f qed`.
 @Suite("Interop: create layout")

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// QEMU-compatible image locks: QEMU and we exclude each other as QEMU processes do.
 /// Serialized: the tests watch /proc/locks and run long-lived qemu-io children.

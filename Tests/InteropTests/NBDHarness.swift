@@ -1,15 +1,10 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// What a finished command printed and returned.
-struct NBDOutcome: CustomStringConvertible {
-    var stdout: String
-    var stderr: String
-    var status: Int32
-
-    var description: String { "status \(status)\n--- stdout\n\(stdout)--- stderr\n\(stderr)" }
-}
+typealias NBDOutcome = ChildOutcome
 
 /// A scratch directory for one test, with helpers to run the built `qed-nbd` and the Debian NBD clients.
 /// Every server it starts is killed when the sandbox goes away.
@@ -58,39 +53,7 @@ final class NBDSandbox: @unchecked Sendable {
     @discardableResult
     func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
              timeout: Double = 120) throws -> NBDOutcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.resolve(executable))
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: dir)
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        let stamp = UUID().uuidString
-        let outPath = dir + "/.out-\(stamp)", errPath = dir + "/.err-\(stamp)"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(atPath: outPath)
-            try? FileManager.default.removeItem(atPath: errPath)
-        }
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(5_000) }
-        if process.isRunning {
-            Foundation.kill(process.processIdentifier, SIGKILL)
-        }
-        process.waitUntilExit()
-        try? out.close()
-        try? err.close()
-        let outData = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
-        let errData = (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data()
-        return NBDOutcome(stdout: String(decoding: outData, as: UTF8.self),
-                          stderr: String(decoding: errData, as: UTF8.self), status: process.terminationStatus)
+        try ChildProcess.run(Self.resolve(executable), arguments, in: dir, environment: environment, timeout: timeout)
     }
 
     @discardableResult

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// One randomized interop case: a geometry, a backing kind and a seed.
 struct WorkloadCase: Sendable, CustomTestStringConvertible {
@@ -57,7 +58,7 @@ struct OursToQEMUTests {
                 let h = hot.randomElement(using: &rng)!
                 let lo = h > 4 * cs ? h - 4 * cs : 0
                 let off = min(UInt64.random(in: lo...(h + 4 * cs), using: &rng), baseSize - UInt64(len))
-                let bytes = rng.bytes(len)
+                let bytes = rng.nonZeroBytes(len)
                 model.write(bytes, at: off)
                 writes.append((off, bytes))
             }
@@ -102,7 +103,7 @@ struct OursToQEMUTests {
             let op = Int.random(in: 0..<20, using: &rng)
             switch op {
             case 0..<11:
-                let bytes = rng.bytes(Int(len))
+                let bytes = rng.nonZeroBytes(Int(len))
                 log.append("write \(off)+\(len)")
                 try image.write(bytes, at: off)
                 model.write(bytes, at: off)
@@ -194,7 +195,7 @@ struct OursToQEMUTests {
         try Image.create(path: path, options: CreateOptions(size: 32 << 20, clusterSize: 4096, tableSize: 16))
         let image = try openImage(path)
         var rng = SplitMix64(seed: 92)
-        let chunk = rng.bytes(1 << 20)
+        let chunk = rng.nonZeroBytes(1 << 20)
         for i in 0..<17 { try image.write(chunk, at: UInt64(i) << 20) }
         #expect(image.fileSize / 4096 >= 4095)
         let ours = try image.check()

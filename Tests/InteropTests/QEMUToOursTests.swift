@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Images made by qemu-img and written by qemu-io, read through our engine.
 @Suite("Interop: QEMU's images, read by us")

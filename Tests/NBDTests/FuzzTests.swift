@@ -1,6 +1,7 @@
 import NBD
 import NIOCore
 import Testing
+import TestSupport
 
 /// Random input must never trap; decoders may only fail with ``NBDDecodingError``.
 @Suite("Fuzz: random bytes never trap")

@@ -33,19 +33,6 @@ func encoded(_ message: NBDServerMessage) -> ByteBuffer {
 /// Byte array of a buffer's readable bytes (for readable failure output).
 func bytes(_ buffer: ByteBuffer) -> [UInt8] { Array(buffer.readableBytesView) }
 
-/// A small deterministic PRNG (SplitMix64) so fuzz runs are reproducible.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 // MARK: - Client-side builders
 
 func optionRequest(_ option: NBDOption, _ data: ByteBuffer = ByteBuffer()) -> NBDOptionRequest {

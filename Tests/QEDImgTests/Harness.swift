@@ -1,15 +1,9 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// What a finished command printed and returned.
-struct Outcome: CustomStringConvertible {
-    var stdout: String
-    var stderr: String
-    var status: Int32
-
-    var description: String { "status \(status)\n--- stdout\n\(stdout)--- stderr\n\(stderr)" }
-    var lines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
-}
+typealias Outcome = ChildOutcome
 
 /// Runs the built `qed-img` and the real QEMU tools in a scratch directory.
 final class Sandbox {
@@ -43,32 +37,7 @@ final class Sandbox {
     /// Runs `executable` with `arguments` in the sandbox directory.
     @discardableResult
     func run(_ executable: String, _ arguments: [String]) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/" + executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: dir)
-        // Output goes to files: no pipe can fill up and block the child.
-        let stamp = UUID().uuidString
-        let outPath = dir + "/.out-\(stamp)", errPath = dir + "/.err-\(stamp)"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(atPath: outPath)
-            try? FileManager.default.removeItem(atPath: errPath)
-        }
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        try? out.close()
-        try? err.close()
-        let outData = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
-        let errData = (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data()
-        return Outcome(stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self),
-                       status: process.terminationStatus)
+        try ChildProcess.run(executable.hasPrefix("/") ? executable : "/usr/bin/" + executable, arguments, in: dir)
     }
 
     /// `qed-img ARGS`.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// `qed-img io` against `qemu-io`: the same script on copies of an image gives the same content
 /// and the same summary lines (timing figures excluded).

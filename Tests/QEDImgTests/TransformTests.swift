@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// convert, measure, commit, rebase, resize and dd: results agree with qemu-img's.
 @Suite struct TransformTests {

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Backing chains: reads, copy-on-write fills, zero clusters and extents through the chain.
 @Suite("Backing chains")

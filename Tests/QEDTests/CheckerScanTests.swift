@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import QED
 
 /// The checker's fast L2 scan (runs marked word-wise) must count exactly like the plain

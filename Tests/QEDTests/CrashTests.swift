@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 // Crash tests: a random workload on a FaultInjectingFile, a power cut at a random mutation
 // (possibly inside an operation) with a random crash mode, then recovery from the durable bytes.
@@ -141,18 +142,27 @@ func checkCandidates(actual: [UInt8], flushed: [UInt8], pending: [PendingChange]
     return failures
 }
 
-/// One workload, one cut (sometimes two), one recovery.
-func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], seed: UInt64) throws -> CutOutcome {
-    var rng = ModelRNG(seed: seed)
-    let cs = config.cs
-    let file = FaultInjectingFile(path: "/crash-test/disk.qed")
+/// A new image for `config` on a fault-injecting file (over the raw `backingPath`, if any), opened
+/// read-write with options whose NEED_CHECK timer never fires by itself (it must not clear the
+/// flag behind the test's back).
+func makeCrashImage(_ config: CrashConfig, path: String, backingPath: String?) throws
+    -> (file: FaultInjectingFile, options: OpenOptions, image: Image) {
+    let file = FaultInjectingFile(path: path)
     var create = CreateOptions(size: config.diskSize, clusterSize: config.clusterSize, tableSize: config.tableSize)
     create.backingFile = backingPath
     create.backingFormat = backingPath == nil ? nil : .raw
     try Image.create(on: file, options: create)
     var options = OpenOptions()
-    options.needCheckDelay = 1e6  // the timer must not clear NEED_CHECK behind the test's back
-    var image: Image? = try Image.open(file: file, options: options)
+    options.needCheckDelay = 1e6
+    return (file, options, try Image.open(file: file, options: options))
+}
+
+/// One workload, one cut (sometimes two), one recovery.
+func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], seed: UInt64) throws -> CutOutcome {
+    var rng = ModelRNG(seed: seed)
+    let cs = config.cs
+    let (file, options, opened) = try makeCrashImage(config, path: "/crash-test/disk.qed", backingPath: backingPath)
+    var image: Image? = opened
 
     var model = ReferenceDisk(size: config.diskSize, clusterSize: cs, backing: backing)
     var flushed = model
@@ -334,14 +344,8 @@ final class ConcurrentLog: @unchecked Sendable {
 func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8], seed: UInt64) throws -> CutOutcome {
     var rng = ModelRNG(seed: seed)
     let cs = config.cs
-    let file = FaultInjectingFile(path: "/crash-test/conc.qed")
-    var create = CreateOptions(size: config.diskSize, clusterSize: config.clusterSize, tableSize: config.tableSize)
-    create.backingFile = backingPath
-    create.backingFormat = backingPath == nil ? nil : .raw
-    try Image.create(on: file, options: create)
-    var options = OpenOptions()
-    options.needCheckDelay = 1e6
-    var image: Image? = try Image.open(file: file, options: options)
+    let (file, options, opened) = try makeCrashImage(config, path: "/crash-test/conc.qed", backingPath: backingPath)
+    var image: Image? = opened
     let initial = ReferenceDisk(size: config.diskSize, clusterSize: cs, backing: backing)
     let shared = SharedModel(initial)
     let log = ConcurrentLog()

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 @Suite("Create and resize: refusals and layout")
 struct CreateAndResizeTests {

@@ -2,6 +2,7 @@ import Foundation
 import QED
 import Synchronization
 import Testing
+import TestSupport
 
 // Model-based tests: random operations against an Image, every read compared with
 // ReferenceDisk; concurrent workers own disjoint (interleaved) cluster blocks, so they share L2

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// The non-blocking read the NBD server answers small reads with on its event loop: it must return
 /// exactly what ``Image/read(into:at:)`` returns, or decline (false) whenever it would need the disk.

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Lookup rules (§2.1): bad L1/L2 entries make I/O fail with a specific error, never crash or
 /// follow the pointer; a repairing check clears them.

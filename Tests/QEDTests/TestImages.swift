@@ -88,18 +88,3 @@ final class ScratchDir: Sendable {
 /// `count` bytes of `value`.
 func bytes(_ value: UInt8, _ count: Int) -> [UInt8] { [UInt8](repeating: value, count: count) }
 
-/// Opens an image file, retrying for up to a second while it reports ``QEDError/Code/locked``.
-///
-/// Other tests in this process spawn child processes (the interop tests run qemu-img); each child
-/// holds a copy of every open file description from fork until exec, so a description an image
-/// just closed can keep its OFD locks for a moment and a re-open of the same file then conflicts.
-func openImage(_ path: String, _ options: OpenOptions = OpenOptions()) throws -> Image {
-    let deadline = Date().addingTimeInterval(1)
-    while true {
-        do {
-            return try Image.open(path: path, options: options)
-        } catch let error as QEDError where error.code == .locked && Date() < deadline {
-            usleep(5_000)
-        }
-    }
-}

@@ -1,53 +1,8 @@
 import Foundation
+import TestSupport
 
-/// SplitMix64: a tiny, fast, seedable generator, so every randomized test can be replayed.
-///
-/// Tests take their seed from ``ModelRNG/seed(_:)``: a fixed default per test (CI stays
-/// reproducible), or `QED_TEST_SEED` from the environment to explore other seeds. Every failure
-/// message names the seed that produced it.
-struct ModelRNG: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// `QED_TEST_SEED` (decimal or 0x-hex) mixed with `salt`, else `fallback`.
-    static func seed(_ fallback: UInt64, salt: UInt64 = 0) -> UInt64 {
-        guard let text = ProcessInfo.processInfo.environment["QED_TEST_SEED"] else { return fallback }
-        let parsed = text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text)
-        guard let base = parsed else { return fallback }
-        var mixer = ModelRNG(seed: base ^ (salt &* 0x9E37_79B9_7F4A_7C15))
-        return mixer.next()
-    }
-
-    /// Whether a coin with probability `p` of heads came up heads.
-    mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
-
-    /// `count` random bytes.
-    mutating func bytes(_ count: Int) -> [UInt8] {
-        var out = ModelKit.zeroes(count)
-        out.withUnsafeMutableBytes { raw in
-            var i = 0
-            while i < count {
-                var word = next()
-                let n = min(8, count - i)
-                withUnsafeBytes(of: &word) { w in
-                    UnsafeMutableRawBufferPointer(rebasing: raw[i..<i + n])
-                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: w[0..<n]))
-                }
-                i += n
-            }
-        }
-        return out
-    }
-}
+/// The model and crash suites' generator (the shared ``SplitMix64``).
+typealias ModelRNG = SplitMix64
 
 /// Small helpers shared by the model and crash suites.
 enum ModelKit {

@@ -1,0 +1,64 @@
+import Foundation
+
+/// What a child process printed and how it ended.
+public struct ChildOutcome: CustomStringConvertible, Sendable {
+    /// Everything it wrote to standard output.
+    public var stdout: String
+    /// Everything it wrote to standard error.
+    public var stderr: String
+    /// Its exit status (or the signal number when killed).
+    public var status: Int32
+
+    public init(stdout: String, stderr: String, status: Int32) {
+        self.stdout = stdout
+        self.stderr = stderr
+        self.status = status
+    }
+
+    public var description: String { "status \(status)\n--- stdout\n\(stdout)--- stderr\n\(stderr)" }
+    /// Standard output split at newlines (the last element is what follows the final newline).
+    public var lines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
+}
+
+/// Runs child processes for the tests.
+public enum ChildProcess {
+    /// Runs the program at `path` with `arguments` in `directory`, with standard input empty and the
+    /// output collected through files (no pipe can fill up and block the child). With a `timeout`
+    /// (seconds) the child is killed with SIGKILL when it runs longer.
+    public static func run(_ path: String, _ arguments: [String], in directory: String,
+                           environment: [String: String] = [:], timeout: Double? = nil) throws -> ChildOutcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        let stamp = UUID().uuidString
+        let outPath = directory + "/.out-\(stamp)", errPath = directory + "/.err-\(stamp)"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(atPath: outPath)
+            try? FileManager.default.removeItem(atPath: errPath)
+        }
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        if let timeout {
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { usleep(5_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+        try? out.close()
+        try? err.close()
+        let outData = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
+        let errData = (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data()
+        return ChildOutcome(stdout: String(decoding: outData, as: UTF8.self),
+                            stderr: String(decoding: errData, as: UTF8.self), status: process.terminationStatus)
+    }
+}

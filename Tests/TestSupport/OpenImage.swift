@@ -1,0 +1,20 @@
+import Foundation
+public import QED
+
+/// Opens an image file, retrying for up to a second while it reports ``QEDError/Code/locked``.
+///
+/// Why: every child process a test process spawns (the interop tests run qemu-img in parallel)
+/// holds a copy of each open file description from fork until exec. A description an image just
+/// closed can therefore keep its OFD locks for a moment, and a re-open of the same file in that
+/// window sees a conflict. Use this only where the open must succeed; lock tests call
+/// ``Image/open(path:options:)`` directly.
+public func openImage(_ path: String, _ options: OpenOptions = OpenOptions()) throws -> Image {
+    let deadline = Date().addingTimeInterval(1)
+    while true {
+        do {
+            return try Image.open(path: path, options: options)
+        } catch let error as QEDError where error.code == .locked && Date() < deadline {
+            usleep(5_000)
+        }
+    }
+}
