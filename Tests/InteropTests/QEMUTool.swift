@@ -167,8 +167,9 @@ final class QEMUHolder {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        // qemu-io opens the image before reading its first command; wait for its lock bytes.
-        let deadline = Date().addingTimeInterval(10)
+        // qemu-io opens the image before reading its first command; wait for its lock bytes (for
+        // long: with the whole suite running in parallel on two cores, qemu-io can start slowly).
+        let deadline = Date().addingTimeInterval(60)
         while !Self.hasOFDLock(on: image) {
             guard process.isRunning, Date() < deadline else {
                 stop()

@@ -549,9 +549,10 @@ final class RaceState: Sendable {
     let strictNew = Atomic<Int>(0)
     let overlapping = Atomic<Int>(0)
 
-    /// Spins (yielding) until `condition` holds, at most ~5 s.
+    /// Spins (yielding) until `condition` holds, at most ~30 s (generous: CI runs every suite at
+    /// once on two cores).
     func waitUntil(_ condition: () -> Bool) {
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(30)
         while !condition() && Date() < deadline { sched_yield() }
     }
 }
