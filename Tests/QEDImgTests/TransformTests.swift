@@ -67,7 +67,7 @@ import TestSupport
 
     /// Writes `size` bytes of holes with `runs` (offset, length, byte; byte 0 writes real zeroes).
     private func makeRaw(_ box: Sandbox, _ name: String, size: UInt64, _ runs: [(UInt64, Int, UInt8)]) throws {
-        FileManager.default.createFile(atPath: box.path(name), contents: nil)
+        _ = FileManager.default.createFile(atPath: box.path(name), contents: nil)
         let h = try FileHandle(forUpdating: URL(fileURLWithPath: box.path(name)))
         defer { try? h.close() }
         for (offset, length, byte) in runs {

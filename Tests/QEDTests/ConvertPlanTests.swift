@@ -7,7 +7,7 @@ import Testing
 @Suite("Convert planner") struct ConvertPlanTests {
     /// A raw file of `size` bytes with `runs` of data (offset, length, seed; seed 0 = real zeroes).
     private func makeRaw(_ path: String, size: Int, _ runs: [(Int, Int, UInt8)]) throws {
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let h = try FileHandle(forUpdating: URL(fileURLWithPath: path))
         defer { try? h.close() }
         for (offset, length, seed) in runs {

@@ -8,7 +8,11 @@ enum RunKind: Equatable {
     case unallocated
 }
 
-/// A run found by ``Image/lookup(_:maxLength:)``: `length` bytes from the requested offset that
+/// Thrown by the cached-only paths (``Image/readIfCached(into:at:)``) where they would have to wait
+/// for the disk; the caller then takes the blocking path.
+struct NotCached: Error {}
+
+/// A run found by ``Image/lookup(_:maxLength:cachedOnly:)``: `length` bytes from the requested offset that
 /// all map the same way (data runs are contiguous in the file). Never crosses an L2 table.
 struct Run {
     var kind: RunKind
@@ -18,8 +22,9 @@ struct Run {
 extension Image {
     /// Finds how the guest bytes starting at `pos` are mapped, returning the longest run (up to
     /// `maxLength` bytes and the end of the L2 table) with one kind. Invalid table or cluster
-    /// offsets throw, naming the bad value, and are never followed.
-    func lookup(_ pos: UInt64, maxLength: UInt64) throws -> Run {
+    /// offsets throw, naming the bad value, and are never followed. With `cachedOnly`, an L2 table
+    /// that is not in the cache is not loaded: ``NotCached`` is thrown instead.
+    func lookup(_ pos: UInt64, maxLength: UInt64, cachedOnly: Bool = false) throws -> Run {
         let limit = min(maxLength, geometry.bytesToL2Boundary(pos))
         let tableOffset = l1.entry(Int(geometry.l1Index(pos)))
         if tableOffset == TableEntry.unallocated { return Run(kind: .unallocated, length: limit) }
@@ -29,21 +34,15 @@ extension Image {
                            "L1 entry for guest offset \(pos) points to an invalid L2 table offset \(tableOffset)",
                            value: tableOffset, path: path)
         }
-        let table = try pinL2(at: tableOffset)
+        let table: Table
+        if cachedOnly {
+            guard let cached = cache.pinIfCached(offset: tableOffset) else { throw NotCached() }
+            table = cached
+        } else {
+            table = try pinL2(at: tableOffset)
+        }
         defer { cache.unpin(table) }
         return try scanRun(table, pos: pos, limit: limit)
-    }
-
-    /// ``lookup(_:maxLength:)`` without any disk access: nil when the L2 table is not in the cache,
-    /// and when the entries are invalid (the blocking lookup reports that).
-    func lookupIfCached(_ pos: UInt64, maxLength: UInt64) -> Run? {
-        let limit = min(maxLength, geometry.bytesToL2Boundary(pos))
-        let tableOffset = l1.entry(Int(geometry.l1Index(pos)))
-        if tableOffset == TableEntry.unallocated { return Run(kind: .unallocated, length: limit) }
-        guard geometry.isValidTableOffset(tableOffset, fileSize: allocator.fileSize),
-              let table = cache.pinIfCached(offset: tableOffset) else { return nil }
-        defer { cache.unpin(table) }
-        return try? scanRun(table, pos: pos, limit: limit)
     }
 
     /// Reads the entries without the table lock (``Table/entry(_:)``). The file size a data run is

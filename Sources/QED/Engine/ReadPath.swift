@@ -3,24 +3,7 @@ extension Image {
     /// clusters as zeroes, unallocated ones from the backing chain (zeroes past its end or
     /// without one). Contiguous clusters are read with one system call.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        try ensureOpen()
-        try ensureInside(offset, UInt64(buffer.count))
-        var done = 0
-        while done < buffer.count {
-            let pos = offset + UInt64(done)
-            let run = try lookup(pos, maxLength: UInt64(buffer.count - done))
-            let n = Int(run.length)
-            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
-            switch run.kind {
-            case .data(let host):
-                try file.readFully(into: slice, at: host)
-            case .zero:
-                slice.initializeMemory(as: UInt8.self, repeating: 0)
-            case .unallocated:
-                try readBacking(into: slice, at: pos)
-            }
-            done += n
-        }
+        try readRuns(into: buffer, at: offset, cachedOnly: false)
     }
 
     /// ``read(into:at:)`` only if it needs no waiting for the disk: every L2 table involved is in
@@ -28,27 +11,35 @@ extension Image {
     /// otherwise (also for errors and out-of-range requests), leaving `buffer` unspecified; the
     /// caller then does a normal read. For event loops, which must not block.
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
-        guard !closed.isSet else { return false }
-        let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
-        guard !overflow, end <= virtualSize else { return false }
+        (try? readRuns(into: buffer, at: offset, cachedOnly: true)) != nil
+    }
+
+    /// The read loop of both: with `cachedOnly`, whatever would wait for the disk (an uncached L2
+    /// table, data not in the page cache, a backing file) throws ``NotCached``.
+    private func readRuns(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, cachedOnly: Bool) throws {
+        try ensureOpen()
+        try ensureInside(offset, UInt64(buffer.count))
         var done = 0
         while done < buffer.count {
             let pos = offset + UInt64(done)
-            guard let run = lookupIfCached(pos, maxLength: UInt64(buffer.count - done)) else { return false }
+            let run = try lookup(pos, maxLength: UInt64(buffer.count - done), cachedOnly: cachedOnly)
             let n = Int(run.length)
             let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
             switch run.kind {
             case .data(let host):
-                guard file.readIfCached(into: slice, at: host) else { return false }
+                if cachedOnly {
+                    guard file.readIfCached(into: slice, at: host) else { throw NotCached() }
+                } else {
+                    try file.readFully(into: slice, at: host)
+                }
             case .zero:
                 slice.initializeMemory(as: UInt8.self, repeating: 0)
             case .unallocated:
-                guard backing == nil else { return false }
-                slice.initializeMemory(as: UInt8.self, repeating: 0)
+                if cachedOnly && backing != nil { throw NotCached() }
+                try readBacking(into: slice, at: pos)
             }
             done += n
         }
-        return true
     }
 
     /// Reads `count` guest bytes at `offset` into a new array.

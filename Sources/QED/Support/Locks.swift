@@ -14,33 +14,27 @@ import Darwin
 /// only touched through pthread calls, which are thread-safe by definition.
 final class ConditionLock: @unchecked Sendable {
     fileprivate let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    /// The condition ``wait()`` and ``broadcast()`` use; further ones can share the mutex
+    /// (``wait(on:)``).
+    private let condition = Condition()
 
     init() {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
-        cond = .allocate(capacity: 1)
-        cond.initialize(to: pthread_cond_t())
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
     }
 
     deinit {
-        pthread_cond_destroy(cond)
         pthread_mutex_destroy(mutex)
-        cond.deallocate()
         mutex.deallocate()
     }
 
     /// Runs `body` with the mutex held.
     func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        lock()
+        defer { unlock() }
         return try body()
     }
-
-    fileprivate func unlockRaw() { pthread_mutex_unlock(mutex) }
-    fileprivate func lockRaw() { pthread_mutex_lock(mutex) }
 
     /// Takes the mutex; balance with ``unlock()`` (for hand-over-hand loops `withLock` cannot express).
     func lock() { pthread_mutex_lock(mutex) }
@@ -48,22 +42,16 @@ final class ConditionLock: @unchecked Sendable {
     func unlock() { pthread_mutex_unlock(mutex) }
 
     /// Waits for a broadcast. Only call from inside `withLock`.
-    func wait() {
-        pthread_cond_wait(cond, mutex)
-    }
+    func wait() { wait(on: condition) }
 
     /// Wakes every waiter. Call with or without the mutex held.
-    func broadcast() {
-        pthread_cond_broadcast(cond)
-    }
-}
+    func broadcast() { condition.broadcast() }
 
-extension ConditionLock {
     /// Runs `body` with the mutex released. Only call from inside `withLock`.
     func unlockedDuring(_ body: () -> Void) {
-        unlockRaw()
+        unlock()
         body()
-        lockRaw()
+        lock()
     }
 }
 
