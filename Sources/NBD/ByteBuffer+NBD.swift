@@ -129,11 +129,12 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written.
     @discardableResult
     public mutating func writeNBDSimpleReply(_ reply: NBDSimpleReply) -> Int {
-        var written = self.writeNBDSimpleReplyHeader(cookie: reply.cookie, error: reply.error)
-        if reply.error == nil, var data = reply.data {
-            written += self.writeBuffer(&data)
+        guard reply.error == nil, var data = reply.data else {
+            return self.writeNBDSimpleReplyHeader(cookie: reply.cookie, error: reply.error)
         }
-        return written
+        // One allocation for header and data, not a grow-and-copy once the data is appended.
+        self.reserveCapacity(minimumWritableBytes: NBD.simpleReplyHeaderLength + data.readableBytes)
+        return self.writeNBDSimpleReplyHeader(cookie: reply.cookie, error: nil) + self.writeBuffer(&data)
     }
 
     /// Writes the 20-byte structured reply chunk header; the caller appends `length` payload bytes.
@@ -187,6 +188,7 @@ extension ByteBuffer {
         case .none:
             return self.writeNBDStructuredReplyHeader(cookie: chunk.cookie, flags: chunk.flags, type: .none, length: 0)
         case .offsetData(let offset, var data):
+            self.reserveCapacity(minimumWritableBytes: NBD.structuredReplyHeaderLength + 8 + data.readableBytes)
             return self.writeNBDOffsetDataChunkHeader(
                 cookie: chunk.cookie,
                 flags: chunk.flags,
@@ -202,6 +204,7 @@ extension ByteBuffer {
             ) + self.writeMultipleIntegers(offset, length)
         case .blockStatus(let contextID, let extents):
             precondition(extents.count <= (Int(UInt32.max) - 4) / 8, "too many extents for one chunk")
+            self.reserveCapacity(minimumWritableBytes: NBD.structuredReplyHeaderLength + 4 + 8 * extents.count)
             var written = self.writeNBDStructuredReplyHeader(
                 cookie: chunk.cookie,
                 flags: chunk.flags,
