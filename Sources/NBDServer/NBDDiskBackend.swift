@@ -266,21 +266,7 @@ public final class NBDDiskBackend: Sendable {
     static func isZero(_ buffer: ByteBuffer, from: Int, to: Int) -> Bool {
         buffer.withUnsafeReadableBytes { bytes in
             guard from >= 0, to <= bytes.count, from <= to else { return false }
-            var index = from
-            // Word at a time where aligned; the tail byte by byte.
-            while index < to && (Int(bitPattern: bytes.baseAddress) &+ index) % 8 != 0 {
-                if bytes[index] != 0 { return false }
-                index += 1
-            }
-            while index + 8 <= to {
-                if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
-                index += 8
-            }
-            while index < to {
-                if bytes[index] != 0 { return false }
-                index += 1
-            }
-            return true
+            return isAllZero(UnsafeRawBufferPointer(rebasing: bytes[from..<to]))
         }
     }
 

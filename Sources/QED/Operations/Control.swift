@@ -110,9 +110,10 @@ func runWorkers(count: Int, _ body: @escaping @Sendable (Int) throws -> Void) th
 }
 
 /// Whether every byte of `buffer` is zero. Checks the first 16 bytes alone (data usually fails
-/// there), then ORs 128-byte blocks together as vectors and tests once per block.
+/// there), then ORs 128-byte blocks together as vectors and tests once per block. Used by
+/// convert's zero detection and by the NBD server (detect-zeroes, sparse READ replies).
 @inlinable
-func isAllZero(_ buffer: UnsafeRawBufferPointer) -> Bool {
+public func isAllZero(_ buffer: UnsafeRawBufferPointer) -> Bool {
     guard let base = buffer.baseAddress else { return true }
     let n = buffer.count
     var i = 0
