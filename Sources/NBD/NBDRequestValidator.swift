@@ -6,6 +6,33 @@ public enum NBDRequestVerdict: Hashable, Sendable {
     case reject(NBDError)
 }
 
+/// The rule of ``NBDRequestValidator`` a rejected request broke (numbered as in its list), so a
+/// server can say why without working it out again.
+public enum NBDRequestRule: Hashable, Sendable {
+    /// 1: an unknown command.
+    case unknownCommand
+    /// 2: an unknown flag, or one that does not apply to the command.
+    case inapplicableFlag
+    /// 3: a change to a read-only export.
+    case readOnly
+    /// 4: a flag or command the export did not advertise (or BLOCK_STATUS without a context).
+    case notAdvertised
+    /// 5: FLUSH with a range under ``NBDRequestValidator/strictFlush``.
+    case flushRange
+    /// 6: a WRITE whose payload was too large and discarded.
+    case payloadDiscarded
+    /// 6: longer than ``NBDRequestValidator/maximumPayloadLength``.
+    case tooLong
+    /// 6: BLOCK_STATUS of length 0.
+    case emptyBlockStatus
+    /// 7: offset + length overflows 64 bits.
+    case overflow
+    /// 7: ends past the end of the export.
+    case pastEnd
+    /// 8: offset or length not a multiple of the minimum block size.
+    case misaligned
+}
+
 /// Checks transmission requests against the negotiated state before they reach the storage. Pure and
 /// cheap; one value per connection.
 ///
@@ -96,13 +123,19 @@ public struct NBDRequestValidator: Hashable, Sendable {
     ///   - header: The request header.
     ///   - payloadDiscarded: Whether the decoder discarded the WRITE payload as too large.
     public func validate(_ header: NBDRequestHeader, payloadDiscarded: Bool = false) -> NBDRequestVerdict {
-        if let error = self.check(header, payloadDiscarded: payloadDiscarded) { return .reject(error) }
+        if let (error, _) = self.check(header, payloadDiscarded: payloadDiscarded) { return .reject(error) }
         return .accept
+    }
+
+    /// The error to answer a request with and the rule it broke, or nil when it may be executed.
+    /// - Parameter request: The request (including whether its WRITE payload was discarded).
+    public func rejection(of request: NBDRequest) -> (error: NBDError, rule: NBDRequestRule)? {
+        self.check(request.header, payloadDiscarded: request.isOversized)
     }
 
     private static let knownFlags: NBDCommandFlags = [.fua, .noHole, .dontFragment, .requestOne, .fastZero]
 
-    private func check(_ header: NBDRequestHeader, payloadDiscarded: Bool) -> NBDError? {
+    private func check(_ header: NBDRequestHeader, payloadDiscarded: Bool) -> (NBDError, NBDRequestRule)? {
         let command = header.command
         let flags = header.flags
         let advertised = self.transmissionFlags
@@ -114,57 +147,59 @@ public struct NBDRequestValidator: Hashable, Sendable {
         case .writeZeroes: commandSpecificFlags = [.noHole, .fastZero]
         case .blockStatus: commandSpecificFlags = .requestOne
         case .write, .disconnect, .flush, .trim, .cache: commandSpecificFlags = []
-        default: return .invalid
+        default: return (.invalid, .unknownCommand)
         }
 
         // 2. Known, applicable flags?
-        guard Self.knownFlags.isSuperset(of: flags) else { return .invalid }
-        guard flags.subtracting(.fua).isSubset(of: commandSpecificFlags) else { return .invalid }
+        guard Self.knownFlags.isSuperset(of: flags), flags.subtracting(.fua).isSubset(of: commandSpecificFlags) else {
+            return (.invalid, .inapplicableFlag)
+        }
 
         // 3. Read-only? Checked before the advertised features: a read-only export advertises neither TRIM
         //    nor WRITE_ZEROES, yet changing it is a permission problem, not an invalid request (as qemu).
         if advertised.contains(.readOnly) && (command == .write || command == .trim || command == .writeZeroes) {
-            return .permissionDenied
+            return (.permissionDenied, .readOnly)
         }
 
         // 4. Advertised?
-        if flags.contains(.fua) && !advertised.contains(.sendFUA) { return .invalid }
-        if flags.contains(.dontFragment) && !advertised.contains(.sendDF) { return .invalid }
-        if flags.contains(.fastZero) && !advertised.contains(.sendFastZero) { return .invalid }
+        let notAdvertised: (NBDError, NBDRequestRule) = (.invalid, .notAdvertised)
+        if flags.contains(.fua) && !advertised.contains(.sendFUA) { return notAdvertised }
+        if flags.contains(.dontFragment) && !advertised.contains(.sendDF) { return notAdvertised }
+        if flags.contains(.fastZero) && !advertised.contains(.sendFastZero) { return notAdvertised }
         switch command {
-        case .flush where !advertised.contains(.sendFlush): return .invalid
-        case .trim where !advertised.contains(.sendTrim): return .invalid
-        case .writeZeroes where !advertised.contains(.sendWriteZeroes): return .invalid
-        case .cache where !flags.isEmpty && !advertised.contains(.sendCache): return .invalid
-        case .blockStatus where !self.structuredReplies || !self.hasMetaContexts: return .invalid
+        case .flush where !advertised.contains(.sendFlush): return notAdvertised
+        case .trim where !advertised.contains(.sendTrim): return notAdvertised
+        case .writeZeroes where !advertised.contains(.sendWriteZeroes): return notAdvertised
+        case .cache where !flags.isEmpty && !advertised.contains(.sendCache): return notAdvertised
+        case .blockStatus where !self.structuredReplies || !self.hasMetaContexts: return notAdvertised
         default: break
         }
 
         // 5. Commands without a range.
         if command == .disconnect { return nil }
         if command == .flush {
-            if self.strictFlush && (header.offset != 0 || header.length != 0) { return .invalid }
+            if self.strictFlush && (header.offset != 0 || header.length != 0) { return (.invalid, .flushRange) }
             return nil
         }
 
         // 6. Lengths.
-        if command == .write && payloadDiscarded { return .invalid }
+        if command == .write && payloadDiscarded { return (.invalid, .payloadDiscarded) }
         if (command == .read || command == .write || command == .cache) && header.length > self.maximumPayloadLength {
-            return .invalid
+            return (.invalid, .tooLong)
         }
-        if command == .blockStatus && header.length == 0 { return .invalid }
+        if command == .blockStatus && header.length == 0 { return (.invalid, .emptyBlockStatus) }
 
         // 7. Bounds, without overflow.
         let (end, overflow) = header.offset.addingReportingOverflow(UInt64(header.length))
-        if overflow { return .invalid }
+        if overflow { return (.invalid, .overflow) }
         if end > self.exportSize {
-            return (command == .write || command == .writeZeroes) ? .noSpace : .invalid
+            return ((command == .write || command == .writeZeroes) ? .noSpace : .invalid, .pastEnd)
         }
 
         // 8. Alignment.
         if self.minimumBlockSize > 1 {
             let alignment = UInt64(self.minimumBlockSize)
-            if header.offset % alignment != 0 || UInt64(header.length) % alignment != 0 { return .invalid }
+            if header.offset % alignment != 0 || UInt64(header.length) % alignment != 0 { return (.invalid, .misaligned) }
         }
         return nil
     }

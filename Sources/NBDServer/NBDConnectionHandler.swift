@@ -57,7 +57,6 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     private var negotiation: NBDNegotiation
     private var phase: Phase = .negotiating
     private var context: ChannelHandlerContext?
-    private var greeted = false
     private var requestsInFlight = 0
     private var bytesInFlight = 0
     private var readPending = false
@@ -91,21 +90,20 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { self.greet(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
     }
 
+    /// The server speaks first: the greeting goes out as soon as the connection is up (accepted
+    /// channels are initialised before they become active, so this is the one place).
     func channelActive(context: ChannelHandlerContext) {
         self.greet(context: context)
         context.fireChannelActive()
     }
 
     private func greet(context: ChannelHandlerContext) {
-        guard !self.greeted else { return }
-        self.greeted = true
         if let peer = context.channel.remoteAddress { self.logger[metadataKey: "peer"] = "\(peer)" }
         self.logger.debug("client connected")
         context.writeAndFlush(self.wrapOutboundOut(self.negotiation.greeting), promise: nil)
@@ -148,9 +146,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case .negotiating:
             context.close(promise: nil)
         case .transmitting:
-            self.dispatchBatch(context: context)
-            self.draining = true
-            self.closeIfDrained(context: context)
+            self.beginDraining(context: context)
         case .closed:
             break
         }
@@ -166,9 +162,19 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Reading pauses while draining, while too many requests or WRITE bytes are on the pool, and
+    /// while the socket's send buffer is over its high water mark (a client that pipelines READs
+    /// without reading the replies must not make them pile up in memory, above all the ones the
+    /// event loop answers at once from the cache).
     private var mustPauseReading: Bool {
         self.draining || self.requestsInFlight >= self.maximumRequestsInFlight
             || self.bytesInFlight >= self.maximumBytesInFlight
+            || self.context?.channel.isWritable == false
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.resumeReadingIfPossible(context: context)
+        context.fireChannelWritabilityChanged()
     }
 
     private func resumeReadingIfPossible(context: ChannelHandlerContext) {
@@ -258,9 +264,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         let session = transmission.session
         if header.command == .disconnect {
             self.logger.debug("client sent DISC")
-            self.dispatchBatch(context: context)
-            self.draining = true
-            self.closeIfDrained(context: context)
+            self.beginDraining(context: context)
             return
         }
         if self.draining {
@@ -268,8 +272,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             self.flushPending = true
             return
         }
-        if case .reject(let error) = transmission.validator.validate(request) {
-            let message = Self.rejectionMessage(header, error, exportSize: session.export.size)
+        if let (error, rule) = transmission.validator.rejection(of: request) {
+            let message = Self.rejectionMessage(header, rule, transmission.validator)
             self.logger.debug("request rejected", metadata: ["error": "\(error)", "reason": "\(message)"])
             self.send(.one(session.errorReply(to: header, error, message: message)))
             self.flushPending = true
@@ -413,6 +417,14 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Stops taking requests (DISC or server shutdown): what is batched still runs, and the
+    /// connection closes once every reply is out.
+    private func beginDraining(context: ChannelHandlerContext) {
+        self.dispatchBatch(context: context)
+        self.draining = true
+        self.closeIfDrained(context: context)
+    }
+
     private func closeIfDrained(context: ChannelHandlerContext) {
         guard self.draining, self.requestsInFlight == 0, !self.closing else { return }
         self.closeGracefully(context: context)
@@ -432,19 +444,19 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     /// A human-readable reason for a validator rejection, sent in the structured error chunk.
-    static func rejectionMessage(_ header: NBDRequestHeader, _ error: NBDError, exportSize: UInt64) -> String {
+    static func rejectionMessage(_ header: NBDRequestHeader, _ rule: NBDRequestRule, _ validator: NBDRequestValidator) -> String {
         let what = "\(header.command) of \(header.length) bytes at offset \(header.offset)"
-        switch error {
-        case .permissionDenied:
-            return "\(what): the export is read-only"
-        case .noSpace:
-            return "\(what) ends past the end of the export (\(exportSize) bytes)"
-        default:
-            let (end, overflow) = header.offset.addingReportingOverflow(UInt64(header.length))
-            if overflow || end > exportSize {
-                return "\(what) ends past the end of the export (\(exportSize) bytes)"
-            }
-            return "\(what) with flags 0x\(String(header.flags.rawValue, radix: 16)) is not valid for this export"
+        switch rule {
+        case .unknownCommand: return "unknown command \(header.command)"
+        case .inapplicableFlag: return "\(what): flags 0x\(String(header.flags.rawValue, radix: 16)) do not apply to it"
+        case .readOnly: return "\(what): the export is read-only"
+        case .notAdvertised:
+            return "\(what) with flags 0x\(String(header.flags.rawValue, radix: 16)) uses a feature not negotiated"
+        case .flushRange: return "FLUSH must have offset and length 0"
+        case .payloadDiscarded, .tooLong: return "\(what) is longer than the maximum \(validator.maximumPayloadLength) bytes"
+        case .emptyBlockStatus: return "BLOCK_STATUS of length 0"
+        case .overflow, .pastEnd: return "\(what) ends past the end of the export (\(validator.exportSize) bytes)"
+        case .misaligned: return "\(what) is not aligned to \(validator.minimumBlockSize) bytes"
         }
     }
 }

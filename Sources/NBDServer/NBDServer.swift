@@ -88,6 +88,9 @@ public final class NBDServer: Sendable {
             .serverChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: false)
+            // Replies queued beyond the high mark pause reading requests (NBDConnectionHandler);
+            // the high mark lets large sequential reads keep several replies in flight.
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 8 << 20, high: 32 << 20))
             .childChannelInitializer { [self] channel in
                 self.initialize(channel)
             }
@@ -151,12 +154,12 @@ public final class NBDServer: Sendable {
         }
         // Requests of clients that vanished may still run; let them finish before the image closes.
         try? self.threadPool.syncShutdownGracefully()
-        var firstError: (any Error)?
-        do { try self.backend.disk.flush() } catch { firstError = error }
-        do { try self.backend.disk.close() } catch { firstError = firstError ?? error }
+        // close() makes every write durable (and clears QED's dirty flag) before it lets go.
+        var closeError: (any Error)?
+        do { try self.backend.disk.close() } catch { closeError = error }
         try? self.group.syncShutdownGracefully()
         self.logger.debug("stopped")
-        if let firstError { throw firstError }
+        if let closeError { throw closeError }
     }
 
     // MARK: - Connections
