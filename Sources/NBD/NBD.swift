@@ -30,20 +30,8 @@ public enum NBD {
     /// The magic of a structured reply chunk header.
     public static let structuredReplyMagic: UInt32 = 0x668e_33ef
 
-    /// The magic of an extended (32-byte) request header. Not decoded by this module; listed for completeness.
-    public static let extendedRequestMagic: UInt32 = 0x21e4_1c71
-
-    /// The magic of an extended reply header. Not produced by this module; listed for completeness.
-    public static let extendedReplyMagic: UInt32 = 0x6e8a_278c
-
-    /// Size in bytes of the server greeting (two magics and the handshake flags).
-    public static let greetingLength: Int = 18
-
     /// Size in bytes of an option request header (magic, option, length).
     public static let optionRequestHeaderLength: Int = 16
-
-    /// Size in bytes of an option reply header (magic, option, reply type, length).
-    public static let optionReplyHeaderLength: Int = 20
 
     /// Size in bytes of a compact transmission request header.
     public static let requestHeaderLength: Int = 28

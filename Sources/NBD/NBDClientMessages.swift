@@ -190,9 +190,7 @@ public struct NBDExportInfoRequest: NBDExportNamingRequest, Hashable, Sendable {
     /// - Returns: Number of bytes written.
     @discardableResult
     public func write(to buffer: inout ByteBuffer) -> Int {
-        let name = Array(self.exportName.utf8)
-        var written = buffer.writeInteger(UInt32(truncatingIfNeeded: name.count))
-        written += buffer.writeBytes(name)
+        var written = buffer.writeNBDLengthPrefixedString(self.exportName)
         written += buffer.writeInteger(UInt16(truncatingIfNeeded: self.requests.count))
         for request in self.requests { written += buffer.writeInteger(request.rawValue) }
         return written
@@ -244,15 +242,19 @@ public struct NBDMetaContextRequest: NBDExportNamingRequest, Hashable, Sendable 
     /// - Returns: Number of bytes written.
     @discardableResult
     public func write(to buffer: inout ByteBuffer) -> Int {
-        let name = Array(self.exportName.utf8)
-        var written = buffer.writeInteger(UInt32(truncatingIfNeeded: name.count))
-        written += buffer.writeBytes(name)
+        var written = buffer.writeNBDLengthPrefixedString(self.exportName)
         written += buffer.writeInteger(UInt32(truncatingIfNeeded: self.queries.count))
-        for query in self.queries {
-            let bytes = Array(query.utf8)
-            written += buffer.writeInteger(UInt32(truncatingIfNeeded: bytes.count))
-            written += buffer.writeBytes(bytes)
-        }
+        for query in self.queries { written += buffer.writeNBDLengthPrefixedString(query) }
         return written
+    }
+}
+
+extension ByteBuffer {
+    /// Writes `string` as option data carries strings: its UTF-8 length (4 bytes) then its bytes;
+    /// the counterpart of ``NBD/readLengthPrefixedString(from:what:)``.
+    /// - Returns: Number of bytes written.
+    @discardableResult
+    public mutating func writeNBDLengthPrefixedString(_ string: String) -> Int {
+        self.writeInteger(UInt32(truncatingIfNeeded: string.utf8.count)) + self.writeString(string)
     }
 }

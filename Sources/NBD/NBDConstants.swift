@@ -87,9 +87,6 @@ public struct NBDOptionReplyType: RawRepresentable, Hashable, Sendable, CustomSt
     /// `NBD_REP_ERR_EXT_HEADER_REQD`: extended headers must be negotiated first.
     public static let errorExtendedHeaderRequired = NBDOptionReplyType(rawValue: 0x8000_000A)
 
-    /// Whether this is an error reply (bit 31 set).
-    public var isError: Bool { self.rawValue & 0x8000_0000 != 0 }
-
     /// A readable name, e.g. `"ERR_UNSUP"`.
     public var description: String {
         switch self.rawValue {
@@ -309,9 +306,6 @@ public struct NBDReplyChunkType: RawRepresentable, Hashable, Sendable, CustomStr
     public static let error = NBDReplyChunkType(rawValue: 0x8001)
     /// `NBD_REPLY_TYPE_ERROR_OFFSET` (0x8002): error at an offset.
     public static let errorOffset = NBDReplyChunkType(rawValue: 0x8002)
-
-    /// Whether this is an error chunk type (bit 15 set).
-    public var isError: Bool { self.rawValue & 0x8000 != 0 }
 
     /// A readable name, e.g. `"OFFSET_DATA"`.
     public var description: String {

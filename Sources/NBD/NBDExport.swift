@@ -121,8 +121,6 @@ public struct NBDServerConfiguration: Hashable, Sendable {
 public struct NBDSession: Hashable, Sendable {
     /// The export selected.
     public var export: NBDExport
-    /// The transmission flags sent to the client (see ``NBDExport/advertisedFlags(structuredReplies:)``).
-    public var transmissionFlags: NBDTransmissionFlags
     /// Whether structured replies were negotiated (READ must then be answered with chunks).
     public var structuredReplies: Bool
     /// The metadata contexts selected for this export with SET_META_CONTEXT, in reply order.
@@ -138,10 +136,13 @@ public struct NBDSession: Hashable, Sendable {
     /// The option that entered transmission: ``NBDOption/go`` or ``NBDOption/exportName``.
     public var enteredWith: NBDOption
 
+    /// The transmission flags sent to the client: the export's, for the replies negotiated
+    /// (``NBDExport/advertisedFlags(structuredReplies:)``).
+    public var transmissionFlags: NBDTransmissionFlags { self.export.advertisedFlags(structuredReplies: self.structuredReplies) }
+
     /// Creates a session (normally produced by ``NBDNegotiation``; public for tests and custom servers).
     /// - Parameters:
     ///   - export: The export.
-    ///   - transmissionFlags: Flags sent; defaults to the export's advertised flags.
     ///   - structuredReplies: Whether structured replies are on.
     ///   - metaContexts: Selected metadata contexts.
     ///   - clientNoZeroes: Whether the client set `NO_ZEROES`.
@@ -151,7 +152,6 @@ public struct NBDSession: Hashable, Sendable {
     ///   - enteredWith: The option that entered transmission.
     public init(
         export: NBDExport,
-        transmissionFlags: NBDTransmissionFlags? = nil,
         structuredReplies: Bool,
         metaContexts: [NBDMetaContext] = [],
         clientNoZeroes: Bool = false,
@@ -161,7 +161,6 @@ public struct NBDSession: Hashable, Sendable {
         enteredWith: NBDOption = .go
     ) {
         self.export = export
-        self.transmissionFlags = transmissionFlags ?? export.advertisedFlags(structuredReplies: structuredReplies)
         self.structuredReplies = structuredReplies
         self.metaContexts = metaContexts
         self.clientNoZeroes = clientNoZeroes

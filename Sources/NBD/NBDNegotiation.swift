@@ -233,8 +233,7 @@ public struct NBDNegotiation: Sendable {
         case .found(let request, let named): (parsed, export) = (request, named)
         case .refused(let step): return step
         }
-        let requestedBlockSize = parsed.requests.contains(.blockSize)
-        let session = self.makeSession(export: export, requestedBlockSize: requestedBlockSize, enteredWith: option)
+        let flags = export.advertisedFlags(structuredReplies: self.structuredReplies)
         var replies: [NBDServerMessage] = []
         if parsed.requests.contains(.name) {
             replies.append(Self.reply(option, .information(.name(export.name))))
@@ -243,9 +242,11 @@ public struct NBDNegotiation: Sendable {
             replies.append(Self.reply(option, .information(.description(description))))
         }
         replies.append(Self.reply(option, .information(.blockSize(self.configuration.blockSize))))
-        replies.append(Self.reply(option, .information(.export(size: export.size, flags: session.transmissionFlags))))
+        replies.append(Self.reply(option, .information(.export(size: export.size, flags: flags))))
         replies.append(Self.reply(option, .ack))
         if option == .go {
+            let session = self.makeSession(
+                export: export, requestedBlockSize: parsed.requests.contains(.blockSize), enteredWith: option)
             return self.finish(replies, then: .enterTransmission(session))
         }
         return Step(replies: replies, action: .continue)
@@ -326,7 +327,6 @@ public struct NBDNegotiation: Sendable {
         }
         return NBDSession(
             export: export,
-            transmissionFlags: export.advertisedFlags(structuredReplies: self.structuredReplies),
             structuredReplies: self.structuredReplies,
             metaContexts: contexts,
             clientNoZeroes: self.clientFlags.contains(.noZeroes),

@@ -62,7 +62,7 @@ public struct NBDOptionReply: Hashable, Sendable {
         case information(NBDInformation)
         /// `NBD_REP_META_CONTEXT`: a metadata context id and name.
         case metaContext(id: UInt32, name: String)
-        /// An error reply (`type.isError` must be true) with an optional human-readable message.
+        /// An error reply (`type` must have bit 31 set) with an optional human-readable message.
         case error(NBDOptionReplyType, message: String?)
     }
 
@@ -78,17 +78,6 @@ public struct NBDOptionReply: Hashable, Sendable {
     public init(option: NBDOption, body: Body) {
         self.option = option
         self.body = body
-    }
-
-    /// The reply type written on the wire.
-    public var replyType: NBDOptionReplyType {
-        switch self.body {
-        case .ack: return .ack
-        case .server: return .server
-        case .information: return .info
-        case .metaContext: return .metaContext
-        case .error(let type, _): return type
-        }
     }
 }
 
@@ -190,18 +179,6 @@ public struct NBDStructuredReplyChunk: Hashable, Sendable {
         self.cookie = cookie
         self.flags = flags
         self.content = content
-    }
-
-    /// The chunk type written on the wire.
-    public var type: NBDReplyChunkType {
-        switch self.content {
-        case .none: return .none
-        case .offsetData: return .offsetData
-        case .offsetHole: return .offsetHole
-        case .blockStatus: return .blockStatus
-        case .error: return .error
-        case .errorOffset: return .errorOffset
-        }
     }
 
     /// A final `NONE` chunk (DONE set) for `cookie`.
