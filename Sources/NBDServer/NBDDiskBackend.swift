@@ -76,7 +76,7 @@ public final class NBDDiskBackend: Sendable {
                 }
                 try self.flushIfRequired(header)
             case .writeZeroes:
-                if let rejection = self.zeroes(header, session: session) { return rejection }
+                if let rejection = try self.zeroes(header, session: session) { return rejection }
             case .blockStatus:
                 return try self.blockStatus(header, session: session)
             case .cache:
@@ -109,9 +109,6 @@ public final class NBDDiskBackend: Sendable {
         guard served == length else { return nil }
         return .one(session.readReply(to: header, data: buffer))
     }
-
-    /// Flushes the disk (shutdown, tests).
-    public func flush() throws { try self.disk.flush() }
 
     // MARK: - Commands
 
@@ -185,8 +182,9 @@ public final class NBDDiskBackend: Sendable {
         try self.flushIfRequired(header)
     }
 
-    /// Executes WRITE_ZEROES; returns a reply only when FAST_ZERO refuses the request.
-    private func zeroes(_ header: NBDRequestHeader, session: NBDSession) -> NBDReply? {
+    /// Executes WRITE_ZEROES; returns a reply only when FAST_ZERO refuses the request (engine errors
+    /// are thrown, and ``execute(_:session:)`` answers them like any other command's).
+    private func zeroes(_ header: NBDRequestHeader, session: NBDSession) throws -> NBDReply? {
         let length = UInt64(header.length)
         if header.flags.contains(.fastZero) && !self.zeroingIsFast(offset: header.offset, length: length) {
             return .one(
@@ -197,17 +195,12 @@ public final class NBDDiskBackend: Sendable {
                 )
             )
         }
-        do {
-            if length > 0 {
-                let unmap = !header.flags.contains(.noHole) && self.options.discard == .unmap
-                try self.disk.writeZeroes(at: header.offset, length: length, unmap: unmap)
-            }
-            try self.flushIfRequired(header)
-            return nil
-        } catch {
-            let (code, message) = Self.nbdError(for: error)
-            return .one(session.errorReply(to: header, code, message: "WRITE_ZEROES failed: \(message)"))
+        if length > 0 {
+            let unmap = !header.flags.contains(.noHole) && self.options.discard == .unmap
+            try self.disk.writeZeroes(at: header.offset, length: length, unmap: unmap)
         }
+        try self.flushIfRequired(header)
+        return nil
     }
 
     /// Whether zeroing `[offset, offset+length)` only changes metadata or punches holes: for QED, when the
