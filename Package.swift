@@ -73,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "qed-nbd",
             dependencies: [
-                "NBDServer", "QED",
+                "NBD", "NBDServer", "QED",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

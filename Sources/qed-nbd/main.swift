@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import NBD
 import NBDServer
 import QED
 
@@ -149,7 +150,15 @@ struct QEDNBD: ParsableCommand {
     }
 
     func run() throws {
-        let daemon = self.fork ? try Daemon.fork() : nil
+        // A socket passed by socket activation is taken first: LISTEN_PID names this process, and
+        // --fork is about to change the pid.
+        let activated: Int32?
+        do {
+            activated = try SocketActivation.takeListeningSocket()
+        } catch {
+            throw Failure(error.description)
+        }
+        let daemon = self.fork ? try Daemon.fork(keeping: activated) : nil
         // Before any thread exists, so every thread inherits the mask and the signals reach the waiter.
         Signals.block()
 
@@ -187,17 +196,12 @@ struct QEDNBD: ParsableCommand {
         if let loopThreads = self.loopThreads { options.eventLoopThreads = loopThreads }
 
         let address: NBDListenAddress
-        do {
-            if let inherited = try SocketActivation.takeListeningSocket() {
-                address = .inherited(descriptor: inherited)
-            } else if let socket = self.socket {
-                address = .unix(path: socket)
-            } else {
-                address = .tcp(host: self.bind ?? "127.0.0.1", port: self.port ?? 10809)
-            }
-        } catch {
-            try? disk.close()
-            throw Failure(error.description)
+        if let activated {
+            address = .inherited(descriptor: activated)
+        } else if let socket = self.socket {
+            address = .unix(path: socket)
+        } else {
+            address = .tcp(host: self.bind ?? "127.0.0.1", port: self.port ?? NBD.defaultPort)
         }
 
         let server = NBDServer(disk: disk, options: options, tls: tls, logger: logger)
@@ -306,8 +310,9 @@ struct Daemon {
     private static let readyMarker: [UInt8] = Array("\u{1}qed-nbd-ready\u{1}".utf8)
     private let pipeWriter: Int32
 
-    /// Forks. Returns only in the child; the parent exits.
-    static func fork() throws -> Daemon {
+    /// Forks. Returns only in the child, which keeps only stdio, the pipe to the parent and the
+    /// `activatedSocket` (if any) open; the parent exits.
+    static func fork(keeping activatedSocket: Int32?) throws -> Daemon {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw Failure("cannot create a pipe for --fork: \(errnoText())") }
         let pid = Glibc.fork()
@@ -332,8 +337,7 @@ struct Daemon {
         _ = dup2(fds[1], 2)
         // A daemon must not keep its parent's descriptors open (a supervisor may be waiting for them to
         // close); keep the pipe and, under socket activation, the listening socket.
-        let activated = getenv("LISTEN_FDS") != nil
-        closeInheritedDescriptors(keeping: activated ? [fds[1], 3] : [fds[1]])
+        closeInheritedDescriptors(keeping: Set([fds[1]] + (activatedSocket.map { [$0] } ?? [])))
         return Daemon(pipeWriter: fds[1])
     }
 
