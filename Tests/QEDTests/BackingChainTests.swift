@@ -17,9 +17,7 @@ struct BackingChainTests {
     }
 
     static func openRW(_ dir: ScratchDir, _ name: String) throws -> Image {
-        var options = OpenOptions()
-        options.needCheckDelay = 3600
-        return try openImage(dir.file(name), options)
+        try openImage(dir.file(name), .quiet())
     }
 
     static func openRO(_ dir: ScratchDir, _ name: String) throws -> Image {

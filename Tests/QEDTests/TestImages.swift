@@ -85,6 +85,16 @@ final class ScratchDir: Sendable {
     }
 }
 
+extension OpenOptions {
+    /// Options whose NEED_CHECK timer (an hour) never fires during a test, so the engine does not
+    /// rewrite the header behind the test's back.
+    static func quiet(readOnly: Bool = false) -> OpenOptions {
+        var options = OpenOptions(readOnly: readOnly)
+        options.needCheckDelay = 3600
+        return options
+    }
+}
+
 /// `count` bytes of `value`.
 func bytes(_ value: UInt8, _ count: Int) -> [UInt8] { [UInt8](repeating: value, count: count) }
 
