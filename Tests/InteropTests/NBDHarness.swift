@@ -11,22 +11,23 @@ typealias NBDOutcome = ChildOutcome
 final class NBDSandbox: @unchecked Sendable {
     // @unchecked: `servers` is only touched by the test that owns the sandbox (one thread at a time);
     // everything else is immutable.
-    let dir: String
+    /// The scratch directory. Stored properties are released after `deinit` runs, so the servers are
+    /// killed before it is removed.
+    private let scratch: TemporaryDirectory
+    var dir: String { scratch.path }
     private var servers: [NBDServerProcess] = []
 
     init(_ name: String = #function) throws {
         let clean = name.filter { $0.isLetter || $0.isNumber }.prefix(40)
         // Short paths: Unix socket paths are limited to 107 bytes.
-        dir = "/tmp/qnbd-\(clean)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        scratch = try TemporaryDirectory(prefix: "qnbd-\(clean)", in: "/tmp")
     }
 
     deinit {
         for server in servers { server.kill() }
-        try? FileManager.default.removeItem(atPath: dir)
     }
 
-    func path(_ name: String) -> String { dir + "/" + name }
+    func path(_ name: String) -> String { scratch.file(name) }
 
     /// The directory holding the built products (`qed-nbd`, `qed-img`), next to the test bundle.
     static let productsDirectory: String = {

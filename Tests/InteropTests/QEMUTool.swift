@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Runs the real QEMU tools (qemu-img, qemu-io) for the interop tests.
 ///
@@ -48,7 +49,7 @@ enum QEMU {
     @discardableResult
     static func run(_ tool: String, _ args: [String], cwd: String? = nil) throws -> Result {
         let executable = try locate(tool)
-        let scratch = try TempDir(prefix: "qemu-run")
+        let scratch = try TemporaryDirectory(prefix: "qemu-run")
         let outPath = scratch.path + "/stdout", errPath = scratch.path + "/stderr"
         _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
@@ -198,26 +199,6 @@ final class QEMUHolder {
     }
 
     deinit { if process.isRunning { stop() } }
-}
-
-/// A temporary directory, removed with everything in it when the value is released.
-final class TempDir: Sendable {
-    let path: String
-
-    init(prefix: String = "qed-interop") throws {
-        let base = FileManager.default.temporaryDirectory.path
-        let template = base + "/\(prefix)-XXXXXX"
-        var bytes = Array(template.utf8CString)
-        guard let made = mkdtemp(&bytes) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: template])
-        }
-        path = String(cString: made)
-    }
-
-    /// `path/name`.
-    func file(_ name: String) -> String { path + "/" + name }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 /// Small file helpers for the interop tests.

@@ -7,17 +7,16 @@ typealias Outcome = ChildOutcome
 
 /// Runs the built `qed-img` and the real QEMU tools in a scratch directory.
 final class Sandbox {
-    let dir: String
+    /// The scratch directory, removed with the sandbox.
+    private let scratch: TemporaryDirectory
+    var dir: String { scratch.path }
 
     init(_ name: String = #function) throws {
         let clean = name.filter { $0.isLetter || $0.isNumber }
-        dir = NSTemporaryDirectory() + "qedimg-\(clean)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        scratch = try TemporaryDirectory(prefix: "qedimg-\(clean)")
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: dir) }
-
-    func path(_ name: String) -> String { dir + "/" + name }
+    func path(_ name: String) -> String { scratch.file(name) }
 
     static let qedImg: String = {
         if let env = ProcessInfo.processInfo.environment["QED_IMG"] { return env }

@@ -515,17 +515,17 @@ func verifyRecovery(durable: [UInt8], config: CrashConfig, backingPath: String?,
 
 /// A crash run's temporary directory, with the config's raw backing file in it when it has one.
 struct CrashSetup {
-    /// The temporary directory; the caller removes it.
-    let directory: String
+    /// The temporary directory; the caller removes it when its run ends.
+    let directory: TemporaryDirectory
     /// The raw backing file's path, or nil without a backing file.
     var backingPath: String?
     /// The backing file's bytes (empty without a backing file).
     var backing: [UInt8] = []
 
     init(_ config: CrashConfig, directoryName: String, rng: inout ModelRNG) throws {
-        directory = try ModelKit.makeTempDirectory(directoryName)
+        directory = try TemporaryDirectory(prefix: "qed-\(directoryName)")
         if let size = config.backingSize {
-            let raw = try ModelKit.makeRawBacking(in: directory, size: size, rng: &rng)
+            let raw = try ModelKit.makeRawBacking(in: directory.path, size: size, rng: &rng)
             backingPath = raw.path
             backing = raw.bytes
         }
@@ -540,7 +540,7 @@ struct CrashTests {
         let base = ModelRNG.seed(0xC2A5_4000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 5)
         var rng = ModelRNG(seed: base)
         let setup = try CrashSetup(config, directoryName: "crash", rng: &rng)
-        defer { ModelKit.removeDirectory(setup.directory) }
+        defer { setup.directory.remove() }
         let (backingPath, backing) = (setup.backingPath, setup.backing)
         var failed = 0
         var (inside, interrupted, lost, repaired) = (0, 0, 0, 0)
@@ -576,7 +576,7 @@ struct CrashTests {
         let base = ModelRNG.seed(0xC0C7_0000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 8)
         var rng = ModelRNG(seed: base)
         let setup = try CrashSetup(config, directoryName: "crash-conc", rng: &rng)
-        defer { ModelKit.removeDirectory(setup.directory) }
+        defer { setup.directory.remove() }
         let (backingPath, backing) = (setup.backingPath, setup.backing)
         let rounds = 100
         var failed = 0

@@ -75,7 +75,7 @@ struct ReadIfCachedTests {
     }
 
     @Test func backingFilesAreLeftToTheBlockingPath() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", bytes(0x5A, 1 << 20))
         var create = CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 2)
         create.backingFile = "base.raw"
@@ -92,7 +92,7 @@ struct ReadIfCachedTests {
     }
 
     @Test func posixFilesServeWhatThePageCacheHolds() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         let content = (0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         try dir.create("plain.raw", content)
         let raw = try RawImage(path: dir.file("plain.raw"), options: OpenOptions(readOnly: true))

@@ -106,7 +106,7 @@ struct TableValidationTests {
 
     /// A repaired cluster of an image with a backing file shows the backing data again.
     @Test func repairedClusterReadsBackingData() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", bytes(0xb0, 64 << 10))
         var options = CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 2)
         options.backingFile = "base.raw"

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Helpers to craft images byte by byte and to expect specific engine errors.
 enum Craft {
@@ -54,20 +55,8 @@ func expectQEDError<T>(_ code: QEDError.Code, _ comment: String = "", sourceLoca
     return nil
 }
 
-/// A temporary directory, removed with its content when released.
-final class ScratchDir: Sendable {
-    let path: String
-
-    init() throws {
-        var template = Array((FileManager.default.temporaryDirectory.path + "/qed-tests-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else { throw CocoaError(.fileWriteUnknown) }
-        path = String(cString: made)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
+/// File helpers for the engine tests' scratch directories.
+extension TemporaryDirectory {
     /// Bytes of the file `name` in this directory.
     func read(_ name: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: file(name)))) }
 
