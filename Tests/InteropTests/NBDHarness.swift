@@ -122,7 +122,7 @@ final class NBDSandbox: @unchecked Sendable {
     }
 
     /// Bytes of a file.
-    func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path(name)))) }
+    func bytes(_ name: String) throws -> [UInt8] { try Files.read(path(name)) }
 }
 
 /// A running `qed-nbd`.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// qed-img's info, check, map and compare against qemu-img 7.2 on the same images.
 @Suite struct GoldenTests {
@@ -49,9 +50,7 @@ import Testing
         let data = try box.peek64("d.qed", at: Int(l2))
         #expect(l2 == 0x60000 && data == 0x50000)
         try box.copy("d.qed", "leak.qed")
-        let h = try FileHandle(forUpdating: URL(fileURLWithPath: box.path("leak.qed")))
-        try h.truncate(atOffset: try box.fileSize("d.qed") + 131072)
-        try h.close()
+        try Files.truncate(box.path("leak.qed"), try box.fileSize("d.qed") + 131072)
         try box.copy("d.qed", "corrupt.qed")
         try box.poke64("corrupt.qed", at: l2 + 8, 0x200000)  // past the end of the file
         try box.poke64("corrupt.qed", at: l2 + 16, data)     // a second reference to the data cluster

@@ -74,27 +74,17 @@ final class Sandbox {
         try FileManager.default.copyItem(atPath: path(from), toPath: path(to))
     }
 
-    func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path(name)))) }
+    func bytes(_ name: String) throws -> [UInt8] { try Files.read(path(name)) }
 
-    func fileSize(_ name: String) throws -> UInt64 {
-        (try FileManager.default.attributesOfItem(atPath: path(name))[.size] as? NSNumber)?.uint64Value ?? 0
-    }
+    func fileSize(_ name: String) throws -> UInt64 { try Files.size(path(name)) }
 
     /// Overwrites `value` as a little-endian u64 at byte `offset` of `name`.
     func poke64(_ name: String, at offset: UInt64, _ value: UInt64) throws {
-        let h = try FileHandle(forUpdating: URL(fileURLWithPath: path(name)))
-        defer { try? h.close() }
-        try h.seek(toOffset: offset)
-        var v = value.littleEndian
-        try h.write(contentsOf: Data(bytes: &v, count: 8))
+        try Files.writeU64(path(name), value, at: offset)
     }
 
-    func peek64(_ name: String, at offset: Int) throws -> UInt64 {
-        let b = try bytes(name)
-        var v: UInt64 = 0
-        for i in 0..<8 { v |= UInt64(b[offset + i]) << (8 * UInt64(i)) }
-        return v
-    }
+    /// The little-endian u64 at byte `offset` of `name`.
+    func peek64(_ name: String, at offset: Int) throws -> UInt64 { try Files.readU64(path(name), at: UInt64(offset)) }
 
     /// `qemu-img check` status of `name` (0 = clean).
     func qemuCheckStatus(_ name: String) throws -> Int32 { try qemu("check", name).status }

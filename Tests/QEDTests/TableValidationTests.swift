@@ -118,7 +118,7 @@ struct TableValidationTests {
         // Point guest cluster 2's L2 entry past EOF.
         let raw = try dir.read("top.qed")
         let l2 = raw[4096..<4104].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        try dir.patch("top.qed", Craft.le64(1 << 40), at: l2 + 16)
+        try dir.patch("top.qed", Files.le64(1 << 40), at: l2 + 16)
 
         let ro = try openImage(dir.file("top.qed"), OpenOptions(readOnly: true))
         expectQEDError(.invalidClusterOffset) { try ro.read(at: 8192, count: 4096) }
