@@ -43,32 +43,20 @@ enum QEMU {
         throw ToolMissing(tool: tool)
     }
 
-    /// Runs `tool args...` in `cwd` (default: the current directory), waits, and captures stdout,
-    /// stderr and the exit status. Output goes through temporary files, so large outputs never
-    /// block the child.
+    /// Runs `tool args...` in `cwd` and captures stdout, stderr and the exit status (through
+    /// ``ChildProcess/run(_:_:in:environment:timeout:)``, so large outputs never block the child).
+    /// Without a `cwd` it runs in a scratch directory of its own: callers then pass absolute paths.
     @discardableResult
     static func run(_ tool: String, _ args: [String], cwd: String? = nil) throws -> Result {
         let executable = try locate(tool)
-        let scratch = try TemporaryDirectory(prefix: "qemu-run")
-        let outPath = scratch.path + "/stdout", errPath = scratch.path + "/stderr"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = args
-        if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        process.waitUntilExit()
-        try out.close()
-        try err.close()
-        let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return Result(command: [tool] + args, status: process.terminationStatus, stdout: stdout, stderr: stderr)
+        let outcome: ChildOutcome
+        if let cwd {
+            outcome = try ChildProcess.run(executable, args, in: cwd)
+        } else {
+            let scratch = try TemporaryDirectory(prefix: "qemu-run")
+            outcome = try withExtendedLifetime(scratch) { try ChildProcess.run(executable, args, in: scratch.path) }
+        }
+        return Result(command: [tool] + args, status: outcome.status, stdout: outcome.stdout, stderr: outcome.stderr)
     }
 
     /// `qemu-img args...`.
