@@ -29,32 +29,15 @@ final class NBDSandbox: @unchecked Sendable {
 
     func path(_ name: String) -> String { scratch.file(name) }
 
-    /// The directory holding the built products (`qed-nbd`, `qed-img`), next to the test bundle.
-    static let productsDirectory: String = {
-        if let env = ProcessInfo.processInfo.environment["QED_NBD"] {
-            return URL(fileURLWithPath: env).deletingLastPathComponent().path
-        }
-        var candidates: [String] = []
-        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL.deletingLastPathComponent()
-        for _ in 0..<4 {
-            candidates.append(dir.path)
-            dir = dir.deletingLastPathComponent()
-        }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        candidates.append(root.appendingPathComponent(".build/debug").path)
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0 + "/qed-nbd") } ?? candidates.last
-            ?? "."
-    }()
-
-    static var qedNBD: String { productsDirectory + "/qed-nbd" }
+    /// The built `qed-nbd` (or `QED_NBD`).
+    static let qedNBD = ChildProcess.builtProduct("qed-nbd", override: "QED_NBD")
 
     /// Runs `executable` (a path, or a name under /usr/bin, /usr/sbin, /sbin) with `arguments` in the
     /// sandbox; output goes to files so no pipe can fill up. Kills it after `timeout` seconds.
     @discardableResult
     func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
              timeout: Double = 120) throws -> NBDOutcome {
-        try ChildProcess.run(Self.resolve(executable), arguments, in: dir, environment: environment, timeout: timeout)
+        try ChildProcess.run(ChildProcess.systemTool(executable), arguments, in: dir, environment: environment, timeout: timeout)
     }
 
     @discardableResult
@@ -67,14 +50,6 @@ final class NBDSandbox: @unchecked Sendable {
         let outcome = try run(executable, arguments)
         #expect(outcome.status == 0, "\(executable) \(arguments): \(outcome)", sourceLocation: sourceLocation)
         return outcome
-    }
-
-    static func resolve(_ executable: String) -> String {
-        if executable.hasPrefix("/") { return executable }
-        for dir in ["/usr/bin", "/usr/sbin", "/sbin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(executable)") {
-            return "\(dir)/\(executable)"
-        }
-        return "/usr/bin/" + executable
     }
 
     /// Starts `qed-nbd ARGS FILE` on the Unix socket `socket` and waits until it listens (its pid file

@@ -34,13 +34,8 @@ enum QEMU {
 
     /// The absolute path of `tool` found in PATH (plus the usual system directories).
     static func locate(_ tool: String) throws -> String {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/bin"]
-        for dir in dirs where !dir.isEmpty {
-            let candidate = dir + "/" + tool
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        throw ToolMissing(tool: tool)
+        guard let path = ChildProcess.locate(tool) else { throw ToolMissing(tool: tool) }
+        return path
     }
 
     /// Runs `tool args...` in `cwd` and captures stdout, stderr and the exit status (through

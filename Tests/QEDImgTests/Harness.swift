@@ -18,25 +18,13 @@ final class Sandbox {
 
     func path(_ name: String) -> String { scratch.file(name) }
 
-    static let qedImg: String = {
-        if let env = ProcessInfo.processInfo.environment["QED_IMG"] { return env }
-        var candidates: [String] = []
-        let exe = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL
-        var dir = exe.deletingLastPathComponent()
-        for _ in 0..<4 {
-            candidates.append(dir.appendingPathComponent("qed-img").path)
-            dir = dir.deletingLastPathComponent()
-        }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        candidates.append(root.appendingPathComponent(".build/debug/qed-img").path)
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates.last!
-    }()
+    /// The built `qed-img` (or `QED_IMG`).
+    static let qedImg = ChildProcess.builtProduct("qed-img", override: "QED_IMG")
 
-    /// Runs `executable` with `arguments` in the sandbox directory.
+    /// Runs `executable` (a path, or a system tool's name) with `arguments` in the sandbox directory.
     @discardableResult
     func run(_ executable: String, _ arguments: [String]) throws -> Outcome {
-        try ChildProcess.run(executable.hasPrefix("/") ? executable : "/usr/bin/" + executable, arguments, in: dir)
+        try ChildProcess.run(ChildProcess.systemTool(executable), arguments, in: dir)
     }
 
     /// `qed-img ARGS`.
