@@ -91,11 +91,6 @@ final class NBDSandbox: @unchecked Sendable {
         #expect(outcome.status == 0, "qemu-img create: \(outcome)", sourceLocation: sourceLocation)
     }
 
-    /// A JSON document as Foundation values.
-    static func json(_ text: String) throws -> Any {
-        try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
-    }
-
     /// Bytes of a file.
     func bytes(_ name: String) throws -> [UInt8] { try Files.read(path(name)) }
 }

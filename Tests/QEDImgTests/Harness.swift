@@ -82,11 +82,6 @@ final class Sandbox {
         let o = try qemu("compare", a, b)
         return o.status == 0 && o.stdout.contains("Images are identical.")
     }
-
-    /// A JSON document as Foundation values.
-    static func json(_ text: String) throws -> Any {
-        try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
-    }
 }
 
 /// Compares two JSON values key by key, value by value; returns the differences.
@@ -120,7 +115,7 @@ func expectSameAsQemu(_ box: Sandbox, _ args: [String], json: Bool = false, comm
     #expect(ours.status == theirs.status, "\(comment) \(args): status ours \(ours) / qemu \(theirs)", sourceLocation: sourceLocation)
     #expect(ours.lines == theirs.lines, "\(comment) \(args): output ours \(ours) / qemu \(theirs)", sourceLocation: sourceLocation)
     if json {
-        let a = try Sandbox.json(ours.stdout), b = try Sandbox.json(theirs.stdout)
+        let a = try parseJSON(ours.stdout), b = try parseJSON(theirs.stdout)
         let diffs = jsonDifferences(a, b)
         #expect(diffs.isEmpty, "\(comment) \(args): JSON differs: \(diffs)", sourceLocation: sourceLocation)
     }
