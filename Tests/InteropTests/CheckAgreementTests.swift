@@ -47,7 +47,7 @@ struct CheckAgreementTests {
 
     /// A 4 KiB-cluster, table_size 2 image (L2 covers 4 MiB) with fragmentation inside a table,
     /// across tables and around zero clusters.
-    static func makeImage(_ dir: TempDir) throws -> String {
+    static func makeImage(_ dir: TemporaryDirectory) throws -> String {
         let img = dir.file("c.qed")
         try QEMU.imgOK("create", "-f", "qed", "-o", "cluster_size=4096,table_size=2", img, "12M")
         try QEMU.ioOK(img, ["write -P 1 0 4k", "write -P 2 8k 4k", "write -P 3 4k 4k", "write -z 12k 4k",
@@ -58,7 +58,7 @@ struct CheckAgreementTests {
 
     @Test(arguments: damages)
     func countsAgree(_ damage: Damage) throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
         try damage.apply(img, try QEDLayout(path: img))
         let theirs = try QEMU.check(img)
@@ -86,7 +86,7 @@ struct CheckAgreementTests {
     /// Counting rules found by experiment with QEMU 7.2: fragmentation is counted per L2 table
     /// (the first allocated entry of a table never counts) and zero clusters do not break a run.
     @Test func fragmentationCountedPerTable() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
         let l = try QEDLayout(path: img)
         // Table 0: clusters 0,1,2,(zero),4,5,6; table 1: 1024, 1025; table 2: 2048..2050.

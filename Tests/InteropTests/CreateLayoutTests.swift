@@ -24,7 +24,7 @@ struct CreateLayoutTests {
 
     @Test(arguments: cases)
     func sameBytesAsQEMUImgCreate(_ o: Options) throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         try QEMU.imgOK("create", "-f", "raw", dir.file("base.raw"), "1M")
         try QEMU.imgOK("create", "-f", "qed", dir.file("base.qed"), "1M")
         var args = ["create", "-f", "qed", "-o", "cluster_size=\(o.cs),table_size=\(o.ts)"]
@@ -43,7 +43,7 @@ struct CreateLayoutTests {
     /// §9.1: QEMU creates table_size 1 images but cannot open them; our create refuses them
     /// unless asked, and we open them either way.
     @Test func tableSizeOne() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = dir.file("one.qed")
         try QEMU.imgOK("create", "-f", "qed", "-o", "cluster_size=4096,table_size=1", img, "1M")
         let info = try QEMU.img("info", img)

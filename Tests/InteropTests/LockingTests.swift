@@ -7,7 +7,7 @@ import TestSupport
 /// Serialized: the tests watch /proc/locks and run long-lived qemu-io children.
 @Suite("Interop: image locking", .serialized)
 struct LockingTests {
-    static func makeImage(_ dir: TempDir) throws -> String {
+    static func makeImage(_ dir: TemporaryDirectory) throws -> String {
         let img = dir.file("locked.qed")
         try Image.create(path: img, options: CreateOptions(size: 1 << 20, clusterSize: 4096))
         let image = try openImage(img)
@@ -29,7 +29,7 @@ struct LockingTests {
     }
 
     @Test func qemuWriterExcludesOurWriterAndReader() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
         let holder = try QEMUHolder(image: img)
         defer { holder.stop() }
@@ -46,7 +46,7 @@ struct LockingTests {
     }
 
     @Test func qemuReaderExcludesOurWriterOnly() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
         let holder = try QEMUHolder(image: img, extra: ["-r"])
         defer { holder.stop() }
@@ -57,7 +57,7 @@ struct LockingTests {
     }
 
     @Test func ourWriterExcludesQEMU() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
         let image = try openImage(img)
         let info = try QEMU.img("info", img)
@@ -79,7 +79,7 @@ struct LockingTests {
     }
 
     @Test func ourReaderLetsQEMUReadButNotWrite() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
         let image = try openImage(img, OpenOptions(readOnly: true))
         defer { try? image.close() }
@@ -91,7 +91,7 @@ struct LockingTests {
     }
 
     @Test func twoOfOurOpensInOneProcessConflict() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
         let first = try openImage(img)
         expectLocked({ try Image.open(path: img) }, "second read-write open")

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Server behaviours a client can observe: sparse structured reads, the client limit, graceful shutdown
 /// under load, and the write policies (--detect-zeroes, --cache).
@@ -122,7 +123,7 @@ print(json.dumps({"acked": {str(k): v for k, v in acked.items()}, "errors": erro
         #expect(status == 0, "\(server.log)")
         let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
         guard let line = text.split(separator: "\n").last,
-            let result = try NBDSandbox.json(String(line)) as? [String: Any],
+            let result = try parseJSON(String(line)) as? [String: Any],
             let acked = result["acked"] as? [String: Int]
         else {
             Issue.record("client output: \(text)")
@@ -155,7 +156,7 @@ print(json.dumps({"acked": {str(k): v for k, v in acked.items()}, "errors": erro
         try box.must("qemu-io", "-f", "raw", "-c", "write -P 0 0 256k", "-c", "write -P 0 2M 256k",
                      "-c", "write -P 0x66 3M 64k", server.uri())
         #expect(server.terminate() == 0)
-        let map = try NBDSandbox.json(try box.must("qemu-img", "map", "--output=json", box.path("z.qed")).stdout)
+        let map = try parseJSON(try box.must("qemu-img", "map", "--output=json", box.path("z.qed")).stdout)
             as? [[String: Any]] ?? []
         func entry(at offset: Int) -> [String: Any]? {
             map.first { ($0["start"] as? Int ?? -1) <= offset && offset < ($0["start"] as? Int ?? 0) + ($0["length"] as? Int ?? 0) }

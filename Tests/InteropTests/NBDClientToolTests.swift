@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// qed-nbd against libnbd's tools (nbdinfo, nbdcopy) and qemu-img over NBD.
 @Suite struct NBDClientToolTests {
@@ -19,7 +20,7 @@ import Testing
         let box = try NBDSandbox()
         try box.makeQED("a.qed", size: "64M")
         let rw = try box.startServer(["-t"], image: "a.qed")
-        let json = try NBDSandbox.json(try box.must("nbdinfo", "--json", rw.uri()).stdout) as? [String: Any]
+        let json = try parseJSON(try box.must("nbdinfo", "--json", rw.uri()).stdout) as? [String: Any]
         let export = (json?["exports"] as? [[String: Any]])?.first
         #expect(json?["structured"] as? Bool == true)
         #expect(export?["export-size"] as? Int == 64 << 20)
@@ -33,7 +34,7 @@ import Testing
 
         let ro = try box.startServer(["-r", "-e", "2", "-A", "-t", "-x", "disk0", "-D", "the test disk"],
                                      image: "a.qed", socket: "ro.sock")
-        let roJSON = try NBDSandbox.json(try box.must("nbdinfo", "--json", ro.uri(export: "disk0")).stdout)
+        let roJSON = try parseJSON(try box.must("nbdinfo", "--json", ro.uri(export: "disk0")).stdout)
             as? [String: Any]
         let roExport = (roJSON?["exports"] as? [[String: Any]])?.first
         #expect(roExport?["is_read_only"] as? Bool == true)
@@ -62,20 +63,20 @@ import Testing
         let server = try box.startServer(["-r", "-A", "-t"], image: "ov.qed")
 
         // base:allocation through nbdinfo --map.
-        let map = try NBDSandbox.json(try box.must("nbdinfo", "--map", "--json", server.uri()).stdout) as? [[String: Any]]
+        let map = try parseJSON(try box.must("nbdinfo", "--map", "--json", server.uri()).stdout) as? [[String: Any]]
         let got = (map ?? []).map { [$0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["type"] as? Int ?? -1] }
         #expect(got == expected.allocation, "nbdinfo --map: \(got) vs engine \(expected.allocation)")
         #expect(got.count >= 5, "the image should have several kinds of extents: \(got)")
 
         // qemu:allocation-depth.
-        let depthMap = try NBDSandbox.json(
+        let depthMap = try parseJSON(
             try box.must("nbdinfo", "--map=qemu:allocation-depth", "--json", server.uri()).stdout) as? [[String: Any]]
         let depths = (depthMap ?? []).map { [$0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["type"] as? Int ?? -1] }
         #expect(depths == expected.depth, "allocation depth: \(depths) vs engine \(expected.depth)")
         #expect(depths.contains { $0[2] == 2 } && depths.contains { $0[2] == 1 }, "\(depths)")
 
         // qemu-img map over NBD (BLOCK_STATUS with REQ_ONE) says the same about data and zeroes.
-        let qemuMap = try NBDSandbox.json(
+        let qemuMap = try parseJSON(
             try box.must("qemu-img", "map", "-f", "raw", "--output=json", server.uri()).stdout) as? [[String: Any]]
         var qemuRuns: [[Int]] = []
         for entry in qemuMap ?? [] {

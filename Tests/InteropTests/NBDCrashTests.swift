@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// `kill -9` of qed-nbd in the middle of a multi-connection write load, again and again: the image never
 /// shows corruption, the next read-write open repairs it, and every write covered by a completed FLUSH
@@ -83,7 +84,7 @@ print(json.dumps({"durable": {str(k): v for k, v in durable.items()}, "killed": 
                                       timeout: 120)
             server.kill()  // reap (it was SIGKILLed by the client)
             guard outcome.status == 0,
-                let result = try NBDSandbox.json(outcome.stdout) as? [String: Any],
+                let result = try parseJSON(outcome.stdout) as? [String: Any],
                 let durable = result["durable"] as? [String: Int]
             else {
                 Issue.record("cycle \(cycle): client failed: \(outcome)\n\(server.log)")

@@ -11,49 +11,33 @@ typealias NBDOutcome = ChildOutcome
 final class NBDSandbox: @unchecked Sendable {
     // @unchecked: `servers` is only touched by the test that owns the sandbox (one thread at a time);
     // everything else is immutable.
-    let dir: String
+    /// The scratch directory. Stored properties are released after `deinit` runs, so the servers are
+    /// killed before it is removed.
+    private let scratch: TemporaryDirectory
+    var dir: String { scratch.path }
     private var servers: [NBDServerProcess] = []
 
     init(_ name: String = #function) throws {
         let clean = name.filter { $0.isLetter || $0.isNumber }.prefix(40)
         // Short paths: Unix socket paths are limited to 107 bytes.
-        dir = "/tmp/qnbd-\(clean)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        scratch = try TemporaryDirectory(prefix: "qnbd-\(clean)", in: "/tmp")
     }
 
     deinit {
         for server in servers { server.kill() }
-        try? FileManager.default.removeItem(atPath: dir)
     }
 
-    func path(_ name: String) -> String { dir + "/" + name }
+    func path(_ name: String) -> String { scratch.file(name) }
 
-    /// The directory holding the built products (`qed-nbd`, `qed-img`), next to the test bundle.
-    static let productsDirectory: String = {
-        if let env = ProcessInfo.processInfo.environment["QED_NBD"] {
-            return URL(fileURLWithPath: env).deletingLastPathComponent().path
-        }
-        var candidates: [String] = []
-        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL.deletingLastPathComponent()
-        for _ in 0..<4 {
-            candidates.append(dir.path)
-            dir = dir.deletingLastPathComponent()
-        }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        candidates.append(root.appendingPathComponent(".build/debug").path)
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0 + "/qed-nbd") } ?? candidates.last
-            ?? "."
-    }()
-
-    static var qedNBD: String { productsDirectory + "/qed-nbd" }
+    /// The built `qed-nbd` (or `QED_NBD`).
+    static let qedNBD = ChildProcess.builtProduct("qed-nbd", override: "QED_NBD")
 
     /// Runs `executable` (a path, or a name under /usr/bin, /usr/sbin, /sbin) with `arguments` in the
     /// sandbox; output goes to files so no pipe can fill up. Kills it after `timeout` seconds.
     @discardableResult
     func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
              timeout: Double = 120) throws -> NBDOutcome {
-        try ChildProcess.run(Self.resolve(executable), arguments, in: dir, environment: environment, timeout: timeout)
+        try ChildProcess.run(ChildProcess.systemTool(executable), arguments, in: dir, environment: environment, timeout: timeout)
     }
 
     @discardableResult
@@ -66,14 +50,6 @@ final class NBDSandbox: @unchecked Sendable {
         let outcome = try run(executable, arguments)
         #expect(outcome.status == 0, "\(executable) \(arguments): \(outcome)", sourceLocation: sourceLocation)
         return outcome
-    }
-
-    static func resolve(_ executable: String) -> String {
-        if executable.hasPrefix("/") { return executable }
-        for dir in ["/usr/bin", "/usr/sbin", "/sbin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(executable)") {
-            return "\(dir)/\(executable)"
-        }
-        return "/usr/bin/" + executable
     }
 
     /// Starts `qed-nbd ARGS FILE` on the Unix socket `socket` and waits until it listens (its pid file
@@ -115,13 +91,8 @@ final class NBDSandbox: @unchecked Sendable {
         #expect(outcome.status == 0, "qemu-img create: \(outcome)", sourceLocation: sourceLocation)
     }
 
-    /// A JSON document as Foundation values.
-    static func json(_ text: String) throws -> Any {
-        try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
-    }
-
     /// Bytes of a file.
-    func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path(name)))) }
+    func bytes(_ name: String) throws -> [UInt8] { try Files.read(path(name)) }
 }
 
 /// A running `qed-nbd`.

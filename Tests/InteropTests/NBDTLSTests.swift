@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// qed-nbd with TLS (`--tls-certificates`, `--tls-psk`) against GnuTLS clients: libnbd (nbdinfo, nbdcopy,
 /// the Python binding) and QEMU (`tls-creds-x509`, `tls-creds-psk`), plus the STARTTLS rules on the wire.
@@ -127,7 +128,7 @@ report("an option in clear text after the ACK is not answered", REPLY_MAGIC.to_b
 
         // libnbd over TLS, verifying the server's certificate against ca-cert.pem.
         let uri = "nbds+unix:///disk?socket=\(server.socket)&tls-certificates=\(pki)"
-        let json = try NBDSandbox.json(try box.must("nbdinfo", "--json", uri).stdout) as? [String: Any]
+        let json = try parseJSON(try box.must("nbdinfo", "--json", uri).stdout) as? [String: Any]
         #expect(json?["TLS"] as? Bool == true, "\(String(describing: json))")
         let export = (json?["exports"] as? [[String: Any]])?.first
         #expect(export?["export-size"] as? Int == 64 << 20)
@@ -148,7 +149,7 @@ report("an option in clear text after the ACK is not answered", REPLY_MAGIC.to_b
         let creds = "tls-creds-x509,id=tls0,dir=\(pki),endpoint=client"
         let image = "driver=nbd,server.type=unix,server.path=\(server.socket),export=disk,tls-creds=tls0,tls-hostname=localhost"
         let info = try box.must("qemu-img", "info", "--output=json", "--object", creds, "--image-opts", image)
-        let infoJSON = try NBDSandbox.json(info.stdout) as? [String: Any]
+        let infoJSON = try parseJSON(info.stdout) as? [String: Any]
         #expect(infoJSON?["virtual-size"] as? Int == 64 << 20, "\(info)")
         let io = try box.must("qemu-io", "--object", creds, "--image-opts", image,
                               "-c", "write -P 0x5a 1M 192k", "-c", "read -P 0x5a 1M 192k", "-c", "read -P 0 0 1M")

@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// qed-nbd under real workloads: qemu-io patterns, fio with verification, an ext4 filesystem.
 @Suite struct NBDWorkloadTests {
@@ -87,7 +88,7 @@ import Testing
         #expect(server.terminate() == 0, "\(server.log)")
         #expect(try box.run("qemu-img", "check", box.path("f.qed")).status == 0)
         // The verify pass did read what the write pass left: the image is no longer empty.
-        let map = try NBDSandbox.json(try box.must("qemu-img", "map", "--output=json", box.path("f.qed")).stdout)
+        let map = try parseJSON(try box.must("qemu-img", "map", "--output=json", box.path("f.qed")).stdout)
             as? [[String: Any]]
         let dataBytes = (map ?? []).filter { $0["data"] as? Bool == true }.reduce(0) { $0 + ($1["length"] as? Int ?? 0) }
         #expect(dataBytes >= 16 << 20, "fio wrote \(dataBytes) bytes of data")

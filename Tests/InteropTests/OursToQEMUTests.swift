@@ -38,7 +38,7 @@ struct OursToQEMUTests {
     @Test(arguments: WorkloadCase.all)
     func randomWorkload(_ wc: WorkloadCase) throws {
         var rng = SplitMix64(seed: wc.seed)
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let cs = UInt64(wc.clusterSize)
         let geometry = Geometry(clusterSize: wc.clusterSize, tableSize: wc.tableSize)
         var size = geometry.bytesPerL2 + 6 * cs + 1536
@@ -190,7 +190,7 @@ struct OursToQEMUTests {
     /// §9.2: once the file holds ≥ cluster_size−1 clusters QEMU miscounts and reports leaks that do
     /// not exist (rc 3, no corruption); our checker must report none.
     @Test func phantomLeaksPastClusterSizeMinusOne() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let path = dir.file("big.qed")
         try Image.create(path: path, options: CreateOptions(size: 32 << 20, clusterSize: 4096, tableSize: 16))
         let image = try openImage(path)

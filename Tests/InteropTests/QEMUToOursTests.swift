@@ -9,7 +9,7 @@ struct QEMUToOursTests {
     /// A recipe for an image made with the QEMU tools; returns the path of the top image.
     struct Recipe: Sendable, CustomTestStringConvertible {
         var name: String
-        var build: @Sendable (TempDir) throws -> String
+        var build: @Sendable (TemporaryDirectory) throws -> String
         var testDescription: String { name }
     }
 
@@ -75,7 +75,7 @@ struct QEMUToOursTests {
     /// agrees with `qemu-img check`.
     @Test(arguments: recipes)
     func readsLikeQEMU(_ recipe: Recipe) throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let path = try recipe.build(dir)
         let raw = dir.file("converted.raw")
         try QEMU.imgOK("convert", "-O", "raw", path, raw)
@@ -101,7 +101,7 @@ struct QEMUToOursTests {
 
     /// A sparse 6 GiB image with data past 4 GiB: sampled regions and the map agree.
     @Test func sparseImageLargerThan4GiB() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = dir.file("big.qed")
         try QEMU.imgOK("create", "-f", "qed", img, "6G")
         let regions: [(UInt64, UInt64)] = [(0, 65536), ((4 << 30) - 32768, 65536), ((4 << 30) + 12345, 70000),
@@ -135,7 +135,7 @@ struct QEMUToOursTests {
     /// A qemu-made image with NEED_CHECK set: read-only opens leave it alone and read the same
     /// content; a read-write open checks it and the bit is gone after close.
     @Test func dirtyImage() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let img = dir.file("dirty.qed")
         try QEMU.imgOK("create", "-f", "qed", "-o", "cluster_size=4096", img, "4M")
         try QEMU.ioOK(img, ["write -P 0x61 0 12k", "write -P 0x62 1048583 5000", "write -z 2M 16k"])
@@ -168,7 +168,7 @@ struct QEMUToOursTests {
 
     /// QEMU and we repair the same dirty image with a bad L2 entry the same way.
     @Test func dirtyImageWithBadEntryRepairsLikeQEMU() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory()
         let a = dir.file("a.qed"), b = dir.file("b.qed")
         try QEMU.imgOK("create", "-f", "qed", "-o", "cluster_size=4096,table_size=2", a, "4M")
         try QEMU.ioOK(a, ["write -P 0x61 0 8k", "write -P 0x62 64k 4k"])

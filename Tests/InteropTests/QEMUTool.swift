@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Runs the real QEMU tools (qemu-img, qemu-io) for the interop tests.
 ///
@@ -33,41 +34,24 @@ enum QEMU {
 
     /// The absolute path of `tool` found in PATH (plus the usual system directories).
     static func locate(_ tool: String) throws -> String {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/bin"]
-        for dir in dirs where !dir.isEmpty {
-            let candidate = dir + "/" + tool
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        throw ToolMissing(tool: tool)
+        guard let path = ChildProcess.locate(tool) else { throw ToolMissing(tool: tool) }
+        return path
     }
 
-    /// Runs `tool args...` in `cwd` (default: the current directory), waits, and captures stdout,
-    /// stderr and the exit status. Output goes through temporary files, so large outputs never
-    /// block the child.
+    /// Runs `tool args...` in `cwd` and captures stdout, stderr and the exit status (through
+    /// ``ChildProcess/run(_:_:in:environment:timeout:)``, so large outputs never block the child).
+    /// Without a `cwd` it runs in a scratch directory of its own: callers then pass absolute paths.
     @discardableResult
     static func run(_ tool: String, _ args: [String], cwd: String? = nil) throws -> Result {
         let executable = try locate(tool)
-        let scratch = try TempDir(prefix: "qemu-run")
-        let outPath = scratch.path + "/stdout", errPath = scratch.path + "/stderr"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = args
-        if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        process.waitUntilExit()
-        try out.close()
-        try err.close()
-        let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return Result(command: [tool] + args, status: process.terminationStatus, stdout: stdout, stderr: stderr)
+        let outcome: ChildOutcome
+        if let cwd {
+            outcome = try ChildProcess.run(executable, args, in: cwd)
+        } else {
+            let scratch = try TemporaryDirectory(prefix: "qemu-run")
+            outcome = try withExtendedLifetime(scratch) { try ChildProcess.run(executable, args, in: scratch.path) }
+        }
+        return Result(command: [tool] + args, status: outcome.status, stdout: outcome.stdout, stderr: outcome.stderr)
     }
 
     /// `qemu-img args...`.
@@ -199,79 +183,3 @@ final class QEMUHolder {
 
     deinit { if process.isRunning { stop() } }
 }
-
-/// A temporary directory, removed with everything in it when the value is released.
-final class TempDir: Sendable {
-    let path: String
-
-    init(prefix: String = "qed-interop") throws {
-        let base = FileManager.default.temporaryDirectory.path
-        let template = base + "/\(prefix)-XXXXXX"
-        var bytes = Array(template.utf8CString)
-        guard let made = mkdtemp(&bytes) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: template])
-        }
-        path = String(cString: made)
-    }
-
-    /// `path/name`.
-    func file(_ name: String) -> String { path + "/" + name }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
-/// Small file helpers for the interop tests.
-enum Files {
-    /// The whole content of `path`.
-    static func read(_ path: String) throws -> [UInt8] {
-        [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-    }
-
-    /// `count` bytes at `offset` of `path` (zeroes past its end).
-    static func read(_ path: String, at offset: UInt64, count: Int) throws -> [UInt8] {
-        let h = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-        defer { try? h.close() }
-        try h.seek(toOffset: offset)
-        var out = [UInt8](try h.read(upToCount: count) ?? Data())
-        if out.count < count { out += [UInt8](repeating: 0, count: count - out.count) }
-        return out
-    }
-
-    /// Writes `bytes` at `offset` of the existing file `path`.
-    static func write(_ path: String, _ bytes: [UInt8], at offset: UInt64) throws {
-        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        defer { try? h.close() }
-        try h.seek(toOffset: offset)
-        try h.write(contentsOf: Data(bytes))
-    }
-
-    /// Creates `path` (empty) and sets its length (a sparse file).
-    static func createSparse(_ path: String, length: UInt64) throws {
-        _ = FileManager.default.createFile(atPath: path, contents: nil)
-        try truncate(path, length)
-    }
-
-    /// Sets the length of `path`.
-    static func truncate(_ path: String, _ length: UInt64) throws {
-        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        defer { try? h.close() }
-        try h.truncate(atOffset: length)
-    }
-
-    static func size(_ path: String) throws -> UInt64 {
-        let attrs = try FileManager.default.attributesOfItem(atPath: path)
-        return (attrs[.size] as? NSNumber)?.uint64Value ?? 0
-    }
-
-    /// Little-endian u64 at `offset` of `path`.
-    static func readU64(_ path: String, at offset: UInt64) throws -> UInt64 {
-        let b = try read(path, at: offset, count: 8)
-        return b.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-    }
-
-    /// Writes `value` as a little-endian u64 at `offset` of `path`.
-    static func writeU64(_ path: String, _ value: UInt64, at offset: UInt64) throws {
-        try write(path, (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }, at: offset)
-    }
-}
-

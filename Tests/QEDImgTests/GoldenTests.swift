@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// qed-img's info, check, map and compare against qemu-img 7.2 on the same images.
 @Suite struct GoldenTests {
@@ -34,9 +35,9 @@ import Testing
         try box.poke64("d.qed", at: 16, 0x02)
         let human = try box.ours("info", "d.qed")
         #expect(human.lines.contains("cleanly shut down: no"))
-        let json = try Sandbox.json(try box.ours("info", "--output=json", "d.qed").stdout) as? [String: Any]
+        let json = try parseJSON(try box.ours("info", "--output=json", "d.qed").stdout) as? [String: Any]
         #expect(json?["dirty-flag"] as? Bool == true)
-        let theirs = try Sandbox.json(try box.qemu("info", "--output=json", "d.qed").stdout) as? [String: Any]
+        let theirs = try parseJSON(try box.qemu("info", "--output=json", "d.qed").stdout) as? [String: Any]
         #expect(theirs?["dirty-flag"] as? Bool == false)
     }
 
@@ -49,9 +50,7 @@ import Testing
         let data = try box.peek64("d.qed", at: Int(l2))
         #expect(l2 == 0x60000 && data == 0x50000)
         try box.copy("d.qed", "leak.qed")
-        let h = try FileHandle(forUpdating: URL(fileURLWithPath: box.path("leak.qed")))
-        try h.truncate(atOffset: try box.fileSize("d.qed") + 131072)
-        try h.close()
+        try Files.truncate(box.path("leak.qed"), try box.fileSize("d.qed") + 131072)
         try box.copy("d.qed", "corrupt.qed")
         try box.poke64("corrupt.qed", at: l2 + 8, 0x200000)  // past the end of the file
         try box.poke64("corrupt.qed", at: l2 + 16, data)     // a second reference to the data cluster
@@ -114,7 +113,7 @@ import Testing
             """)
         #expect(try box.fileSize("leak.qed") == before - 131072)
         #expect(try box.qemuCheckStatus("leak.qed") == 0)
-        let json = try Sandbox.json(try box.ours("check", "--output=json", "-r", "all", "d.qed").stdout) as? [String: Any]
+        let json = try parseJSON(try box.ours("check", "--output=json", "-r", "all", "d.qed").stdout) as? [String: Any]
         #expect(json?["leaks-fixed"] == nil && json?["check-errors"] as? Int == 0)
     }
 
@@ -129,7 +128,7 @@ import Testing
         }
         try expectSameAsQemu(box, ["map", "--output=json", "--start-offset=64k", "--max-length=1M", "ov.qed"], json: true)
         // The past-the-backing-end range is depth 0, not present (QEMU's block status).
-        let entries = try Sandbox.json(try box.ours("map", "--output=json", "ov.qed").stdout) as? [[String: Any]] ?? []
+        let entries = try parseJSON(try box.ours("map", "--output=json", "ov.qed").stdout) as? [[String: Any]] ?? []
         let tail = entries.first { ($0["start"] as? Int) == 1 << 20 }
         #expect(tail?["depth"] as? Int == 0 && tail?["present"] as? Bool == false)
         #expect(entries.count == 10)

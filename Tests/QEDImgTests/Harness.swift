@@ -7,37 +7,24 @@ typealias Outcome = ChildOutcome
 
 /// Runs the built `qed-img` and the real QEMU tools in a scratch directory.
 final class Sandbox {
-    let dir: String
+    /// The scratch directory, removed with the sandbox.
+    private let scratch: TemporaryDirectory
+    var dir: String { scratch.path }
 
     init(_ name: String = #function) throws {
         let clean = name.filter { $0.isLetter || $0.isNumber }
-        dir = NSTemporaryDirectory() + "qedimg-\(clean)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        scratch = try TemporaryDirectory(prefix: "qedimg-\(clean)")
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: dir) }
+    func path(_ name: String) -> String { scratch.file(name) }
 
-    func path(_ name: String) -> String { dir + "/" + name }
+    /// The built `qed-img` (or `QED_IMG`).
+    static let qedImg = ChildProcess.builtProduct("qed-img", override: "QED_IMG")
 
-    static let qedImg: String = {
-        if let env = ProcessInfo.processInfo.environment["QED_IMG"] { return env }
-        var candidates: [String] = []
-        let exe = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL
-        var dir = exe.deletingLastPathComponent()
-        for _ in 0..<4 {
-            candidates.append(dir.appendingPathComponent("qed-img").path)
-            dir = dir.deletingLastPathComponent()
-        }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        candidates.append(root.appendingPathComponent(".build/debug/qed-img").path)
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates.last!
-    }()
-
-    /// Runs `executable` with `arguments` in the sandbox directory.
+    /// Runs `executable` (a path, or a system tool's name) with `arguments` in the sandbox directory.
     @discardableResult
     func run(_ executable: String, _ arguments: [String]) throws -> Outcome {
-        try ChildProcess.run(executable.hasPrefix("/") ? executable : "/usr/bin/" + executable, arguments, in: dir)
+        try ChildProcess.run(ChildProcess.systemTool(executable), arguments, in: dir)
     }
 
     /// `qed-img ARGS`.
@@ -75,27 +62,17 @@ final class Sandbox {
         try FileManager.default.copyItem(atPath: path(from), toPath: path(to))
     }
 
-    func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path(name)))) }
+    func bytes(_ name: String) throws -> [UInt8] { try Files.read(path(name)) }
 
-    func fileSize(_ name: String) throws -> UInt64 {
-        (try FileManager.default.attributesOfItem(atPath: path(name))[.size] as? NSNumber)?.uint64Value ?? 0
-    }
+    func fileSize(_ name: String) throws -> UInt64 { try Files.size(path(name)) }
 
     /// Overwrites `value` as a little-endian u64 at byte `offset` of `name`.
     func poke64(_ name: String, at offset: UInt64, _ value: UInt64) throws {
-        let h = try FileHandle(forUpdating: URL(fileURLWithPath: path(name)))
-        defer { try? h.close() }
-        try h.seek(toOffset: offset)
-        var v = value.littleEndian
-        try h.write(contentsOf: Data(bytes: &v, count: 8))
+        try Files.writeU64(path(name), value, at: offset)
     }
 
-    func peek64(_ name: String, at offset: Int) throws -> UInt64 {
-        let b = try bytes(name)
-        var v: UInt64 = 0
-        for i in 0..<8 { v |= UInt64(b[offset + i]) << (8 * UInt64(i)) }
-        return v
-    }
+    /// The little-endian u64 at byte `offset` of `name`.
+    func peek64(_ name: String, at offset: Int) throws -> UInt64 { try Files.readU64(path(name), at: UInt64(offset)) }
 
     /// `qemu-img check` status of `name` (0 = clean).
     func qemuCheckStatus(_ name: String) throws -> Int32 { try qemu("check", name).status }
@@ -104,11 +81,6 @@ final class Sandbox {
     func qemuIdentical(_ a: String, _ b: String) throws -> Bool {
         let o = try qemu("compare", a, b)
         return o.status == 0 && o.stdout.contains("Images are identical.")
-    }
-
-    /// A JSON document as Foundation values.
-    static func json(_ text: String) throws -> Any {
-        try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
     }
 }
 
@@ -143,7 +115,7 @@ func expectSameAsQemu(_ box: Sandbox, _ args: [String], json: Bool = false, comm
     #expect(ours.status == theirs.status, "\(comment) \(args): status ours \(ours) / qemu \(theirs)", sourceLocation: sourceLocation)
     #expect(ours.lines == theirs.lines, "\(comment) \(args): output ours \(ours) / qemu \(theirs)", sourceLocation: sourceLocation)
     if json {
-        let a = try Sandbox.json(ours.stdout), b = try Sandbox.json(theirs.stdout)
+        let a = try parseJSON(ours.stdout), b = try parseJSON(theirs.stdout)
         let diffs = jsonDifferences(a, b)
         #expect(diffs.isEmpty, "\(comment) \(args): JSON differs: \(diffs)", sourceLocation: sourceLocation)
     }

@@ -74,12 +74,12 @@ import TestSupport
         let box = try Sandbox()
         try box.mustOurs("create", "d.qed", "1M")
         try box.mustOurs("io", "-c", "write -P 0x55 0 256k", "d.qed")
-        let before = try Sandbox.json(try box.qemu("info", "--output=json", "d.qed").stdout) as? [String: Any]
+        let before = try parseJSON(try box.qemu("info", "--output=json", "d.qed").stdout) as? [String: Any]
         let o = try box.ours("io", "-c", "discard 64k 100k", "-c", "read -P 0 64k 64k", "-c", "read -P 0x55 128k 128k",
                              "-c", "read -P 0x55 0 64k", "d.qed")
         #expect(o.status == 0, "\(o)")
         #expect(o.lines.first == "discard 102400/102400 bytes at offset 65536")
-        let after = try Sandbox.json(try box.qemu("info", "--output=json", "d.qed").stdout) as? [String: Any]
+        let after = try parseJSON(try box.qemu("info", "--output=json", "d.qed").stdout) as? [String: Any]
         #expect((after?["actual-size"] as? Int ?? 0) < (before?["actual-size"] as? Int ?? 0))
         #expect(try box.qemuCheckStatus("d.qed") == 0)
     }

@@ -5,7 +5,7 @@ import TestSupport
 /// convert, measure, commit, rebase, resize and dd: results agree with qemu-img's.
 @Suite struct TransformTests {
     private func actualSize(_ box: Sandbox, _ image: String) throws -> Int {
-        let json = try Sandbox.json(try box.qemu("info", "--output=json", image).stdout) as? [String: Any]
+        let json = try parseJSON(try box.qemu("info", "--output=json", image).stdout) as? [String: Any]
         return json?["actual-size"] as? Int ?? -1
     }
 
@@ -29,7 +29,7 @@ import TestSupport
         try box.mustOurs("convert", "ov.qed", "flat.qed")
         #expect(try box.qemuIdentical("flat.qed", "ov.qed"))
         #expect(try box.qemuCheckStatus("flat.qed") == 0)
-        let info = try Sandbox.json(try box.ours("info", "--output=json", "flat.qed").stdout) as? [String: Any]
+        let info = try parseJSON(try box.ours("info", "--output=json", "flat.qed").stdout) as? [String: Any]
         #expect(info?["backing-filename"] == nil && info?["virtual-size"] as? Int == 2 << 20)
         // -S 0 writes everything: every cluster allocated.
         try box.mustOurs("convert", "-S", "0", "ov.qed", "full.qed")
@@ -43,7 +43,7 @@ import TestSupport
         try box.mustOurs("convert", "-p", "-O", "qed", "-B", "base.raw", "-F", "raw", "ov.qed", "rebased.qed")
         #expect(try box.qemuIdentical("rebased.qed", "ov.qed"))
         #expect(try box.qemuCheckStatus("rebased.qed") == 0)
-        let map = try Sandbox.json(try box.qemu("map", "--output=json", "rebased.qed").stdout) as? [[String: Any]] ?? []
+        let map = try parseJSON(try box.qemu("map", "--output=json", "rebased.qed").stdout) as? [[String: Any]] ?? []
         let own = map.filter { ($0["depth"] as? Int) == 0 && ($0["data"] as? Bool) == true }
         // The clusters at 64k, 128k and 1.5M differ from base.raw; 0..64k and the rest do not.
         #expect(own.map { $0["start"] as? Int ?? -1 } == [65536, 1572864], "\(map)")
@@ -57,7 +57,7 @@ import TestSupport
         try box.mustQemu("convert", "-O", "raw", "top.qed", "b1.qed", "cat.raw")
         #expect(try box.qemuIdentical("cat.qed", "cat.raw"))
         #expect(try box.qemuCheckStatus("cat.qed") == 0)
-        let info = try Sandbox.json(try box.ours("info", "--output=json", "cat.qed").stdout) as? [String: Any]
+        let info = try parseJSON(try box.ours("info", "--output=json", "cat.qed").stdout) as? [String: Any]
         #expect(info?["virtual-size"] as? Int == 3 << 20 && info?["cluster-size"] as? Int == 4096)
         // Writing into an existing image (-n).
         try box.mustOurs("create", "into.qed", "3M")
@@ -126,7 +126,7 @@ import TestSupport
                                   ("top.qed", "table_size=8"), ("base.raw", "cluster_size=16k")] {
             let m = try box.ours("measure", "-O", "qed", "-o", options, "--output=json", source)
             #expect(m.status == 0, "\(m)")
-            let json = try Sandbox.json(m.stdout) as? [String: Any]
+            let json = try parseJSON(m.stdout) as? [String: Any]
             try box.mustOurs("convert", "-O", "qed", "-o", options, source, "m.qed")
             #expect((json?["required"] as? NSNumber)?.uint64Value == (try box.fileSize("m.qed")), "\(source) \(options)")
             try box.mustOurs("convert", "-S", "0", "-O", "qed", "-o", options, source, "mfull.qed")
@@ -157,7 +157,7 @@ import TestSupport
             #expect(try box.qemuIdentical("obase", "qbase"), "\(baseFormat)")
             #expect(try box.qemuIdentical("oov.qed", "qov.qed"))
             // Ours is emptied (qemu-img cannot empty a QED overlay): nothing left at depth 0.
-            let map = try Sandbox.json(try box.qemu("map", "--output=json", "oov.qed").stdout) as? [[String: Any]] ?? []
+            let map = try parseJSON(try box.qemu("map", "--output=json", "oov.qed").stdout) as? [[String: Any]] ?? []
             #expect(!map.contains { ($0["depth"] as? Int) == 0 && ($0["present"] as? Bool) == true }, "\(map)")
             #expect(try box.fileSize("oov.qed") == 327680)
             #expect(try box.qemuCheckStatus("oov.qed") == 0)
@@ -196,7 +196,7 @@ import TestSupport
         #expect(try box.qemuIdentical("o.qed", "q.qed"))
         #expect(try box.qemuIdentical("o.qed", "q1.raw") == false)
         #expect(try box.qemuCheckStatus("o.qed") == 0)
-        let info = try Sandbox.json(try box.qemu("info", "--output=json", "o.qed").stdout) as? [String: Any]
+        let info = try parseJSON(try box.qemu("info", "--output=json", "o.qed").stdout) as? [String: Any]
         #expect(info?["backing-filename"] as? String == "o2.qed" && info?["backing-filename-format"] == nil)
         // Removing the backing file keeps the content too.
         try box.mustOurs("rebase", "-b", "", "o.qed")

@@ -8,7 +8,7 @@ import TestSupport
 struct BackingChainTests {
     static let kib: UInt64 = 1024
 
-    static func create(_ dir: ScratchDir, _ name: String, size: UInt64?, cs: UInt32 = 4096,
+    static func create(_ dir: TemporaryDirectory, _ name: String, size: UInt64?, cs: UInt32 = 4096,
                        backing: String? = nil, format: BackingFormat? = nil) throws {
         var options = CreateOptions(size: size, clusterSize: cs, tableSize: 2)
         options.backingFile = backing
@@ -16,13 +16,11 @@ struct BackingChainTests {
         try Image.create(path: dir.file(name), options: options)
     }
 
-    static func openRW(_ dir: ScratchDir, _ name: String) throws -> Image {
-        var options = OpenOptions()
-        options.needCheckDelay = 3600
-        return try openImage(dir.file(name), options)
+    static func openRW(_ dir: TemporaryDirectory, _ name: String) throws -> Image {
+        try openImage(dir.file(name), .quiet())
     }
 
-    static func openRO(_ dir: ScratchDir, _ name: String) throws -> Image {
+    static func openRO(_ dir: TemporaryDirectory, _ name: String) throws -> Image {
         try openImage(dir.file(name), OpenOptions(readOnly: true))
     }
 
@@ -30,7 +28,7 @@ struct BackingChainTests {
     /// unallocated in both layers at depth 1, past the base's end as unallocated at depth 0 (as
     /// `qemu-img map` reports it), zero and data clusters of the top at depth 0.
     @Test func extentsThroughAQEDBacking() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try Self.create(dir, "base.qed", size: 64 * Self.kib)
         let base = try Self.openRW(dir, "base.qed")
         try base.write(bytes(0xaa, 8192), at: 0)
@@ -61,7 +59,7 @@ struct BackingChainTests {
     }
 
     @Test func shortRawBackingReadsZeroesPastItsEnd() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", bytes(0xcc, 10000))  // not even a multiple of 512
         try Self.create(dir, "top.qed", size: 64 * Self.kib, backing: "base.raw", format: .raw)
         let top = try Self.openRW(dir, "top.qed")
@@ -91,7 +89,7 @@ struct BackingChainTests {
 
     @Test func partialWriteIntoZeroClusterFillsWithZeroes() throws {
         // §9.3: QEMU resurrects backing data here; the spec (and we) fill with zeroes.
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", bytes(0xbb, 64 * 1024))
         try Self.create(dir, "top.qed", size: 64 * Self.kib, backing: "base.raw", format: .raw)
         let top = try Self.openRW(dir, "top.qed")
@@ -113,7 +111,7 @@ struct BackingChainTests {
     }
 
     @Test func zeroWritesOverAllocatedClustersStayAllocated() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", bytes(0xbb, 64 * 1024))
         try Self.create(dir, "top.qed", size: 64 * Self.kib, backing: "base.raw", format: .raw)
         let top = try Self.openRW(dir, "top.qed")
@@ -134,7 +132,7 @@ struct BackingChainTests {
     }
 
     @Test func growingPastTheOldSizeRevealsLargerBacking() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", (0..<(128 * 1024)).map { UInt8(truncatingIfNeeded: $0 / 512) })
         try Self.create(dir, "top.qed", size: 32 * Self.kib, backing: "base.raw", format: .raw)
         let top = try Self.openRW(dir, "top.qed")
@@ -149,7 +147,7 @@ struct BackingChainTests {
 
     @Test func rawFormatIsNeverProbed() throws {
         // A raw backing file that happens to start with the QED magic stays raw (NO_PROBE).
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         let fake = Header(clusterSize: 4096, tableSize: 4, l1TableOffset: 4096, imageSize: 1 << 30).encoded()
         try dir.create("base.raw", fake + bytes(0x33, 8192 - 64))
         try Self.create(dir, "top.qed", size: 8192, backing: "base.raw", format: .raw)
@@ -163,7 +161,7 @@ struct BackingChainTests {
     }
 
     @Test func threeLevelChain() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("r.raw", bytes(0x10, 64 * 1024))
         try Self.create(dir, "m.qed", size: 64 * Self.kib, backing: "r.raw", format: .raw)
         let mid = try Self.openRW(dir, "m.qed")
@@ -182,7 +180,7 @@ struct BackingChainTests {
     }
 
     @Test func relativeNamesResolveAgainstTheImageDirectory() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try FileManager.default.createDirectory(atPath: dir.file("sub"), withIntermediateDirectories: true)
         try dir.create("base.raw", bytes(0x61, 4096))
         try Self.create(dir, "sub/top.qed", size: 4096, backing: "../base.raw", format: .raw)
@@ -194,7 +192,7 @@ struct BackingChainTests {
 
     @Test(.timeLimit(.minutes(1)))
     func loopingChainsAreRefused() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try Self.create(dir, "a.qed", size: 1 << 20, backing: "b.qed", format: .qed)
         try Self.create(dir, "b.qed", size: 1 << 20, backing: "a.qed", format: .qed)
         try Self.create(dir, "self.qed", size: 1 << 20, backing: "self.qed", format: .qed)

@@ -1,6 +1,7 @@
 import Foundation
 @testable import QED
 import Testing
+import TestSupport
 
 /// The convert planner reads the same bytes and decides the same writes whether it maps its
 /// sources (in small windows here, so extents cross window boundaries) or reads them.
@@ -36,9 +37,9 @@ import Testing
     }
 
     @Test func mappedWindowsAndReadsAgree() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qed-plan-\(getpid())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = try TemporaryDirectory(prefix: "qed-plan")
+        defer { scratch.remove() }
+        let dir = scratch.path
         // a.raw's size is a sector but not a page multiple, so b.raw's blocks straddle its windows.
         try makeRaw(dir + "/a.raw", size: 3 << 20 | 512, [(0, 300_000, 1), (400_000, 8192, 0), (500_000, 1_000_000, 2),
                                                           (2_000_000, 1_145_000, 3)])

@@ -292,12 +292,8 @@ func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], se
     }
 
     var outcome = CutOutcome(cutInsideOperation: cutInside, interruptedRecovery: interrupted)
-    do {
-        try verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
-                           flushed: flushed, pending: pending, crashView: model, outcome: &outcome, rng: &rng)
-    } catch {
-        outcome.failures.append("threw \(error)")
-    }
+    verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
+                   flushed: flushed, pending: pending, crashView: model, outcome: &outcome, rng: &rng)
     outcome.failures = outcome.failures.map { "\($0) [\(context)]" }
     return outcome
 }
@@ -442,12 +438,8 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
     }
     let context = "seed \(seed) \(config) mode \(mode), \(log.operations.count) operations, \(log.completedFlushStarts.count) flushes (interleaving varies)"
     var outcome = CutOutcome(cutInsideOperation: log.operations.contains { $0.end == nil })
-    do {
-        try verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
-                           flushed: flushed, pending: pending, crashView: crashView, outcome: &outcome, rng: &rng)
-    } catch {
-        outcome.failures.append("threw \(error)")
-    }
+    verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
+                   flushed: flushed, pending: pending, crashView: crashView, outcome: &outcome, rng: &rng)
     outcome.failures = outcome.failures.map { "\($0) [\(context)]" }
     return outcome
 }
@@ -463,72 +455,77 @@ struct CutOutcome {
     var failures: [String] = []
 }
 
-/// Reopens the surviving bytes and checks everything the crash guarantees.
+/// Reopens the surviving bytes and checks everything the crash guarantees. An error thrown on the
+/// way is recorded as a failure of `outcome` (one bad cut is reported with its context, not thrown).
 func verifyRecovery(durable: [UInt8], config: CrashConfig, backingPath: String?, options: OpenOptions,
                     flushed: ReferenceDisk, pending: [PendingChange], crashView: ReferenceDisk,
-                    outcome: inout CutOutcome, rng: inout ModelRNG) throws {
-    // With a backing file the engine never sets NEED_CHECK: it relies on sync-before-L2-update.
-    // Without one, a clear NEED_CHECK means no check on open, so the check() after recovery
-    // below is what catches an inconsistency left behind a bit that was not durable in time.
-    let header = try Header(decoding: durable.prefix(Header.encodedSize))
-    if backingPath != nil && header.features.contains(.needCheck) {
-        outcome.failures.append("NEED_CHECK set on an image with a backing file")
-    }
-
-    // Recovery: reopen read-write from the surviving bytes. (A FaultInjectingFile rather than a
-    // MemoryFile only because MemoryFile.setLength is slow in debug builds; nothing crashes it.)
-    let memory = FaultInjectingFile(durable, path: "/crash-test/disk.qed")
-    let recovered = try Image.open(file: memory, options: options)
-    if backingPath != nil, let report = recovered.checkOnOpen {
-        outcome.failures.append("an image with a backing file was checked on open: \(report)")
-    }
-    if let report = recovered.checkOnOpen {
-        if report.corruptions != 0 || report.checkErrors != 0 {
-            outcome.failures.append("check on open left corruption: \(report)")
+                    outcome: inout CutOutcome, rng: inout ModelRNG) {
+    do {
+        // With a backing file the engine never sets NEED_CHECK: it relies on sync-before-L2-update.
+        // Without one, a clear NEED_CHECK means no check on open, so the check() after recovery
+        // below is what catches an inconsistency left behind a bit that was not durable in time.
+        let header = try Header(decoding: durable.prefix(Header.encodedSize))
+        if backingPath != nil && header.features.contains(.needCheck) {
+            outcome.failures.append("NEED_CHECK set on an image with a backing file")
         }
-        outcome.repairedOnOpen = report.corruptionsFixed > 0
-    }
-    if recovered.isDirty { outcome.failures.append("NEED_CHECK still set after the check on open") }
-    let first = try recovered.check()
-    if first.corruptions != 0 || first.checkErrors != 0 { outcome.failures.append("check after recovery: \(first)") }
-    let actual = try recovered.read(at: 0, count: Int(config.diskSize))
-    outcome.failures += checkCandidates(actual: actual, flushed: flushed.snapshot(), pending: pending)
-    outcome.lostSomething = ModelKit.firstDifference(actual, crashView.snapshot()) != nil
 
-    // Repair, then new allocations must not disturb anything.
-    let repaired = try recovered.check(repair: true)
-    if repaired.corruptions != 0 || repaired.checkErrors != 0 {
-        outcome.failures.append("check(repair: true): \(repaired)")
+        // Recovery: reopen read-write from the surviving bytes. (A FaultInjectingFile rather than a
+        // MemoryFile only because MemoryFile.setLength is slow in debug builds; nothing crashes it.)
+        let memory = FaultInjectingFile(durable, path: "/crash-test/disk.qed")
+        let recovered = try Image.open(file: memory, options: options)
+        if backingPath != nil, let report = recovered.checkOnOpen {
+            outcome.failures.append("an image with a backing file was checked on open: \(report)")
+        }
+        if let report = recovered.checkOnOpen {
+            if report.corruptions != 0 || report.checkErrors != 0 {
+                outcome.failures.append("check on open left corruption: \(report)")
+            }
+            outcome.repairedOnOpen = report.corruptionsFixed > 0
+        }
+        if recovered.isDirty { outcome.failures.append("NEED_CHECK still set after the check on open") }
+        let first = try recovered.check()
+        if first.corruptions != 0 || first.checkErrors != 0 { outcome.failures.append("check after recovery: \(first)") }
+        let actual = try recovered.read(at: 0, count: Int(config.diskSize))
+        outcome.failures += checkCandidates(actual: actual, flushed: flushed.snapshot(), pending: pending)
+        outcome.lostSomething = ModelKit.firstDifference(actual, crashView.snapshot()) != nil
+
+        // Repair, then new allocations must not disturb anything.
+        let repaired = try recovered.check(repair: true)
+        if repaired.corruptions != 0 || repaired.checkErrors != 0 {
+            outcome.failures.append("check(repair: true): \(repaired)")
+        }
+        var expected = actual
+        for _ in 0..<2 {
+            let at = rng.next() % (config.diskSize - 600)
+            let data = rng.bytes(1 + Int(rng.next() % 599))
+            try recovered.write(data, at: at)
+            expected.replaceSubrange(Int(at)..<Int(at) + data.count, with: data)
+        }
+        try recovered.close()
+        let reopened = try Image.open(file: memory, options: options)
+        if reopened.isDirty || reopened.checkOnOpen != nil { outcome.failures.append("NEED_CHECK set after a clean close") }
+        if let d = ModelKit.firstDifference(try reopened.read(at: 0, count: Int(config.diskSize)), expected) {
+            outcome.failures.append("after repair, two new writes, close and reopen, byte \(d) is not as expected")
+        }
+        try reopened.close()
+    } catch {
+        outcome.failures.append("threw \(error)")
     }
-    var expected = actual
-    for _ in 0..<2 {
-        let at = rng.next() % (config.diskSize - 600)
-        let data = rng.bytes(1 + Int(rng.next() % 599))
-        try recovered.write(data, at: at)
-        expected.replaceSubrange(Int(at)..<Int(at) + data.count, with: data)
-    }
-    try recovered.close()
-    let reopened = try Image.open(file: memory, options: options)
-    if reopened.isDirty || reopened.checkOnOpen != nil { outcome.failures.append("NEED_CHECK set after a clean close") }
-    if let d = ModelKit.firstDifference(try reopened.read(at: 0, count: Int(config.diskSize)), expected) {
-        outcome.failures.append("after repair, two new writes, close and reopen, byte \(d) is not as expected")
-    }
-    try reopened.close()
 }
 
 /// A crash run's temporary directory, with the config's raw backing file in it when it has one.
 struct CrashSetup {
-    /// The temporary directory; the caller removes it.
-    let directory: String
+    /// The temporary directory; the caller removes it when its run ends.
+    let directory: TemporaryDirectory
     /// The raw backing file's path, or nil without a backing file.
     var backingPath: String?
     /// The backing file's bytes (empty without a backing file).
     var backing: [UInt8] = []
 
     init(_ config: CrashConfig, directoryName: String, rng: inout ModelRNG) throws {
-        directory = try ModelKit.makeTempDirectory(directoryName)
+        directory = try TemporaryDirectory(prefix: "qed-\(directoryName)")
         if let size = config.backingSize {
-            let raw = try ModelKit.makeRawBacking(in: directory, size: size, rng: &rng)
+            let raw = try ModelKit.makeRawBacking(in: directory.path, size: size, rng: &rng)
             backingPath = raw.path
             backing = raw.bytes
         }
@@ -543,7 +540,7 @@ struct CrashTests {
         let base = ModelRNG.seed(0xC2A5_4000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 5)
         var rng = ModelRNG(seed: base)
         let setup = try CrashSetup(config, directoryName: "crash", rng: &rng)
-        defer { ModelKit.removeDirectory(setup.directory) }
+        defer { setup.directory.remove() }
         let (backingPath, backing) = (setup.backingPath, setup.backing)
         var failed = 0
         var (inside, interrupted, lost, repaired) = (0, 0, 0, 0)
@@ -579,7 +576,7 @@ struct CrashTests {
         let base = ModelRNG.seed(0xC0C7_0000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 8)
         var rng = ModelRNG(seed: base)
         let setup = try CrashSetup(config, directoryName: "crash-conc", rng: &rng)
-        defer { ModelKit.removeDirectory(setup.directory) }
+        defer { setup.directory.remove() }
         let (backingPath, backing) = (setup.backingPath, setup.backing)
         let rounds = 100
         var failed = 0
@@ -649,12 +646,8 @@ struct CrashTests {
             var quiet = options
             quiet.needCheckDelay = 1e6
             var outcome = CutOutcome()
-            do {
-                try verifyRecovery(durable: durable, config: config, backingPath: nil, options: quiet, flushed: initial,
-                                   pending: pending, crashView: model, outcome: &outcome, rng: &rng)
-            } catch {
-                outcome.failures.append("threw \(error)")
-            }
+            verifyRecovery(durable: durable, config: config, backingPath: nil, options: quiet, flushed: initial,
+                           pending: pending, crashView: model, outcome: &outcome, rng: &rng)
             if !outcome.failures.isEmpty {
                 failed += 1
                 if failed <= 3 {

@@ -62,7 +62,7 @@ struct CreateAndResizeTests {
     @Test func overflowGeometryAllowedOnRequest() throws {
         var options = CreateOptions(size: 1 << 30, clusterSize: 4 << 20, tableSize: 4)
         options.allowQEMUIncompatible = true
-        let dir = try ScratchDir()  // a sparse file: 4 MiB clusters and 16 MiB tables
+        let dir = try TemporaryDirectory()  // a sparse file: 4 MiB clusters and 16 MiB tables
         try Image.create(path: dir.file("big.qed"), options: options)
         let image = try openImage(dir.file("big.qed"))
         try image.write(bytes(0xab, 300), at: (1 << 30) - 300)
@@ -91,13 +91,13 @@ struct CreateAndResizeTests {
 
     @Test func createRefusesNonRegularFile() throws {
         expectQEDError(.notRegularFile) { try Image.create(path: "/dev/null", options: CreateOptions(size: 1 << 20)) }
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         expectQEDError(.notRegularFile, "a directory") { try Image.create(path: dir.path, options: CreateOptions(size: 1 << 20)) }
         expectQEDError(.notRegularFile, "open /dev/null") { try Image.open(path: "/dev/null", options: OpenOptions(readOnly: true)) }
     }
 
     @Test func createTakesSizeFromBacking() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", bytes(1, 200 * 512))
         var options = CreateOptions(clusterSize: 4096)
         options.backingFile = "base.raw"

@@ -63,7 +63,7 @@ struct ModelConfig: Sendable, CustomStringConvertible {
 /// An image under test with its model's backing content and a way to reopen it.
 struct ImageFixture {
     let config: ModelConfig
-    let dir: String
+    let dir: TemporaryDirectory
     let backing: [UInt8]
     let memory: MemoryFile?
     let imagePath: String
@@ -71,10 +71,10 @@ struct ImageFixture {
 
     init(_ config: ModelConfig, label: String, rng: inout ModelRNG, needCheckDelay: Double = 0.01) throws {
         self.config = config
-        dir = try ModelKit.makeTempDirectory(label)
+        dir = try TemporaryDirectory(prefix: "qed-\(label)")
         var create = CreateOptions(size: config.diskSize, clusterSize: config.clusterSize, tableSize: config.tableSize)
         if let size = config.backingSize {
-            let raw = try ModelKit.makeRawBacking(in: dir, size: size, rng: &rng)
+            let raw = try ModelKit.makeRawBacking(in: dir.path, size: size, rng: &rng)
             backing = raw.bytes
             create.backingFile = raw.path
             create.backingFormat = .raw
@@ -85,7 +85,7 @@ struct ImageFixture {
         options.needCheckDelay = needCheckDelay
         options.l2CacheBytes = config.l2CacheBytes
         self.options = options
-        imagePath = dir + "/disk.qed"
+        imagePath = dir.file("disk.qed")
         if config.onDisk {
             memory = nil
             try Image.create(path: imagePath, options: create)
@@ -105,7 +105,7 @@ struct ImageFixture {
         ReferenceDisk(size: config.diskSize, clusterSize: config.cs, backing: backing)
     }
 
-    func cleanup() { ModelKit.removeDirectory(dir) }
+    func cleanup() { dir.remove() }
 }
 
 /// The reference model shared by worker threads (each only touches its own clusters).
@@ -406,9 +406,9 @@ struct ModelTests {
         // workers' clusters share one 512-byte L2 sector. Workers start a table together, each
         // after a small random delay, so some arrive while another is creating and linking it.
         let seed = ModelRNG.seed(0xF7E5, salt: 7)
-        let dir = try ModelKit.makeTempDirectory("fresh")
-        defer { ModelKit.removeDirectory(dir) }
-        let path = dir + "/fresh.qed"
+        let dir = try TemporaryDirectory(prefix: "qed-fresh")
+        defer { dir.remove() }
+        let path = dir.file("fresh.qed")
         let cs: UInt64 = 65536
         let perL2: UInt64 = 32768 * cs
         let tables: UInt64 = 96

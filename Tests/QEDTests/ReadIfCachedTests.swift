@@ -18,8 +18,7 @@ struct ReadIfCachedTests {
     @Test func servesCachedMappingsAndDeclinesUncachedTables() throws {
         let file = MemoryFile()
         try Image.create(on: file, options: CreateOptions(size: 16 << 20, clusterSize: 4096, tableSize: 2))
-        var options = OpenOptions()
-        options.needCheckDelay = 3600
+        let options = OpenOptions.quiet()
         var image = try Image.open(file: file, options: options)
         let data = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
         try image.write(data, at: 4096)                       // first L2 table (guest 0–4 MiB)
@@ -56,8 +55,7 @@ struct ReadIfCachedTests {
         var create = CreateOptions(size: 8 << 20, clusterSize: 4096, tableSize: 1)
         create.allowQEMUIncompatible = true  // table size 1: many small L2 tables
         try Image.create(on: file, options: create)
-        var options = OpenOptions()
-        options.needCheckDelay = 3600
+        let options = OpenOptions.quiet()
         let image = try Image.open(file: file, options: options)
         defer { try? image.close() }
         var rng = SystemRandomNumberGenerator()
@@ -77,14 +75,13 @@ struct ReadIfCachedTests {
     }
 
     @Test func backingFilesAreLeftToTheBlockingPath() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", bytes(0x5A, 1 << 20))
         var create = CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 2)
         create.backingFile = "base.raw"
         create.backingFormat = .raw
         try Image.create(path: dir.file("top.qed"), options: create)
-        var options = OpenOptions()
-        options.needCheckDelay = 3600
+        let options = OpenOptions.quiet()
         let image = try openImage(dir.file("top.qed"), options)
         defer { try? image.close() }
         try image.write(bytes(0x11, 4096), at: 8192)
@@ -95,7 +92,7 @@ struct ReadIfCachedTests {
     }
 
     @Test func posixFilesServeWhatThePageCacheHolds() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         let content = (0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         try dir.create("plain.raw", content)
         let raw = try RawImage(path: dir.file("plain.raw"), options: OpenOptions(readOnly: true))

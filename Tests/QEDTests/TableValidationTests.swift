@@ -12,17 +12,11 @@ struct TableValidationTests {
     static func makeImage() throws -> MemoryFile {
         let h = Header(clusterSize: 4096, tableSize: 2, headerSize: 2, l1TableOffset: 8192, imageSize: 12 << 20)
         let file = Craft.file(h)
-        let image = try Image.open(file: file, options: quiet())
+        let image = try Image.open(file: file, options: .quiet())
         try image.write(bytes(0x11, 3 * 4096), at: 0)
         try image.write(bytes(0x44, 4096), at: 4 << 20)
         try image.close()
         return file
-    }
-
-    static func quiet(readOnly: Bool = false) -> OpenOptions {
-        var o = OpenOptions(readOnly: readOnly)
-        o.needCheckDelay = 3600
-        return o
     }
 
     /// Offsets of L1 entry `i` and of the L2 entry for guest cluster `c` (table 0 or 1).
@@ -66,7 +60,7 @@ struct TableValidationTests {
         let file = try Self.makeImage()
         try corruption.apply(file)
         let before = file.contents
-        let image = try Image.open(file: file, options: Self.quiet(readOnly: true))
+        let image = try Image.open(file: file, options: .quiet(readOnly: true))
         let pos = corruption.guestCluster * 4096
         expectQEDError(corruption.code, "read") { try image.read(at: pos, count: 512) }
         expectQEDError(corruption.code, "read spanning into it") { try image.read(at: pos - 100, count: 200) }
@@ -84,7 +78,7 @@ struct TableValidationTests {
         let file = try Self.makeImage()
         try corruption.apply(file)
         let length = try file.length()
-        let image = try Image.open(file: file, options: Self.quiet())
+        let image = try Image.open(file: file, options: .quiet())
         let pos = corruption.guestCluster * 4096
         expectQEDError(corruption.code, "write") { try image.write(bytes(0xee, 100), at: pos + 10) }
         expectQEDError(corruption.code, "write zeroes") { try image.writeZeroes(at: pos, length: 4096) }
@@ -96,7 +90,7 @@ struct TableValidationTests {
     func repairingCheckFixes(_ corruption: Corruption) throws {
         let file = try Self.makeImage()
         try corruption.apply(file)
-        let image = try Image.open(file: file, options: Self.quiet())
+        let image = try Image.open(file: file, options: .quiet())
         let report = try image.check(repair: true)
         #expect(report.corruptionsFixed == 1 && report.corruptions == 0, "\(report)")
         let pos = corruption.guestCluster * 4096
@@ -112,7 +106,7 @@ struct TableValidationTests {
 
     /// A repaired cluster of an image with a backing file shows the backing data again.
     @Test func repairedClusterReadsBackingData() throws {
-        let dir = try ScratchDir()
+        let dir = try TemporaryDirectory()
         try dir.create("base.raw", bytes(0xb0, 64 << 10))
         var options = CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 2)
         options.backingFile = "base.raw"
@@ -124,7 +118,7 @@ struct TableValidationTests {
         // Point guest cluster 2's L2 entry past EOF.
         let raw = try dir.read("top.qed")
         let l2 = raw[4096..<4104].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        try dir.patch("top.qed", Craft.le64(1 << 40), at: l2 + 16)
+        try dir.patch("top.qed", Files.le64(1 << 40), at: l2 + 16)
 
         let ro = try openImage(dir.file("top.qed"), OpenOptions(readOnly: true))
         expectQEDError(.invalidClusterOffset) { try ro.read(at: 8192, count: 4096) }
@@ -145,13 +139,13 @@ struct TableValidationTests {
         flags |= 0x02
         try file.writeBytes([flags], at: 16)
 
-        let ro = try Image.open(file: file, options: Self.quiet(readOnly: true))
+        let ro = try Image.open(file: file, options: .quiet(readOnly: true))
         #expect(ro.isDirty && ro.checkOnOpen == nil)
         expectQEDError(.invalidClusterOffset) { try ro.read(at: 4096, count: 16) }
         try ro.close()
         #expect(file.contents[16] & 2 != 0)
 
-        let rw = try Image.open(file: file, options: Self.quiet())
+        let rw = try Image.open(file: file, options: .quiet())
         let report = try #require(rw.checkOnOpen)
         #expect(report.corruptionsFixed == 1 && report.corruptions == 0, "\(report)")
         #expect(try rw.read(at: 4096, count: 4096) == bytes(0, 4096))
@@ -159,7 +153,7 @@ struct TableValidationTests {
         #expect(try rw.read(at: 8192, count: 4096) == bytes(0x11, 4096))
         try rw.close()
         #expect(file.contents[16] & 2 == 0, "NEED_CHECK survived close")
-        let reopened = try Image.open(file: file, options: Self.quiet())
+        let reopened = try Image.open(file: file, options: .quiet())
         #expect(reopened.checkOnOpen == nil && !reopened.isDirty)
         try reopened.close()
     }
@@ -170,7 +164,7 @@ struct TableValidationTests {
         let l2 = Self.l2Entry(file, guestCluster: 1)
         let first = Craft.readLE64(file, at: Self.l2Entry(file, guestCluster: 0))
         try Craft.writeLE64(file, first, at: l2)
-        let image = try Image.open(file: file, options: Self.quiet())
+        let image = try Image.open(file: file, options: .quiet())
         let report = try image.check(repair: true)
         #expect(report.corruptions == 1 && report.corruptionsFixed == 0, "\(report)")
         #expect(report.leaks + report.leaksFixed == 1, "the orphaned cluster: \(report)")

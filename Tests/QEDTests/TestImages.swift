@@ -1,6 +1,7 @@
 import Foundation
 import QED
 import Testing
+import TestSupport
 
 /// Helpers to craft images byte by byte and to expect specific engine errors.
 enum Craft {
@@ -26,15 +27,13 @@ enum Craft {
         return MemoryFile(bytes, path: "crafted.qed", writable: writable)
     }
 
-    static func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
-
     static func readLE64(_ file: MemoryFile, at offset: UInt64) -> UInt64 {
         let c = file.contents
         return (0..<8).reduce(0) { $0 | UInt64(c[Int(offset) + $1]) << (8 * UInt64($1)) }
     }
 
     static func writeLE64(_ file: MemoryFile, _ v: UInt64, at offset: UInt64) throws {
-        try file.writeBytes(le64(v), at: offset)
+        try file.writeBytes(Files.le64(v), at: offset)
     }
 }
 
@@ -54,34 +53,29 @@ func expectQEDError<T>(_ code: QEDError.Code, _ comment: String = "", sourceLoca
     return nil
 }
 
-/// A temporary directory, removed with its content when released.
-final class ScratchDir: Sendable {
-    let path: String
-
-    init() throws {
-        var template = Array((FileManager.default.temporaryDirectory.path + "/qed-tests-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else { throw CocoaError(.fileWriteUnknown) }
-        path = String(cString: made)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
+/// File helpers for the engine tests' scratch directories.
+extension TemporaryDirectory {
     /// Bytes of the file `name` in this directory.
-    func read(_ name: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: file(name)))) }
+    func read(_ name: String) throws -> [UInt8] { try Files.read(file(name)) }
 
     /// Writes `bytes` at `offset` of the existing file `name`.
     func patch(_ name: String, _ bytes: [UInt8], at offset: UInt64) throws {
-        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: file(name)))
-        defer { try? h.close() }
-        try h.seek(toOffset: offset)
-        try h.write(contentsOf: Data(bytes))
+        try Files.write(file(name), bytes, at: offset)
     }
 
     /// Creates the file `name` holding `bytes`.
     func create(_ name: String, _ bytes: [UInt8]) throws {
         try Data(bytes).write(to: URL(fileURLWithPath: file(name)))
+    }
+}
+
+extension OpenOptions {
+    /// Options whose NEED_CHECK timer (an hour) never fires during a test, so the engine does not
+    /// rewrite the header behind the test's back.
+    static func quiet(readOnly: Bool = false) -> OpenOptions {
+        var options = OpenOptions(readOnly: readOnly)
+        options.needCheckDelay = 3600
+        return options
     }
 }
 

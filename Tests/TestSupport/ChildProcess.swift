@@ -62,3 +62,50 @@ public enum ChildProcess {
                             stderr: String(decoding: errData, as: UTF8.self), status: process.terminationStatus)
     }
 }
+
+// MARK: Finding programs
+
+extension ChildProcess {
+    /// Where Debian installs the tools the tests drive.
+    public static let systemDirectories = ["/usr/bin", "/usr/sbin", "/sbin", "/bin", "/usr/local/bin"]
+
+    /// The directories in PATH, then ``systemDirectories``.
+    public static var searchPath: [String] {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        return path.split(separator: ":").map(String.init) + systemDirectories
+    }
+
+    /// `name` itself when it is a path; else the first executable `dir/name` for `dir` in
+    /// `directories`; nil when there is none.
+    public static func locate(_ name: String, in directories: [String] = searchPath) -> String? {
+        if name.hasPrefix("/") { return name }
+        for dir in directories where !dir.isEmpty {
+            let candidate = dir + "/" + name
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    /// `name` as a system tool: found in ``systemDirectories`` only (not PATH, where a shim such as
+    /// pyenv's could stand in for Debian's program), else `/usr/bin/name`.
+    public static func systemTool(_ name: String) -> String {
+        locate(name, in: systemDirectories) ?? "/usr/bin/" + name
+    }
+
+    /// The path of this package's built executable `name` (`qed-img`, `qed-nbd`): the environment
+    /// variable `variable` when set; else the first `name` next to the test bundle or up to three
+    /// directories above it; else `.build/debug/name` in the package.
+    public static func builtProduct(_ name: String, override variable: String) -> String {
+        if let path = ProcessInfo.processInfo.environment[variable] { return path }
+        var candidates: [String] = []
+        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL.deletingLastPathComponent()
+        for _ in 0..<4 {
+            candidates.append(dir.appendingPathComponent(name).path)
+            dir = dir.deletingLastPathComponent()
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        candidates.append(root.appendingPathComponent(".build/debug/" + name).path)
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates.last!
+    }
+}

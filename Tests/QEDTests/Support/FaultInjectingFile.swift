@@ -66,7 +66,6 @@ final class FaultInjectingFile: BlockFile {
         var pending: [Operation] = []
         var frozen = false
         var mutations = 0
-        var syncs = 0
         /// Freeze (and throw) when `mutations` reaches this value.
         var cutAt: Int?
         /// Throw once (without freezing) when `mutations` reaches this value.
@@ -87,8 +86,6 @@ final class FaultInjectingFile: BlockFile {
 
     /// How many mutating calls (write, sync, setLength, punchHole) have been made so far.
     var mutationCount: Int { state.withLock { $0.mutations } }
-    /// How many syncs completed.
-    var syncCount: Int { state.withLock { $0.syncs } }
     /// Operations issued since the last sync.
     var pendingCount: Int { state.withLock { $0.pending.count } }
     var pendingOperations: [Operation] { state.withLock { $0.pending } }
@@ -223,7 +220,6 @@ final class FaultInjectingFile: BlockFile {
             try admit(&s, "sync")
             for op in s.pending { Self.apply(op, to: &s.durable) }
             s.pending.removeAll()
-            s.syncs += 1
         }
     }
 

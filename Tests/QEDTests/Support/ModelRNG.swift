@@ -41,18 +41,6 @@ enum ModelKit {
 
     private static let zeroPage = zeroes(4096)
 
-    /// A fresh empty directory under the system temporary directory.
-    static func makeTempDirectory(_ label: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("qed-\(label)-\(getpid())-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
-
-    static func removeDirectory(_ path: String) {
-        try? FileManager.default.removeItem(atPath: path)
-    }
-
     /// Writes a raw backing file of `size` random bytes at `dir/name`; returns its absolute path
     /// and content.
     static func makeRawBacking(in dir: String, name: String = "base.raw", size: Int,

@@ -35,9 +35,7 @@ struct ReferenceDisk: Sendable {
         self.backing = backing
     }
 
-    var clusterCount: UInt64 { (size + clusterSize - 1) / clusterSize }
     var allocatedClusterCount: Int { content.count }
-    var zeroClusterCount: Int { zeroClusters.count }
 
     func state(ofCluster c: UInt64) -> ClusterState {
         if content[c] != nil { return .allocated }
