@@ -79,7 +79,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Helpers every test target shares: a seeded generator, a child-process runner, a retrying open.
+        // Helpers every test target shares: a seeded generator, child processes and tool lookup,
+        // temporary directories, file bytes, JSON, a retrying open.
         .target(name: "TestSupport", dependencies: ["QED"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "QEDTests", dependencies: ["QED", "TestSupport"], swiftSettings: strict),
         .testTarget(
