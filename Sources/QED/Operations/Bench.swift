@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -91,16 +92,14 @@ public enum Bench {
         return now() - startTime
     }
 
-    private final class Counter: @unchecked Sendable {
-        let lock = ConditionLock()
-        var next: Int
-        init(next: Int) { self.next = next }
+    /// The next request to send, shared by a batch's workers.
+    private final class Counter: Sendable {
+        private let next: Atomic<Int>
+        init(next: Int) { self.next = Atomic(next) }
+        /// A request index to send, or nil when all below `limit` are taken.
         func take(below limit: Int) -> Int? {
-            lock.withLock {
-                guard next < limit else { return nil }
-                next += 1
-                return next - 1
-            }
+            let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            return i < limit ? i : nil
         }
     }
 
