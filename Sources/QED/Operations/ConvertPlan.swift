@@ -188,17 +188,16 @@ struct ConvertPlanner: @unchecked Sendable {
                 bytes = UnsafeRawPointer(buf.baseAddress! + lo)
                 isZero = isAllZero(UnsafeRawBufferPointer(start: bytes, count: hi - lo))
             }
+            // Written unless it equals what the target reads there already: the backing's bytes,
+            // or zeroes on a zeroed target.
+            let needed: Bool
             if let backingView {
                 let other = UnsafeRawBufferPointer(rebasing: backingView[lo..<hi])
-                let same = isZero ? isAllZero(other) : memcmp(bytes!, other.baseAddress!, hi - lo) == 0
-                if !same {
-                    if isZero { emit(lo, hi, zero: true, nil) } else { emit(lo, hi, zero: false, bytes) }
-                }
-            } else if !isZero {
-                emit(lo, hi, zero: false, bytes)
-            } else if !targetIsZero {
-                emit(lo, hi, zero: true, nil)
+                needed = !(isZero ? isAllZero(other) : memcmp(bytes!, other.baseAddress!, hi - lo) == 0)
+            } else {
+                needed = !isZero || !targetIsZero
             }
+            if needed { emit(lo, hi, zero: isZero, bytes) }
             lo = hi
         }
         return plan
