@@ -87,14 +87,15 @@ struct Create: ParsableCommand {
             if layout.tableGiven { line += " table_size=\(layout.tableSize)" }
         }
         if !quiet { Console.out(line + "\n") }
+        // Both formats round the size up to whole sectors.
+        let roundedSize = (finalSize + 511) / 512 * 512
         switch fmt {
         case .raw:
-            try RawImage.create(path: file, size: (finalSize + 511) / 512 * 512)
+            try RawImage.create(path: file, size: roundedSize)
         case .qed:
-            var create = CreateOptions(size: (finalSize + 511) / 512 * 512, clusterSize: layout.clusterSize,
+            let create = CreateOptions(size: roundedSize, clusterSize: layout.clusterSize,
                                        tableSize: layout.tableSize, backingFile: backing,
                                        backingFormat: backingFmt.map { $0 == .raw ? .raw : .qed })
-            create.size = (finalSize + 511) / 512 * 512
             try Image.create(path: file, options: create)
         }
     }

@@ -192,13 +192,13 @@ final class IOSession: Sendable {
 
     private func doRead(_ r: Request) -> Bool {
         var buffer = [UInt8](repeating: 0, count: Int(r.length))
-        let start = IOSession.now()
+        let start = monotonicSeconds()
         do {
             try buffer.withUnsafeMutableBytes { try disk.read(into: $0, at: r.offset) }
         } catch {
             return report("read", error)
         }
-        let elapsed = IOSession.now() - start
+        let elapsed = monotonicSeconds() - start
         var ok = true
         var text = ""
         if let p = r.pattern, buffer.contains(where: { $0 != p }) {
@@ -231,9 +231,9 @@ final class IOSession: Sendable {
     }
 
     private func timed(_ verb: String, _ r: Request, _ body: () throws -> Void) -> Bool {
-        let start = IOSession.now()
+        let start = monotonicSeconds()
         do { try body() } catch { return report(verb == "wrote" ? "write" : verb, error) }
-        if !r.quiet { say(IOSession.summary(verb, offset: r.offset, length: r.length, seconds: IOSession.now() - start)) }
+        if !r.quiet { say(IOSession.summary(verb, offset: r.offset, length: r.length, seconds: monotonicSeconds() - start)) }
         return true
     }
 
@@ -295,11 +295,5 @@ final class IOSession: Sendable {
             i += 16
         }
         return out
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

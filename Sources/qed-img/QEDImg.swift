@@ -1,10 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import ArgumentParser
 import QED
 
@@ -41,7 +34,7 @@ struct QEDImg: ParsableCommand {
             try command.run()
         } catch let error as QEDError {
             Console.error(error.message, path: error.path)
-            terminate(error.code == .locked ? 1 : 1)
+            terminate(1)
         } catch let error as CLIError {
             Console.error(error.message, path: error.path)
             terminate(error.exitCode)

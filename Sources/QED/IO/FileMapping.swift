@@ -1,4 +1,5 @@
 import CQEDSys
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -68,7 +69,7 @@ extension RawImage: MappableDisk {
 /// every CPU — per 2 MiB; one mapping of the whole file would hold page tables for all of it
 /// (2 GB of them for a 1 TB source). Windows are kept in a small cache; one the cache has let go
 /// is unmapped when the last plan holding it is dropped.
-final class WindowedMapping: @unchecked Sendable {
+final class WindowedMapping: Sendable {
     /// Default bytes per window.
     static let defaultWindowSize: UInt64 = 64 << 20
     /// Windows kept mapped by the cache (the plans in flight span one or two).
@@ -79,8 +80,8 @@ final class WindowedMapping: @unchecked Sendable {
     let length: UInt64
     /// Bytes per window (a multiple of the page size).
     let windowSize: UInt64
-    private let lock = ConditionLock()
-    private var windows: [UInt64: FileMapping] = [:]
+    /// The cached windows by index (file offset / ``windowSize``).
+    private let windows = Mutex<[UInt64: FileMapping]>([:])
 
     init(file: PosixFile, length: UInt64, windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
         self.file = file
@@ -95,7 +96,7 @@ final class WindowedMapping: @unchecked Sendable {
         guard offset < length else { return nil }
         let index = offset / windowSize
         let start = index * windowSize
-        let window: FileMapping? = lock.withLock {
+        let window: FileMapping? = windows.withLock { windows in
             if let w = windows[index] { return w }
             guard let w = FileMapping(file: file, offset: start,
                                       length: Int(min(windowSize, length - start))) else { return nil }

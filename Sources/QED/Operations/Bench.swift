@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -57,49 +58,102 @@ public enum Bench {
             throw QEDError(.invalidArgument, "Invalid request size, count or depth", path: disk.path)
         }
         let size = disk.virtualSize
-        let depth = min(options.depth, max(1, options.count))
         let startTime = now()
+        guard options.count > 0 else { return now() - startTime }
         // Batches between flushes: with draining, a flush waits for the whole batch.
-        let batch = options.flushInterval > 0 ? options.flushInterval : max(1, options.count)
-        var issued = 0
-        while issued < options.count {
-            let first = issued
-            let last = min(options.count, issued + batch)
-            let shared = Counter(next: first)
-            try runWorkers(count: min(depth, last - first)) { _ in
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: options.bufferSize, alignment: 4096)
-                defer { buffer.deallocate() }
-                buffer.initializeMemory(as: UInt8.self, repeating: options.pattern)
-                while let i = shared.take(below: last) {
-                    try options.cancellation?.check()
-                    let at = offset(ofRequest: i, options: options, diskSize: size)
-                    if options.write {
-                        try disk.write(UnsafeRawBufferPointer(buffer), at: at)
-                    } else {
-                        try disk.read(into: buffer, at: at)
+        let batch = options.flushInterval > 0 ? options.flushInterval : options.count
+        let batches = (options.count + batch - 1) / batch
+        // The workers start once and meet at a barrier at the end of each batch (a batch never has
+        // more than `batch` requests, nor the run more than `count`).
+        let batchState = Batches(workers: min(options.depth, batch, options.count))
+        try runWorkers(count: batchState.workers) { _ in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: options.bufferSize, alignment: 4096)
+            defer { buffer.deallocate() }
+            buffer.initializeMemory(as: UInt8.self, repeating: options.pattern)
+            for b in 0..<batches {
+                let first = b * batch
+                let last = min(options.count, first + batch)
+                var failure: (any Error)?
+                do {
+                    while let j = batchState.take(below: last - first) {
+                        let i = first + j
+                        try options.cancellation?.check()
+                        let at = offset(ofRequest: i, options: options, diskSize: size)
+                        if options.write {
+                            try disk.write(UnsafeRawBufferPointer(buffer), at: at)
+                        } else {
+                            try disk.read(into: buffer, at: at)
+                        }
+                        if !options.drainOnFlush && options.flushInterval > 0 && (i + 1) % options.flushInterval == 0 {
+                            try disk.flush()
+                        }
                     }
-                    if !options.drainOnFlush && options.flushInterval > 0 && (i + 1) % options.flushInterval == 0 {
+                } catch {
+                    failure = error
+                }
+                let goOn = try batchState.finish(failed: failure != nil) {
+                    if options.drainOnFlush && options.flushInterval > 0 && last % options.flushInterval == 0 {
                         try disk.flush()
                     }
                 }
-            }
-            issued = last
-            if options.drainOnFlush && options.flushInterval > 0 && issued % options.flushInterval == 0 {
-                try disk.flush()
+                if let failure { throw failure }
+                if !goOn { return }
             }
         }
         return now() - startTime
     }
 
-    private final class Counter: @unchecked Sendable {
-        let lock = ConditionLock()
-        var next: Int
-        init(next: Int) { self.next = next }
-        func take(below limit: Int) -> Int? {
-            lock.withLock {
-                guard next < limit else { return nil }
-                next += 1
-                return next - 1
+    /// The workers' shared state across batches: which request of the current batch is next, and
+    /// the barrier at each batch's end, where the last worker to arrive runs the batch-end flush
+    /// and starts the next batch while the others wait.
+    ///
+    /// `@unchecked Sendable`: `arrived`, `generation` and `failed` are only touched with `lock`
+    /// held; `next` is atomic, and is reset only while every other worker waits at the barrier.
+    private final class Batches: @unchecked Sendable {
+        /// Worker threads taking part.
+        let workers: Int
+        /// Index within the current batch of the next request to send.
+        private let next = Atomic<Int>(0)
+        private let lock = ConditionLock()
+        /// Workers waiting at the barrier.
+        private var arrived = 0
+        /// Batches finished; waiters wait for it to change.
+        private var generation = 0
+        /// A worker threw, or the batch-end action did: no further batch starts.
+        private var failed = false
+
+        init(workers: Int) { self.workers = workers }
+
+        /// The index within the current batch of a request to send, or nil when all `size` are taken.
+        func take(below size: Int) -> Int? {
+            let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            return i < size ? i : nil
+        }
+
+        /// Waits until every worker has finished the current batch (`didFail`: this one stopped on
+        /// an error); the last to arrive runs `atEnd` unless a worker failed, and releases the
+        /// others. Returns whether to go on with the next batch; rethrows what `atEnd` throws.
+        func finish(failed didFail: Bool, atEnd: () throws -> Void) throws -> Bool {
+            try lock.withLock {
+                if didFail { failed = true }
+                arrived += 1
+                if arrived < workers {
+                    let current = generation
+                    while generation == current { lock.wait() }
+                    return !failed
+                }
+                arrived = 0
+                next.store(0, ordering: .relaxed)
+                generation += 1
+                defer { lock.broadcast() }
+                if failed { return false }
+                do {
+                    try atEnd()
+                } catch {
+                    failed = true
+                    throw error
+                }
+                return true
             }
         }
     }

@@ -63,9 +63,8 @@ public enum Convert {
             try DiskOpener.refuseOverwriting(target, sources: sources)
             switch options.format {
             case .qed:
-                var create = CreateOptions(size: size, clusterSize: options.clusterSize, tableSize: options.tableSize,
+                let create = CreateOptions(size: size, clusterSize: options.clusterSize, tableSize: options.tableSize,
                                            backingFile: options.backingFile, backingFormat: options.backingFormat)
-                create.size = size
                 try Image.create(path: target, options: create)
             case .raw:
                 guard options.backingFile == nil else {

@@ -92,11 +92,10 @@ struct ConvertPlanner: @unchecked Sendable {
     let backing: (any DiskReader)?
     /// Bytes per chunk (a multiple of `sparseSize` when it is set).
     let chunkSize: UInt64
-    /// Whether source data may be mapped instead of read (``MappableDisk``).
-    let mapSources: Bool
     /// Windowed read-only mappings of the mappable source files.
     private let mappedSources: [ObjectIdentifier: WindowedMapping]
 
+    /// `mapSources`: whether source data may be mapped instead of read (``MappableDisk``).
     init(source: ConcatenatedSource, sparseSize: UInt64, targetIsZero: Bool, backing: (any DiskReader)?,
          clusterSize: UInt64, mapSources: Bool = true,
          windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
@@ -110,7 +109,6 @@ struct ConvertPlanner: @unchecked Sendable {
         var chunk = max(UInt64(8 << 20), clusterSize)
         if sparseSize > 0 { chunk = (chunk + sparseSize - 1) / sparseSize * sparseSize }
         self.chunkSize = chunk
-        self.mapSources = mapSources
         var maps: [ObjectIdentifier: WindowedMapping] = [:]
         if mapSources {
             for disk in source.disks {
@@ -190,17 +188,16 @@ struct ConvertPlanner: @unchecked Sendable {
                 bytes = UnsafeRawPointer(buf.baseAddress! + lo)
                 isZero = isAllZero(UnsafeRawBufferPointer(start: bytes, count: hi - lo))
             }
+            // Written unless it equals what the target reads there already: the backing's bytes,
+            // or zeroes on a zeroed target.
+            let needed: Bool
             if let backingView {
                 let other = UnsafeRawBufferPointer(rebasing: backingView[lo..<hi])
-                let same = isZero ? isAllZero(other) : memcmp(bytes!, other.baseAddress!, hi - lo) == 0
-                if !same {
-                    if isZero { emit(lo, hi, zero: true, nil) } else { emit(lo, hi, zero: false, bytes) }
-                }
-            } else if !isZero {
-                emit(lo, hi, zero: false, bytes)
-            } else if !targetIsZero {
-                emit(lo, hi, zero: true, nil)
+                needed = !(isZero ? isAllZero(other) : memcmp(bytes!, other.baseAddress!, hi - lo) == 0)
+            } else {
+                needed = !isZero || !targetIsZero
             }
+            if needed { emit(lo, hi, zero: isZero, bytes) }
             lo = hi
         }
         return plan
