@@ -56,7 +56,7 @@ struct NegotiationTests {
         #expect(encoded(negotiation.greeting) == hex("4e42444d41474943 49484156454f5054 0003"))
     }
 
-    // MARK: Real clients (protocol doc §5.3)
+    // MARK: Real clients (docs/nbd-protocol.md §5.3)
 
     @Test func qemuImg() throws {
         var n = self.started()

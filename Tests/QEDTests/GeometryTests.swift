@@ -10,7 +10,7 @@ struct GeometryTests {
     }
 
     static let table: [Expected] = [
-        // Default geometry: 64 TiB (format notes §1.3(7), observed with qemu-img).
+        // Default geometry: 64 TiB (docs/qed-format.md §1.3 step 7, observed with qemu-img).
         Expected(cs: 65536, ts: 4, entries: 32768, bytesPerL2: 2 << 30, maxImageSize: 64 << 40),
         Expected(cs: 4096, ts: 4, entries: 2048, bytesPerL2: 8 << 20, maxImageSize: 16 << 30),
         Expected(cs: 65536, ts: 16, entries: 131_072, bytesPerL2: 8 << 30, maxImageSize: 1 << 50),

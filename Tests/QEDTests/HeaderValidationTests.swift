@@ -1,7 +1,7 @@
 import QED
 import Testing
 
-/// One test per open-time validity rule (format notes §1.3), each on a crafted header.
+/// One test per open-time validity rule (docs/qed-format.md §1.3), each on a crafted header.
 @Suite("Bad input: header rules (§1.3)")
 struct HeaderValidationTests {
     func open(_ file: MemoryFile, readOnly: Bool = true) throws -> Image {

@@ -54,7 +54,7 @@ public struct Geometry: Sendable, Equatable {
     public var l1Shift: UInt64 { clusterBits + entryBits }
 
     /// The largest virtual size the tables can address, bytes (N·N·clusterSize), saturated to
-    /// `UInt64.max` where QEMU's 64-bit product wraps (§9.4 of the format notes).
+    /// `UInt64.max` where QEMU's 64-bit product wraps (docs/qed-format.md §9.4).
     public var maxImageSize: UInt64 {
         let (perL2, o1) = entriesPerTable.multipliedReportingOverflow(by: clusterSize)
         let (total, o2) = perL2.multipliedReportingOverflow(by: entriesPerTable)
