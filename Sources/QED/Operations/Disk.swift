@@ -1,4 +1,3 @@
-import CQEDSys
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -146,7 +145,7 @@ public final class RawImage: Disk {
         guard length > 0 else { return }
         if unmap {
             do { return try file.punchHole(at: offset, length: length) } catch let e as QEDError where e.code == .unsupported {}
-        } else if qedsys_zero_range(file.rawDescriptor, Int64(offset), Int64(length)) == 0 {
+        } else if file.zeroRange(at: offset, length: length) {
             return
         }
         try file.writeZeroes(at: offset, count: length)
