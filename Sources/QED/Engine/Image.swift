@@ -12,9 +12,9 @@ import Synchronization
 ///
 /// Failure: once a sync or a header or table write fails, the image is *failed* (its data may not
 /// be durable, or its metadata on disk may differ from memory): every later write, zero write,
-/// discard, flush, resize, backing change and check throws ``QEDError/Code/io`` naming that first
-/// failure, until the image is closed and reopened. Reads keep working. A failed guest data write
-/// fails only its own request (the mapping is unchanged, so nothing else is at stake).
+/// discard, flush, resize, backing change and repairing check throws ``QEDError/Code/io`` naming
+/// that first failure, until the image is closed and reopened. Reads keep working. A failed guest
+/// data write fails only its own request (the mapping is unchanged, so nothing else is at stake).
 ///
 /// Units: every offset and length in this API is in bytes of the guest-visible disk unless named
 /// "host" (bytes in the image file).
