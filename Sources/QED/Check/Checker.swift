@@ -79,7 +79,9 @@ final class Checker {
             }
         }
         if l1Changed {
-            do { try image.l1.writeAll(to: file) } catch { report.checkErrors += 1 }
+            // L1 in memory already holds the repair: a failed write leaves memory and disk apart,
+            // so the image is marked failed (and NEED_CHECK stays set).
+            do { try image.failure.recording { try image.l1.writeAll(to: file) } } catch { report.checkErrors += 1 }
         }
         if repair { image.cache.invalidateAll() }
 
@@ -90,13 +92,13 @@ final class Checker {
         if repair && trailing > 0 {
             let newSize = (lastUsed + 1) << g.clusterBits
             try file.setLength(newSize)
-            try file.sync()
+            try image.flusher.sync(file)
             image.allocator.truncated(to: newSize)
             report.leaks -= Int(trailing)
             report.leaksFixed = Int(trailing)
         }
         if repair && report.corruptions == 0 {
-            try image.needCheck.clearAfterCheck(sync: image.file)
+            try image.needCheck.clearAfterCheck()
         }
         return report
     }

@@ -10,6 +10,12 @@ import Synchronization
 /// ``check(repair:)``, ``resize(to:)``, ``setBacking(name:format:)`` and ``close()`` expect no other
 /// I/O in flight.
 ///
+/// Failure: once a sync or a header or table write fails, the image is *failed* (its data may not
+/// be durable, or its metadata on disk may differ from memory): every later write, zero write,
+/// discard, flush, resize, backing change and repairing check throws ``QEDError/Code/io`` naming
+/// that first failure, until the image is closed and reopened. Reads keep working. A failed guest
+/// data write fails only its own request (the mapping is unchanged, so nothing else is at stake).
+///
 /// Units: every offset and length in this API is in bytes of the guest-visible disk unless named
 /// "host" (bytes in the image file).
 public final class Image: DiskReader, Sendable {
@@ -24,8 +30,10 @@ public final class Image: DiskReader, Sendable {
     /// The options it was opened with.
     public let options: OpenOptions
 
-    /// The header as held in memory; guarded by its mutex, which also serialises header writes.
+    /// The header as held in memory; every header write goes through its ``HeaderStore/update(trailer:_:)``.
     let header: HeaderStore
+    /// The first failed sync or metadata write, once there was one (the image is then failed).
+    let failure: StickyFailure
     /// The backing file name as stored, or nil; guarded with the backing disk.
     let backingState: Mutex<BackingState>
     /// Guest size in bytes, mirrored from the header for the lock-free bounds check.
@@ -34,7 +42,7 @@ public final class Image: DiskReader, Sendable {
     let cache: L2Cache
     let allocator: Allocator
     let inflight = InflightClusters()
-    let flusher = FlushCoordinator()
+    let flusher: FlushCoordinator
     let needCheck: NeedCheckTimer
     /// Serialises creating L2 tables (rare: once per table's worth of guest space).
     let tableCreation = Mutex(())
@@ -56,7 +64,9 @@ public final class Image: DiskReader, Sendable {
         self.geometry = geometry
         self.isReadOnly = options.readOnly
         self.options = options
-        self.header = HeaderStore(header)
+        self.failure = StickyFailure(path: file.path)
+        self.flusher = FlushCoordinator(failure: failure)
+        self.header = HeaderStore(header, file: file, flusher: flusher)
         self.sizeMirror = Atomic(header.imageSize)
         self.l1 = l1
         let tables = max(1, options.l2CacheBytes / max(1, geometry.tableBytes))
@@ -66,6 +76,7 @@ public final class Image: DiskReader, Sendable {
         self.backingState = Mutex(BackingState(name: backingName, format: format, disk: nil))
         self.logger = options.logger
         let headerRef = self.header
+        let flusherRef = self.flusher
         let fileRef = file
         self.needCheck = NeedCheckTimer(
             dirty: header.features.contains(.needCheck),
@@ -73,12 +84,10 @@ public final class Image: DiskReader, Sendable {
             readOnly: options.readOnly,
             delay: options.needCheckDelay
         ) { set in
-            if !set { try fileRef.sync() }  // every allocation so far must be durable before "clean"
-            try headerRef.withLock { h in
+            if !set { try flusherRef.sync(fileRef) }  // every allocation so far must be durable before "clean"
+            try headerRef.update { h in
                 if set { h.features.insert(.needCheck) } else { h.features.remove(.needCheck) }
-                try fileRef.writeBytes(h.encoded(), at: 0)
             }
-            try fileRef.sync()
         }
     }
 
@@ -115,7 +124,7 @@ public final class Image: DiskReader, Sendable {
             guard length >= UInt64(Header.encodedSize) else {
                 throw QEDError(.notQED, "Image not in QED format (file is only \(length) bytes)", value: length)
             }
-            var header = try Header(decoding: file.readBytes(count: Header.encodedSize, at: 0))
+            let header = try Header(decoding: file.readBytes(count: Header.encodedSize, at: 0))
             let geometry = try header.validate(fileLength: length)
             let fileSize = length.roundedDown(toMultipleOf: geometry.clusterSize)
 
@@ -131,11 +140,6 @@ public final class Image: DiskReader, Sendable {
             }
 
             if !options.readOnly {
-                if header.autoclearFeatures != 0 {
-                    header.autoclearFeatures = 0
-                    try file.writeBytes(header.encoded(), at: 0)
-                    try file.sync()
-                }
                 if length != fileSize {
                     // A partial cluster at the end is garbage from an interrupted extension; QEMU
                     // overwrites it on the next allocation, we drop it so new clusters read as zero.
@@ -147,6 +151,10 @@ public final class Image: DiskReader, Sendable {
             let image = Image(file: file, header: header, geometry: geometry, l1: l1, fileSize: fileSize,
                               fileLength: options.readOnly ? length : fileSize, backingName: backingName,
                               options: options)
+            if !options.readOnly && header.autoclearFeatures != 0 {
+                // Features we do not know may be stale after our writes; QEMU clears them too.
+                try image.header.update { $0.autoclearFeatures = 0 }
+            }
             if let backingName, options.openBacking {
                 let disk = try BackingResolver.open(
                     name: backingName, format: image.backingFormat, imagePath: path, seen: seen, options: options)
@@ -271,7 +279,7 @@ public final class Image: DiskReader, Sendable {
     /// Cluster size in bytes.
     public var clusterSize: UInt64 { geometry.clusterSize }
     /// The header as it is now (in memory; equal to the disk after every metadata call returns).
-    public var currentHeader: Header { header.withLock { $0 } }
+    public var currentHeader: Header { header.current }
     /// Whether NEED_CHECK is set (QEMU's `dirty-flag`).
     public var isDirty: Bool { needCheck.isDirty }
     /// The backing file name as stored in the header, or nil.
@@ -291,17 +299,19 @@ public final class Image: DiskReader, Sendable {
 
     // MARK: Closing
 
-    /// Flushes, clears NEED_CHECK (unless a check left corruption behind) and closes the file and
-    /// the backing chain. Further calls on the image throw ``QEDError/Code/closed``.
+    /// Flushes, clears NEED_CHECK (unless a check left corruption behind or the flush failed) and
+    /// closes the file and the backing chain. Further calls on the image throw
+    /// ``QEDError/Code/closed``.
+    ///
+    /// Whatever fails, the NEED_CHECK timer is stopped before the file is closed (so it never
+    /// touches the file after this returns) and the file is closed; the first error is thrown.
     public func close() throws {
         guard closed.setOnce() else { return }
         var firstError: (any Error)?
         if !isReadOnly {
-            do {
-                try flusher.sync(file)
-                let keepDirty = openCheck.withLock { ($0?.corruptions ?? 0) > 0 }
-                try needCheck.stop(clear: !keepDirty)
-            } catch { firstError = error }
+            do { try flusher.sync(file) } catch { firstError = error }
+            let keepDirty = firstError != nil || openCheck.withLock { ($0?.corruptions ?? 0) > 0 }
+            do { try needCheck.stop(clear: !keepDirty) } catch { firstError = firstError ?? error }
         } else {
             try? needCheck.stop(clear: false)
         }
@@ -323,10 +333,12 @@ public final class Image: DiskReader, Sendable {
         if closed.isSet { throw QEDError(.closed, "the image is closed", path: path) }
     }
 
+    /// Throws unless the image is open, writable and not failed (see ``StickyFailure``).
     @inline(__always)
     func ensureWritable() throws {
         try ensureOpen()
         if isReadOnly { throw QEDError(.readOnly, "the image is opened read-only", path: path) }
+        try failure.check()
     }
 
     /// Throws ``QEDError/Code/outOfRange`` unless `[offset, offset+length)` lies inside the disk.

@@ -7,11 +7,17 @@
 final class InflightClusters: @unchecked Sendable {
     private let cond = ConditionLock()
     private var ranges: [Range<UInt64>] = []
+    /// Callers of ``acquire(_:)`` waiting for an overlapping range (for tests).
+    private var waiting = 0
 
     /// Waits until no other request holds a cluster in `range`, then holds it.
     func acquire(_ range: Range<UInt64>) {
         cond.withLock {
-            while ranges.contains(where: { $0.overlaps(range) }) { cond.wait() }
+            while ranges.contains(where: { $0.overlaps(range) }) {
+                waiting += 1
+                cond.wait()
+                waiting -= 1
+            }
             ranges.append(range)
         }
     }
@@ -26,4 +32,7 @@ final class InflightClusters: @unchecked Sendable {
 
     /// Number of ranges held (for tests).
     var count: Int { cond.withLock { ranges.count } }
+
+    /// Number of callers waiting in ``acquire(_:)`` (for tests).
+    var waiterCount: Int { cond.withLock { waiting } }
 }

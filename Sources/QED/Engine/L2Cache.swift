@@ -18,10 +18,10 @@ final class L2Cache: @unchecked Sendable {
     private var clock: UInt64 = 0
     /// Most tables kept when unpinned (≥ 1).
     let capacity: Int
-    /// How many lookups found their table cached (statistics).
-    private(set) var hits = 0
-    /// How many lookups had to read the table from the file (statistics).
-    private(set) var misses = 0
+    /// How many lookups found their table cached or being loaded.
+    private var hits = 0
+    /// How many lookups had to read the table from the file.
+    private var misses = 0
 
     /// A cache that keeps at most `capacity` unpinned tables.
     init(capacity: Int) { self.capacity = max(1, capacity) }
@@ -108,8 +108,15 @@ final class L2Cache: @unchecked Sendable {
         cond.withLock { slots = slots.filter { $0.value.pins > 0 } }
     }
 
-    /// Number of tables held.
+    /// Number of tables held (loading placeholders included).
     var count: Int { cond.withLock { slots.count } }
+
+    /// Lookups that found their table (cached or being loaded by another thread) and lookups that
+    /// had to load it.
+    var statistics: (hits: Int, misses: Int) { cond.withLock { (hits, misses) } }
+
+    /// Whether a loaded table for `offset` is held, without counting as a use (for tests).
+    func isCached(offset: UInt64) -> Bool { cond.withLock { slots[offset]?.table != nil } }
 
     private func evictLocked() {
         while slots.count > capacity {

@@ -12,13 +12,7 @@ extension Image {
                            "Invalid image size specified: \(newSize) must be a multiple of 512 and at most \(geometry.maxImageSize)",
                            value: newSize, path: path)
         }
-        try header.withLock { h in
-            var updated = h
-            updated.imageSize = newSize
-            try file.writeBytes(updated.encoded(), at: 0)
-            try file.sync()
-            h = updated
-        }
+        try header.update { $0.imageSize = newSize }
         sizeMirror.store(newSize, ordering: .releasing)
     }
 
@@ -51,18 +45,14 @@ extension Image {
             newDisk = try BackingResolver.open(name: name, format: format, imagePath: path, seen: seen, options: options)
         }
         do {
-            try header.withLock { h in
-                var updated = h
-                updated.features.remove([.backingFile, .backingFormatNoProbe])
+            try header.update(trailer: nameBytes) { h in
+                h.features.remove([.backingFile, .backingFormatNoProbe])
                 if name != nil {
-                    updated.features.insert(.backingFile)
-                    if format == .raw { updated.features.insert(.backingFormatNoProbe) }
+                    h.features.insert(.backingFile)
+                    if format == .raw { h.features.insert(.backingFormatNoProbe) }
                 }
-                updated.backingNameOffset = UInt32(Header.encodedSize)
-                updated.backingNameSize = UInt32(nameBytes.count)
-                try file.writeBytes(updated.encoded() + nameBytes, at: 0)
-                try file.sync()
-                h = updated
+                h.backingNameOffset = UInt32(Header.encodedSize)
+                h.backingNameSize = UInt32(nameBytes.count)
             }
         } catch {
             try? newDisk?.close()

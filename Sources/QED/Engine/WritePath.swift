@@ -65,7 +65,9 @@ extension Image {
         defer { cache.unpin(table) }
 
         guard let data else {
-            try table.update(at: index, values: repeatElement(TableEntry.zeroCluster, count: Int(count)), file: file)
+            try failure.recording {
+                try table.update(at: index, values: repeatElement(TableEntry.zeroCluster, count: Int(count)), file: file)
+            }
             return n
         }
         let host = try allocator.allocate(clusters: count, in: file)
@@ -80,7 +82,7 @@ extension Image {
             try file.write(UnsafeRawBufferPointer(rebasing: data[0..<Int(n)]), at: host + head)
         }
         if backing != nil { try flusher.sync(file) }
-        try table.update(at: index, values: (0..<count).lazy.map { host + ($0 << bits) }, file: file)
+        try failure.recording { try table.update(at: index, values: (0..<count).lazy.map { host + ($0 << bits) }, file: file) }
         return n
     }
 
@@ -117,7 +119,7 @@ extension Image {
             let table = Table(fileOffset: offset, count: Int(geometry.entriesPerTable))
             cache.insert(table)
             do {
-                try l1.update(at: l1Index, values: CollectionOfOne(offset), file: file)
+                try failure.recording { try l1.update(at: l1Index, values: CollectionOfOne(offset), file: file) }
             } catch {
                 cache.unpin(table)
                 throw error

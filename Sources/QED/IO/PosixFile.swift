@@ -11,18 +11,28 @@ import Darwin
 /// A ``BlockFile`` on a POSIX file descriptor: `pread`/`pwrite`/`fdatasync`/`ftruncate` and
 /// hole punching with `fallocate`. The descriptor is owned by this object and closed by ``close()``
 /// or on deinit. Thread-safe: positioned I/O on one descriptor needs no lock.
+///
+/// After ``close()`` every method refuses with ``QEDError/Code/closed`` (``readIfCached(into:at:)``
+/// returns false) instead of making a system call on the old descriptor number, which the kernel
+/// may have given to another file; a call racing with ``close()`` either runs to completion on
+/// the still-open descriptor or is refused (see ``DescriptorGuard``). Each call costs two atomic
+/// operations for that, no lock.
 public final class PosixFile: BlockFile {
     /// The path the file was opened with.
     public let path: String
     /// Whether the descriptor was opened for writing.
     public let isWritable: Bool
-    /// The descriptor. Valid until ``close()``; ``ImageLock`` places its byte locks on it.
-    let descriptor: FileDescriptor
-    /// The raw descriptor number, valid until ``close()``.
-    public var rawDescriptor: Int32 { descriptor.rawValue }
+    /// The descriptor. Valid until ``close()``; ``ImageLock`` places its byte locks on it. Calls
+    /// through it are not guarded: use them only while the file is certainly open.
+    var descriptor: FileDescriptor { guarded.descriptor }
+    /// The raw descriptor number, valid until ``close()`` (unguarded, like ``descriptor``).
+    public var rawDescriptor: Int32 { guarded.descriptor.rawValue }
     /// Whether ``sync()`` is a no-op (QEMU's `cache=unsafe`, `cache.no-flush=on`).
     public let ignoresFlushes: Bool
-    private let closed = AtomicFlag()
+    /// Owns the descriptor; every method's system calls run inside its ``DescriptorGuard/use(orThrow:_:)``.
+    private let guarded: DescriptorGuard
+    /// Whether ``close()`` has been called.
+    public var isClosed: Bool { guarded.isClosed }
 
     /// Opens an existing regular file. Non-regular files (block devices, directories) are refused
     /// with ``QEDError/Code/notRegularFile``. With `ignoringFlushes`, ``sync()`` does nothing.
@@ -30,6 +40,7 @@ public final class PosixFile: BlockFile {
         self.path = path
         self.isWritable = writable
         self.ignoresFlushes = ignoringFlushes
+        let descriptor: FileDescriptor
         do {
             descriptor = try FileDescriptor.open(
                 FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec])
@@ -42,6 +53,7 @@ public final class PosixFile: BlockFile {
             try? descriptor.close()
             throw error
         }
+        guarded = DescriptorGuard(descriptor)
     }
 
     /// Creates (or truncates to zero) a regular file with mode 0644 and opens it read-write.
@@ -74,9 +86,16 @@ public final class PosixFile: BlockFile {
 
     deinit { close() }
 
-    /// Closes the descriptor; later calls fail with EBADF. Idempotent.
+    /// Closes the descriptor (once calls already in progress have returned); later calls throw
+    /// ``QEDError/Code/closed``. Idempotent.
     public func close() {
-        if closed.setOnce() { try? descriptor.close() }
+        guarded.close()
+    }
+
+    /// Runs `body` with the descriptor number, or throws ``QEDError/Code/closed`` after ``close()``.
+    @inline(__always)
+    private func withDescriptor<T>(_ body: (Int32) throws -> T) throws -> T {
+        try guarded.use(orThrow: { QEDError(.closed, "the file is closed (no system call made)", path: path) }, body)
     }
 
     private static func requireRegular(_ fd: FileDescriptor, path: String) throws {
@@ -91,22 +110,26 @@ public final class PosixFile: BlockFile {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
-        guard let off = Int64(exactly: offset) else { return 0 }
-        while true {
-            let n = pread(descriptor.rawValue, buffer.baseAddress, buffer.count, off_t(off))
-            if n >= 0 { return n }
-            if errno == EINTR { continue }
-            throw QEDError.system(Errno(rawValue: errno), "read of \(buffer.count) bytes at offset \(offset) failed",
-                                  path: path, value: offset)
+        try withDescriptor { fd in
+            guard let off = Int64(exactly: offset) else { return 0 }
+            while true {
+                let n = pread(fd, buffer.baseAddress, buffer.count, off_t(off))
+                if n >= 0 { return n }
+                if errno == EINTR { continue }
+                throw QEDError.system(Errno(rawValue: errno), "read of \(buffer.count) bytes at offset \(offset) failed",
+                                      path: path, value: offset)
+            }
         }
     }
 
     /// A read served from the page cache alone (`preadv2` with `RWF_NOWAIT`); a short read (part
-    /// of the range not cached, or end of file) counts as not cached.
+    /// of the range not cached, or end of file) counts as not cached, and so does a closed file.
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
-        guard let off = Int64(exactly: offset), let base = buffer.baseAddress else { return buffer.isEmpty }
-        let n = qedsys_pread_cached(descriptor.rawValue, base, buffer.count, off)
-        return n == Int64(buffer.count)
+        let done = try? withDescriptor { fd -> Bool in
+            guard let off = Int64(exactly: offset), let base = buffer.baseAddress else { return buffer.isEmpty }
+            return qedsys_pread_cached(fd, base, buffer.count, off) == Int64(buffer.count)
+        }
+        return done ?? false
     }
 
     /// Writes of at least this many bytes first allocate their range with one `fallocate`.
@@ -117,80 +140,99 @@ public final class PosixFile: BlockFile {
     /// allocation per 4 KiB page inside the copy, ~10 % less time for new data; ranges already
     /// allocated are left as they are. Failure (no support, no space) is left to the write to report.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
-        if bytes.count >= PosixFile.preallocationThreshold {
-            _ = qedsys_preallocate(descriptor.rawValue, Int64(offset), Int64(bytes.count))
-        }
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(descriptor.rawValue, bytes.baseAddress! + done, bytes.count - done,
-                           off_t(offset) + off_t(done))
-            if n > 0 { done += n; continue }
-            if n < 0 && errno == EINTR { continue }
-            let code = n < 0 ? errno : ENOSPC
-            throw QEDError.system(Errno(rawValue: code), "write of \(bytes.count) bytes at offset \(offset) failed",
-                                  path: path, value: offset)
+        try withDescriptor { fd in
+            if bytes.count >= PosixFile.preallocationThreshold {
+                _ = qedsys_preallocate(fd, Int64(offset), Int64(bytes.count))
+            }
+            var done = 0
+            while done < bytes.count {
+                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+                if n > 0 { done += n; continue }
+                if n < 0 && errno == EINTR { continue }
+                let code = n < 0 ? errno : ENOSPC
+                throw QEDError.system(Errno(rawValue: code), "write of \(bytes.count) bytes at offset \(offset) failed",
+                                      path: path, value: offset)
+            }
         }
     }
 
     public func sync() throws {
-        if ignoresFlushes { return }
-        while fdatasync(descriptor.rawValue) != 0 {
-            if errno == EINTR { continue }
-            throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", path: path)
+        try withDescriptor { fd in
+            if ignoresFlushes { return }
+            while fdatasync(fd) != 0 {
+                if errno == EINTR { continue }
+                throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", path: path)
+            }
         }
     }
 
     public func length() throws -> UInt64 {
-        var st = stat()
-        guard fstat(descriptor.rawValue, &st) == 0 else {
-            throw QEDError.system(Errno(rawValue: errno), "fstat failed", path: path)
-        }
-        return UInt64(st.st_size)
+        try UInt64(status().st_size)
     }
 
     /// Bytes the file occupies on the host (`st_blocks · 512`), as `qemu-img info` reports.
     public func allocatedBytes() throws -> UInt64 {
-        var st = stat()
-        guard fstat(descriptor.rawValue, &st) == 0 else {
-            throw QEDError.system(Errno(rawValue: errno), "fstat failed", path: path)
+        try UInt64(status().st_blocks) * 512
+    }
+
+    private func status() throws -> stat {
+        try withDescriptor { fd in
+            var st = stat()
+            guard fstat(fd, &st) == 0 else {
+                throw QEDError.system(Errno(rawValue: errno), "fstat failed", path: path)
+            }
+            return st
         }
-        return UInt64(st.st_blocks) * 512
+    }
+
+    /// Zeroes `[offset, offset+length)` in the file system without writing data (`FALLOC_FL_ZERO_RANGE`),
+    /// keeping the length; false where that is not possible (then write zeroes instead) or the file
+    /// is closed.
+    public func zeroRange(at offset: UInt64, length: UInt64) -> Bool {
+        guard let off = Int64(exactly: offset), let len = Int64(exactly: length) else { return false }
+        let done = try? withDescriptor { fd in qedsys_zero_range(fd, off, len) == 0 }
+        return done ?? false
     }
 
     public func setLength(_ length: UInt64) throws {
-        guard let len = Int64(exactly: length) else {
-            throw QEDError(.invalidArgument, "file length \(length) is too large", value: length, path: path)
-        }
-        while ftruncate(descriptor.rawValue, off_t(len)) != 0 {
-            if errno == EINTR { continue }
-            throw QEDError.system(Errno(rawValue: errno), "ftruncate to \(length) bytes failed", path: path,
-                                  value: length)
+        try withDescriptor { fd in
+            guard let len = Int64(exactly: length) else {
+                throw QEDError(.invalidArgument, "file length \(length) is too large", value: length, path: path)
+            }
+            while ftruncate(fd, off_t(len)) != 0 {
+                if errno == EINTR { continue }
+                throw QEDError.system(Errno(rawValue: errno), "ftruncate to \(length) bytes failed", path: path,
+                                      value: length)
+            }
         }
     }
 
     public func punchHole(at offset: UInt64, length: UInt64) throws {
-        guard length > 0 else { return }
-        if qedsys_punch_hole(descriptor.rawValue, Int64(offset), Int64(length)) != 0 {
-            let e = errno
-            if e == EOPNOTSUPP || e == ENOSYS {
-                throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e)
+        try withDescriptor { fd in
+            guard length > 0 else { return }
+            if qedsys_punch_hole(fd, Int64(offset), Int64(length)) != 0 {
+                let e = errno
+                if e == EOPNOTSUPP || e == ENOSYS {
+                    throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e)
+                }
+                throw QEDError.system(Errno(rawValue: e), "punching a hole at offset \(offset) failed",
+                                      path: path, value: offset)
             }
-            throw QEDError.system(Errno(rawValue: e), "punching a hole at offset \(offset) failed",
-                                  path: path, value: offset)
         }
     }
 
     public func allocation(at offset: UInt64, limit: UInt64) throws -> (isData: Bool, length: UInt64) {
-        let fd = descriptor.rawValue
-        let data = qedsys_seek_data(fd, Int64(offset))
-        if data < 0 {
-            // ENXIO: no data at or after offset (or offset past EOF): a hole to the end.
-            return errno == ENXIO ? (false, limit) : (true, limit)
+        try withDescriptor { fd in
+            let data = qedsys_seek_data(fd, Int64(offset))
+            if data < 0 {
+                // ENXIO: no data at or after offset (or offset past EOF): a hole to the end.
+                return errno == ENXIO ? (false, limit) : (true, limit)
+            }
+            if UInt64(data) > offset { return (false, min(limit, UInt64(data) - offset)) }
+            let hole = qedsys_seek_hole(fd, Int64(offset))
+            guard hole > Int64(offset) else { return (true, limit) }
+            return (true, min(limit, UInt64(hole) - offset))
         }
-        if UInt64(data) > offset { return (false, min(limit, UInt64(data) - offset)) }
-        let hole = qedsys_seek_hole(fd, Int64(offset))
-        guard hole > Int64(offset) else { return (true, limit) }
-        return (true, min(limit, UInt64(hole) - offset))
     }
 }
 

@@ -1,4 +1,3 @@
-import CQEDSys
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -60,7 +59,8 @@ extension DiskReader {
 }
 
 /// A raw disk image opened for reading and (optionally) writing: guest offset = file offset,
-/// virtual size = file length. Takes the same QEMU-compatible locks as ``Image``.
+/// virtual size = file length. Takes the same QEMU-compatible locks as ``Image``. Like an
+/// ``Image``, it is failed after its first failed sync: later writes and flushes throw.
 public final class RawImage: Disk {
     /// The file.
     public let file: PosixFile
@@ -71,6 +71,8 @@ public final class RawImage: Disk {
     let isProtectedFromWriters: Bool
     private let size: Atomic<UInt64>
     private let closed = AtomicFlag()
+    /// The first failed sync, after which writes and flushes throw.
+    private let failure: StickyFailure
 
     /// Opens the raw file at `path` with `options` (read-only, force-share and locking are used).
     public init(path: String, options: OpenOptions = OpenOptions()) throws {
@@ -86,6 +88,7 @@ public final class RawImage: Disk {
             throw error
         }
         self.file = file
+        self.failure = StickyFailure(path: path)
         self.isReadOnly = options.readOnly
         self.isProtectedFromWriters = options.locking && !options.forceShare
     }
@@ -116,6 +119,13 @@ public final class RawImage: Disk {
 
     private func ensureWritable() throws {
         if isReadOnly { throw QEDError(.readOnly, "the image is opened read-only", path: path) }
+        try failure.check()
+    }
+
+    /// Syncs the file; a failed sync fails the disk for good (see ``StickyFailure``).
+    private func syncOrFail() throws {
+        try failure.check()
+        try failure.recording { try file.sync() }
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
@@ -146,7 +156,7 @@ public final class RawImage: Disk {
         guard length > 0 else { return }
         if unmap {
             do { return try file.punchHole(at: offset, length: length) } catch let e as QEDError where e.code == .unsupported {}
-        } else if qedsys_zero_range(file.rawDescriptor, Int64(offset), Int64(length)) == 0 {
+        } else if file.zeroRange(at: offset, length: length) {
             return
         }
         try file.writeZeroes(at: offset, count: length)
@@ -160,14 +170,14 @@ public final class RawImage: Disk {
     }
 
     public func flush() throws {
-        if !isReadOnly { try file.sync() }
+        if !isReadOnly { try syncOrFail() }
     }
 
     /// Sets the file length to `newSize` bytes (shrinking drops the tail).
     public func resize(to newSize: UInt64) throws {
         try ensureWritable()
         try file.setLength(newSize)
-        try file.sync()
+        try syncOrFail()
         size.store(newSize, ordering: .releasing)
     }
 
@@ -176,7 +186,7 @@ public final class RawImage: Disk {
     public func close() throws {
         guard closed.setOnce() else { return }
         defer { file.close() }
-        if !isReadOnly { try file.sync() }
+        if !isReadOnly { try syncOrFail() }
     }
 }
 

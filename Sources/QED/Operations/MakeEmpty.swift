@@ -9,14 +9,14 @@ extension Image {
         l1.withEntries { entries in
             for i in 0..<entries.count { entries[i] = TableEntry.unallocated }
         }
-        try l1.writeAll(to: file)
-        try file.sync()
+        try failure.recording { try l1.writeAll(to: file) }
+        try flusher.sync(file)
         cache.invalidateAll()
         let end = max(geometry.headerBytes, currentHeader.l1TableOffset + geometry.tableBytes)
         let length = try file.length()
         if end < allocator.fileSize || length != end {
             try file.setLength(end)
-            try file.sync()
+            try flusher.sync(file)
             allocator.truncated(to: end)
         }
     }

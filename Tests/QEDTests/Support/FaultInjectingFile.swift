@@ -25,7 +25,10 @@ import Synchronization
 /// (its deinit closes and syncs) cannot alter the result. Reads keep serving the volatile view.
 ///
 /// Mutations are counted (write, sync, setLength, punchHole); ``failMutation(after:)`` makes one
-/// future mutation throw without freezing, to inject a single I/O error.
+/// future mutation throw without freezing, to inject a single I/O error. ``failSyncs(_:)`` makes
+/// the next syncs fail the way a disk that cannot write back does: each failed sync throws EIO and
+/// drops the pending operations (the kernel may drop the dirty pages it could not write), so the
+/// volatile view falls back to the durable bytes.
 final class FaultInjectingFile: BlockFile {
     enum CrashMode: Sendable, Equatable, CustomStringConvertible {
         case loseAll
@@ -70,6 +73,10 @@ final class FaultInjectingFile: BlockFile {
         var cutAt: Int?
         /// Throw once (without freezing) when `mutations` reaches this value.
         var failAt: Int?
+        /// How many more syncs fail (dropping the pending operations).
+        var failingSyncs = 0
+        /// How many syncs were attempted, failed ones included.
+        var syncs = 0
     }
 
     let path: String
@@ -92,6 +99,15 @@ final class FaultInjectingFile: BlockFile {
     var durableBytes: [UInt8] { state.withLock { $0.durable } }
     var volatileBytes: [UInt8] { state.withLock { $0.volatile } }
     var isFrozen: Bool { state.withLock { $0.frozen } }
+
+    /// How many syncs were attempted (failed ones included).
+    var syncCount: Int { state.withLock { $0.syncs } }
+
+    /// Makes the next `count` syncs fail with EIO, each dropping the pending operations (the
+    /// volatile view becomes the durable bytes again). Later syncs succeed.
+    func failSyncs(_ count: Int) {
+        state.withLock { $0.failingSyncs = count }
+    }
 
     /// Lets `count` more mutations through, then freezes the file at the next one (which throws
     /// and is not performed). The pending list at that moment is what ``crash(mode:rng:)`` sees.
@@ -218,6 +234,13 @@ final class FaultInjectingFile: BlockFile {
     func sync() throws {
         try state.withLock { s in
             try admit(&s, "sync")
+            s.syncs += 1
+            if s.failingSyncs > 0 {
+                s.failingSyncs -= 1
+                s.pending.removeAll()
+                s.volatile = s.durable
+                throw QEDError(.io, "sync: injected write-back failure", path: path, errno: 5)
+            }
             for op in s.pending { Self.apply(op, to: &s.durable) }
             s.pending.removeAll()
         }
