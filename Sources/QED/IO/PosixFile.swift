@@ -34,7 +34,7 @@ public final class PosixFile: BlockFile {
             descriptor = try FileDescriptor.open(
                 FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec])
         } catch let errno as Errno {
-            throw QEDError.system(errno, "Could not open '\(path)'", path: path)
+            throw QEDError.system(errno, "Could not open '\(path)'", syscall: "open", path: path)
         }
         do {
             try PosixFile.requireRegular(descriptor, path: path)
@@ -59,7 +59,7 @@ public final class PosixFile: BlockFile {
                 permissions: [.ownerReadWrite, .groupRead, .otherRead])
             try? fd.close()
         } catch let errno as Errno {
-            throw QEDError.system(errno, "Could not create '\(path)'", path: path)
+            throw QEDError.system(errno, "Could not create '\(path)'", syscall: "open", path: path)
         }
         let file = try PosixFile(path: path, writable: true)
         do {
@@ -82,7 +82,7 @@ public final class PosixFile: BlockFile {
     private static func requireRegular(_ fd: FileDescriptor, path: String) throws {
         var st = stat()
         guard fstat(fd.rawValue, &st) == 0 else {
-            throw QEDError.system(Errno(rawValue: errno), "Could not stat '\(path)'", path: path)
+            throw QEDError.system(Errno(rawValue: errno), "Could not stat '\(path)'", syscall: "fstat", path: path)
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
             throw QEDError(.notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
@@ -97,7 +97,7 @@ public final class PosixFile: BlockFile {
             if n >= 0 { return n }
             if errno == EINTR { continue }
             throw QEDError.system(Errno(rawValue: errno), "read of \(buffer.count) bytes at offset \(offset) failed",
-                                  path: path, value: offset)
+                                  syscall: "pread", path: path, value: offset)
         }
     }
 
@@ -128,7 +128,7 @@ public final class PosixFile: BlockFile {
             if n < 0 && errno == EINTR { continue }
             let code = n < 0 ? errno : ENOSPC
             throw QEDError.system(Errno(rawValue: code), "write of \(bytes.count) bytes at offset \(offset) failed",
-                                  path: path, value: offset)
+                                  syscall: "pwrite", path: path, value: offset)
         }
     }
 
@@ -136,14 +136,14 @@ public final class PosixFile: BlockFile {
         if ignoresFlushes { return }
         while fdatasync(descriptor.rawValue) != 0 {
             if errno == EINTR { continue }
-            throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", path: path)
+            throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", syscall: "fdatasync", path: path)
         }
     }
 
     public func length() throws -> UInt64 {
         var st = stat()
         guard fstat(descriptor.rawValue, &st) == 0 else {
-            throw QEDError.system(Errno(rawValue: errno), "fstat failed", path: path)
+            throw QEDError.system(Errno(rawValue: errno), "fstat failed", syscall: "fstat", path: path)
         }
         return UInt64(st.st_size)
     }
@@ -152,7 +152,7 @@ public final class PosixFile: BlockFile {
     public func allocatedBytes() throws -> UInt64 {
         var st = stat()
         guard fstat(descriptor.rawValue, &st) == 0 else {
-            throw QEDError.system(Errno(rawValue: errno), "fstat failed", path: path)
+            throw QEDError.system(Errno(rawValue: errno), "fstat failed", syscall: "fstat", path: path)
         }
         return UInt64(st.st_blocks) * 512
     }
@@ -163,8 +163,8 @@ public final class PosixFile: BlockFile {
         }
         while ftruncate(descriptor.rawValue, off_t(len)) != 0 {
             if errno == EINTR { continue }
-            throw QEDError.system(Errno(rawValue: errno), "ftruncate to \(length) bytes failed", path: path,
-                                  value: length)
+            throw QEDError.system(Errno(rawValue: errno), "ftruncate to \(length) bytes failed",
+                                  syscall: "ftruncate", path: path, value: length)
         }
     }
 
@@ -173,10 +173,11 @@ public final class PosixFile: BlockFile {
         if qedsys_punch_hole(descriptor.rawValue, Int64(offset), Int64(length)) != 0 {
             let e = errno
             if e == EOPNOTSUPP || e == ENOSYS {
-                throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e)
+                throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e,
+                               syscall: "fallocate")
             }
             throw QEDError.system(Errno(rawValue: e), "punching a hole at offset \(offset) failed",
-                                  path: path, value: offset)
+                                  syscall: "fallocate", path: path, value: offset)
         }
     }
 
@@ -195,8 +196,11 @@ public final class PosixFile: BlockFile {
 }
 
 extension QEDError {
-    /// An ``QEDError/Code/io`` error for a failed system call, with its `errno` and strerror text.
-    static func system(_ errno: Errno, _ what: String, path: String? = nil, value: UInt64? = nil) -> QEDError {
-        QEDError(.io, "\(what): \(errno.description)", value: value, path: path, errno: errno.rawValue)
+    /// An ``QEDError/Code/io`` error for a failed system call: the message is `what` and the
+    /// strerror text, the cause `syscall` (its name, e.g. "pread") and its `errno`.
+    static func system(_ errno: Errno, _ what: String, syscall: String, path: String? = nil,
+                       value: UInt64? = nil) -> QEDError {
+        QEDError(.io, "\(what): \(errno.description)", value: value, path: path,
+                 cause: Cause(syscall: syscall, errno: errno.rawValue))
     }
 }
