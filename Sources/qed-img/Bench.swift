@@ -5,16 +5,15 @@ import QED
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a simple read or write benchmark on an image.",
-        discussion: "Same options and output as qemu-img bench. -d requests are in flight on as many threads.")
+        discussion: """
+            Same options and output as qemu-img bench. -d requests are in flight on as many threads.
+            """)
 
     @Option(name: .customShort("c"), help: "Number of requests (default 75000).")
     var count: Int = 75000
 
     @Option(name: .customShort("d"), help: "Requests in flight (default 64).")
     var depth: Int = 64
-
-    @Option(name: .customShort("f"), help: "Image format (probed when absent).")
-    var format: String?
 
     @Option(help: "Flush after every N requests.")
     var flushInterval: Int = 0
@@ -43,14 +42,12 @@ struct Bench: ParsableCommand {
     @Option(name: .customShort("S"), help: "Step between request offsets (default: the request size).")
     var step: String?
 
-    @Option(name: .customShort("t"), help: "Cache mode (accepted for compatibility, ignored).")
-    var cache: String?
+    @OptionGroup var cache: IgnoredCacheOption
 
     @Flag(name: .customShort("w"), help: "Write instead of read.")
     var write = false
 
-    @Flag(name: .customShort("U"), help: "Force share (read benchmarks).")
-    var forceShare = false
+    @OptionGroup var opening: OpeningOptions
 
     @Argument(help: "The image file.")
     var file: String
@@ -79,7 +76,7 @@ struct Bench: ParsableCommand {
         o.flushInterval = flushInterval
         o.drainOnFlush = !noDrain
         o.cancellation = Signals.cancellation
-        let disk = try openDisk(file, format: try parseFormat(format), readOnly: !write, forceShare: forceShare && !write)
+        let disk = try opening.open(file, readOnly: !write)
         defer { try? disk.close() }
         Console.out("Sending \(count) \(write ? "write" : "read") requests, \(bufferSize) bytes each, \(depth) in parallel (starting at offset \(start), step size \(o.effectiveStep))\n")
         if flushInterval > 0 { Console.out("Sending flush every \(flushInterval) requests\n") }

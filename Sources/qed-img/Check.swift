@@ -1,10 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import ArgumentParser
 import QED
 
@@ -21,33 +14,26 @@ struct Check: ParsableCommand {
 
     enum Repair: String, ExpressibleByArgument { case leaks, all }
 
-    @Option(name: .customShort("f"), help: "Image format (probed when absent).")
-    var format: String?
+    @OptionGroup var opening: OpeningOptions
 
-    @Option(help: "Output format: human or json.")
-    var output: OutputFormat = .human
+    @OptionGroup var output: OutputOption
 
     @Option(name: .customShort("r"), help: "Repair: leaks or all.")
     var repair: Repair?
 
-    @Flag(name: .customShort("q"), help: "Quiet: print nothing but errors.")
-    var quiet = false
+    @OptionGroup var verbosity: QuietOption
 
-    @Flag(name: .customShort("U"), help: "Force share (read-only checks only).")
-    var forceShare = false
-
-    @Option(name: .customShort("T"), help: "Source cache mode (accepted for compatibility, ignored).")
-    var sourceCache: String?
+    @OptionGroup var sourceCache: IgnoredSourceCacheOption
 
     @Argument(help: "The image file.")
     var file: String
 
     func run() throws {
-        let fmt = try parseFormat(format) ?? DiskOpener.probe(path: file)
+        let fmt = try opening.format.value() ?? DiskOpener.probe(path: file)
         guard fmt == .qed else {
             throw CLIError("This image format does not support checks", exitCode: 63)
         }
-        let disk = try openDisk(file, format: .qed, readOnly: repair == nil, forceShare: forceShare,
+        let disk = try openDisk(file, format: .qed, readOnly: repair == nil, forceShare: opening.forceShare,
                                 openBacking: false, autoCheck: false)
         guard let image = disk as? Image else { throw CLIError("not a QED image", path: file) }
         let outcome: CheckOutcome
@@ -55,12 +41,12 @@ struct Check: ParsableCommand {
             outcome = try CheckOutcome.run(image: image, repair: repair != nil)
         } catch let error as QEDError {
             try? image.close()
-            let reason = error.errno.map { String(cString: strerror($0)) } ?? error.message
+            let reason = error.cause?.reason ?? error.message
             throw CLIError("Check failed: \(reason)")
         }
         try image.close()
-        if !quiet {
-            switch output {
+        if !verbosity.quiet {
+            switch output.format {
             case .json: Console.out(Check.json(outcome.report, filename: file).pretty() + "\n")
             default: Console.out(Check.human(outcome))
             }

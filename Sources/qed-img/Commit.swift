@@ -8,12 +8,11 @@ struct Commit: ParsableCommand {
         discussion: """
             Copies what the image holds (data and zero clusters) into its backing file (raw or QED), \
             or with -b into a deeper base (then every layer above the base is copied, and -d is \
-            implied). Afterwards the image is emptied (its clusters dropped, the file truncated) \
-            unless -d. Ctrl-C stops between chunks; the image is then left as it was.
+            implied). The image must be QED. Afterwards the image is emptied (its clusters dropped, the \
+            file truncated) unless -d. Ctrl-C stops between chunks; the image is then left as it was.
             """)
 
-    @Option(name: .customShort("f"), help: "Image format (must be qed).")
-    var format: String?
+    @OptionGroup var format: FormatOption
 
     @Option(name: .customShort("b"), help: "Base image to commit into (part of the backing chain).")
     var base: String?
@@ -21,30 +20,25 @@ struct Commit: ParsableCommand {
     @Flag(name: .customShort("d"), help: "Do not empty the image after the commit.")
     var drop = false
 
-    @Flag(name: .customShort("p"), help: "Show progress.")
-    var progress = false
+    @OptionGroup var progress: ProgressOptions
 
-    @Flag(name: .customShort("q"), help: "Quiet.")
-    var quiet = false
-
-    @Option(name: .customShort("t"), help: "Cache mode (accepted for compatibility, ignored).")
-    var cache: String?
+    @OptionGroup var cache: IgnoredCacheOption
 
     @Argument(help: "The image file.")
     var file: String
 
     func run() throws {
-        if let f = try parseFormat(format), f != .qed {
+        if let f = try format.value(), f != .qed {
             throw CLIError("Image does not have a backing file", path: file)
         }
         var o = QED.Commit.Options()
         o.base = base
         o.keepOverlay = drop
         o.cancellation = Signals.cancellation
-        let (printer, handler) = ProgressPrinter.handler(enabled: progress && !quiet)
+        let (printer, handler) = progress.printer()
         o.progress = handler
         try QED.Commit.run(path: file, options: o)
         printer?.finish()
-        if !quiet { Console.out("Image committed.\n") }
+        if !progress.quiet { Console.out("Image committed.\n") }
     }
 }

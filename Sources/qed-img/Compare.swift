@@ -13,25 +13,19 @@ struct Compare: ParsableCommand {
             """)
 
     @Option(name: .customShort("f"), help: "Format of the first image.")
-    var format1: String?
+    var format1: Choice<DiskFormat>?
 
     @Option(name: .customShort("F"), help: "Format of the second image.")
-    var format2: String?
+    var format2: Choice<DiskFormat>?
 
     @Flag(name: .customShort("s"), help: "Strict: fail on different sizes or allocation status.")
     var strict = false
 
-    @Flag(name: .customShort("p"), help: "Show progress.")
-    var progress = false
+    @OptionGroup var progress: ProgressOptions
 
-    @Flag(name: .customShort("q"), help: "Quiet: only the exit status tells.")
-    var quiet = false
+    @OptionGroup var share: ForceShareOption
 
-    @Flag(name: .customShort("U"), help: "Force share.")
-    var forceShare = false
-
-    @Option(name: .customShort("T"), help: "Source cache mode (accepted for compatibility, ignored).")
-    var sourceCache: String?
+    @OptionGroup var sourceCache: IgnoredSourceCacheOption
 
     @Argument(help: "First image.")
     var file1: String
@@ -42,14 +36,14 @@ struct Compare: ParsableCommand {
     func run() throws {
         let a: any Disk, b: any Disk
         do {
-            a = try openDisk(file1, format: try parseFormat(format1), readOnly: true, forceShare: forceShare)
+            a = try openDisk(file1, format: try format1?.value(), readOnly: true, forceShare: share.forceShare)
         } catch let e as QEDError { throw CLIError(e.message, path: e.path ?? file1, exitCode: 2) }
         defer { try? a.close() }
         do {
-            b = try openDisk(file2, format: try parseFormat(format2), readOnly: true, forceShare: forceShare)
+            b = try openDisk(file2, format: try format2?.value(), readOnly: true, forceShare: share.forceShare)
         } catch let e as QEDError { throw CLIError(e.message, path: e.path ?? file2, exitCode: 2) }
         defer { try? b.close() }
-        let (printer, handler) = ProgressPrinter.handler(enabled: progress && !quiet)
+        let (printer, handler) = progress.printer()
         let result: CompareResult
         do {
             result = try CompareResult.compare(a, b, strict: strict, progress: handler, cancellation: Signals.cancellation)
@@ -74,7 +68,7 @@ struct Compare: ParsableCommand {
             out += "Strict mode: Offset \(offset) block status mismatch!\n"
             code = 1
         }
-        if !quiet { Console.out(out) }
+        if !progress.quiet { Console.out(out) }
         if code != 0 { throw ExitCode(code) }
     }
 }

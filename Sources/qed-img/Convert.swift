@@ -9,29 +9,26 @@ struct Convert: ParsableCommand {
             Blocks of -S bytes (default 4k) that read as zeroes are not written, so the output stays \
             sparse. With -B the output gets that backing file and only what differs from it is \
             written. Several sources are laid end to end. -m workers read and write in parallel; \
-            writes stay in guest order unless -W. Ctrl-C stops cleanly (the output is flushed and closed).
+            writes stay in guest order unless -W. "-o help" lists the output options. Ctrl-C stops \
+            cleanly (the output is flushed and closed).
             """)
 
-    @Option(name: .customShort("f"), help: "Source format (probed when absent).")
-    var format: String?
+    @OptionGroup var opening: OpeningOptions
 
-    @Option(name: .customShort("O"), help: "Output format: qed (default) or raw.")
-    var outputFormat: String = "qed"
+    @OptionGroup var targetFormat: TargetFormatOption
 
-    @Option(name: .customShort("o"), help: "Output options: cluster_size=SIZE,table_size=N.")
-    var options: [String] = []
+    @OptionGroup var formatOptions: FormatOptionsOption
 
     @Option(name: .customShort("B"), help: "Backing file of the output.")
     var backingFile: String?
 
     @Option(name: .customShort("F"), help: "Format of the backing file (probed when absent).")
-    var backingFormat: String?
+    var backingFormat: Choice<DiskFormat>?
 
     @Option(name: .customShort("S"), help: "Zero-detection block size in bytes (multiple of 512; 0 = write everything).")
     var sparseSize: String = "4k"
 
-    @Flag(name: .customShort("p"), help: "Show progress.")
-    var progress = false
+    @OptionGroup var progress: ProgressOptions
 
     @Flag(name: .customShort("n"), help: "Do not create the output; write into the existing image.")
     var skipCreate = false
@@ -42,17 +39,10 @@ struct Convert: ParsableCommand {
     @Option(name: .customShort("m"), help: "Parallel workers (1...16, default 8).")
     var workers: Int = 8
 
-    @Flag(name: .customShort("q"), help: "Quiet.")
-    var quiet = false
-
-    @Flag(name: .customShort("U"), help: "Force share when opening the sources.")
-    var forceShare = false
-
     @Option(name: .customShort("t"), help: "Output cache mode: unsafe (default: never flushed, like qemu-img convert), writeback, writethrough, none, directsync (flushed when done).")
-    var cache: String = "unsafe"
+    var cache = Choice(CacheMode.unsafe)
 
-    @Option(name: .customShort("T"), help: "Source cache mode (accepted for compatibility, ignored).")
-    var sourceCache: String?
+    @OptionGroup var sourceCache: IgnoredSourceCacheOption
 
     @Argument(help: "Source image(s), then the output image.")
     var files: [String]
@@ -65,8 +55,8 @@ struct Convert: ParsableCommand {
     func run() throws {
         let sourcePaths = Array(files.dropLast())
         let target = files.last!
-        guard let outFormat = try parseFormat(outputFormat) else { return }
-        let opts = try OptionList(options)
+        let outFormat = try targetFormat.value()
+        let opts = try formatOptions.list()
         if opts.wantsHelp {
             Console.out(outFormat == .qed ? OptionList.qedHelp : OptionList.rawHelp)
             return
@@ -77,31 +67,26 @@ struct Convert: ParsableCommand {
         guard let sparse = Sizes.parse(sparseSize) else {
             throw CLIError("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
         }
-        let inFormat = try parseFormat(format)
         var sources: [any Disk] = []
         defer { for s in sources { try? s.close() } }
         for path in sourcePaths {
-            sources.append(try openDisk(path, format: inFormat, readOnly: true, forceShare: forceShare))
+            sources.append(try opening.open(path))
         }
         var o = QED.Convert.Options()
         o.format = outFormat
         o.clusterSize = layout.clusterSize
         o.tableSize = layout.tableSize
         o.backingFile = backingFile ?? opts.value("backing_file")
-        if let name = backingFormat ?? opts.value("backing_fmt"), let f = try parseFormat(name) {
+        if let f = try (backingFormat ?? opts.value("backing_fmt").map(Choice.init(argument:)))?.value() {
             o.backingFormat = f == .raw ? .raw : .qed
         }
         o.sparseSize = sparse
         o.workers = workers
         o.outOfOrder = outOfOrder
         o.skipCreate = skipCreate
-        switch cache {
-        case "unsafe": o.durable = false
-        case "writeback", "writethrough", "none", "off", "directsync": o.durable = true
-        default: throw CLIError("Invalid cache option: \(cache)")
-        }
+        o.durable = try cache.value().flushesWhenDone
         o.cancellation = Signals.cancellation
-        let (printer, handler) = ProgressPrinter.handler(enabled: progress && !quiet)
+        let (printer, handler) = progress.printer()
         o.progress = handler
         defer { printer?.finish() }
         do {

@@ -6,28 +6,26 @@ struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a new disk image.",
         discussion: """
-            Prints qemu-img's "Formatting 'FILE', fmt=qed size=... cluster_size=..." line. Without a \
-            size, the backing file's size is used. -o takes cluster_size (4k...64M, power of 2, default \
-            64k) and table_size (1...16 clusters, power of 2, default 4); "-o help" lists them.
+            Prints qemu-img's "Formatting 'FILE', fmt=qed size=... cluster_size=..." line (not with \
+            -q). Without a size, the backing file's size is used. -o takes cluster_size (4k...64M, power \
+            of 2, default 64k) and table_size (1...16 clusters, power of 2, default 4); "-o help" lists them.
             """)
 
     @Option(name: .customShort("f"), help: "Image format: qed (default) or raw.")
-    var format: String = "qed"
+    var format = Choice(DiskFormat.qed)
 
     @Option(name: .customShort("b"), help: "Backing file (stored as given; relative names resolve against the image's directory).")
     var backingFile: String?
 
     @Option(name: .customShort("F"), help: "Backing file format: qed or raw (required with -b unless -u).")
-    var backingFormat: String?
+    var backingFormat: Choice<DiskFormat>?
 
     @Flag(name: .customShort("u"), help: "Do not open the backing file (a size must then be given).")
     var unsafe = false
 
-    @Option(name: .customShort("o"), help: "Format options: cluster_size=SIZE,table_size=N (or 'help').")
-    var options: [String] = []
+    @OptionGroup var formatOptions: FormatOptionsOption
 
-    @Flag(name: .customShort("q"), help: "Quiet: print no 'Formatting' line.")
-    var quiet = false
+    @OptionGroup var verbosity: QuietOption
 
     @Argument(help: "The image file to create.")
     var file: String
@@ -36,8 +34,8 @@ struct Create: ParsableCommand {
     var size: String?
 
     func run() throws {
-        guard let fmt = try parseFormat(format) else { return }
-        let opts = try OptionList(options)
+        let fmt = try format.value()
+        let opts = try formatOptions.list()
         if opts.wantsHelp {
             Console.out(fmt == .qed ? OptionList.qedHelp : OptionList.rawHelp)
             return
@@ -46,7 +44,7 @@ struct Create: ParsableCommand {
                        format: fmt.rawValue)
         let layout = try QEDLayout(opts)
         let backing = backingFile ?? opts.value("backing_file")
-        let backingFmtName = backingFormat ?? opts.value("backing_fmt")
+        let backingFmtChoice = backingFormat ?? opts.value("backing_fmt").map(Choice.init(argument:))
         var sizeText = size ?? opts.value("size")
         var sizeValue: UInt64?
         if let text = sizeText {
@@ -56,7 +54,7 @@ struct Create: ParsableCommand {
             sizeValue = v
             sizeText = String(v)
         }
-        let backingFmt = try parseFormat(backingFmtName)
+        let backingFmt = try backingFmtChoice?.value()
         if fmt == .raw && backing != nil {
             throw CLIError("Backing file not supported for file format 'raw'", path: file)
         }
@@ -82,11 +80,11 @@ struct Create: ParsableCommand {
         var line = "Formatting '\(file)', fmt=\(fmt.rawValue) size=\(sizeText ?? String(finalSize))"
         if fmt == .qed {
             if let backing { line += " backing_file=\(backing)" }
-            if let backingFmtName { line += " backing_fmt=\(backingFmtName)" }
+            if let backingFmtChoice { line += " backing_fmt=\(backingFmtChoice.text)" }
             line += " cluster_size=\(layout.clusterSize)"
             if layout.tableGiven { line += " table_size=\(layout.tableSize)" }
         }
-        if !quiet { Console.out(line + "\n") }
+        if !verbosity.quiet { Console.out(line + "\n") }
         // Both formats round the size up to whole sectors.
         let roundedSize = (finalSize + 511) / 512 * 512
         switch fmt {

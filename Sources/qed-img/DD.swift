@@ -11,14 +11,9 @@ struct DDCommand: ParsableCommand {
             from the start of the input), and every block is written, zeroes included.
             """)
 
-    @Option(name: .customShort("f"), help: "Input format (probed when absent).")
-    var format: String?
+    @OptionGroup var opening: OpeningOptions
 
-    @Option(name: .customShort("O"), help: "Output format: qed (default) or raw.")
-    var outputFormat: String = "qed"
-
-    @Flag(name: .customShort("U"), help: "Force share when opening the input.")
-    var forceShare = false
+    @OptionGroup var targetFormat: TargetFormatOption
 
     @Argument(help: "Operands: bs=BYTES count=N skip=N if=FILE of=FILE.")
     var operands: [String] = []
@@ -48,10 +43,9 @@ struct DDCommand: ParsableCommand {
         }
         guard let input else { throw CLIError("Must specify both input and output files") }
         guard let output else { throw CLIError("Must specify both input and output files") }
-        guard let outFormat = try parseFormat(outputFormat) else { return }
-        o.format = outFormat
+        o.format = try targetFormat.value()
         o.cancellation = Signals.cancellation
-        let disk = try openDisk(input, format: try parseFormat(format), readOnly: true, forceShare: forceShare)
+        let disk = try opening.open(input)
         defer { try? disk.close() }
         try QED.DD.run(input: disk, output: output, options: o)
     }

@@ -26,11 +26,7 @@ struct IOCommand: ParsableCommand {
     @Flag(name: .customShort("r"), help: "Open read-only.")
     var readOnly = false
 
-    @Option(name: .customShort("f"), help: "Image format (probed when absent).")
-    var format: String?
-
-    @Flag(name: .customShort("U"), help: "Force share (with -r).")
-    var forceShare = false
+    @OptionGroup var opening: OpeningOptions
 
     @Option(name: .customShort("c"), help: "A command to run (repeatable).")
     var commands: [String] = []
@@ -39,7 +35,7 @@ struct IOCommand: ParsableCommand {
     var file: String
 
     func run() throws {
-        let disk = try openDisk(file, format: try parseFormat(format), readOnly: readOnly, forceShare: forceShare)
+        let disk = try opening.open(file, readOnly: readOnly)
         let session = IOSession(disk: disk)
         var failed = false
         for command in commands {
@@ -248,7 +244,7 @@ final class IOSession: Sendable {
 
     static func reason(_ error: any Error) -> String {
         guard let e = error as? QEDError else { return "\(error)" }
-        if let n = e.errno { return String(cString: strerror(n)) }
+        if let cause = e.cause { return cause.reason }
         switch e.code {
         case .outOfRange: return String(cString: strerror(EIO))
         case .invalidTableOffset, .invalidClusterOffset, .invalidArgument: return String(cString: strerror(EINVAL))

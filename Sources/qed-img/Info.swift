@@ -11,25 +11,20 @@ struct Info: ParsableCommand {
             qemu-img 7.2 always shows false for QED because its read-only open clears the bit in memory.
             """)
 
-    @Option(name: .customShort("f"), help: "Image format (probed when absent).")
-    var format: String?
+    @OptionGroup var opening: OpeningOptions
 
-    @Option(help: "Output format: human or json.")
-    var output: OutputFormat = .human
+    @OptionGroup var output: OutputOption
 
     @Flag(help: "Show every image of the backing chain.")
     var backingChain = false
-
-    @Flag(name: .customShort("U"), help: "Force share: open even while another process writes the image.")
-    var forceShare = false
 
     @Argument(help: "The image file.")
     var file: String
 
     func run() throws {
-        let infos = try ImageInfo.collect(path: file, format: try parseFormat(format), forceShare: forceShare,
+        let infos = try ImageInfo.collect(path: file, format: try opening.format.value(), forceShare: opening.forceShare,
                                           backingChain: backingChain)
-        switch output {
+        switch output.format {
         case .json:
             let values = infos.map(Info.json)
             let text = backingChain ? QemuJSON.array(values).pretty() : values[0].pretty()

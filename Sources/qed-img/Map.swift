@@ -12,8 +12,7 @@ struct Map: ParsableCommand {
             shows the most significant content it holds, in that order.
             """)
 
-    @Option(name: .customShort("f"), help: "Image format (probed when absent).")
-    var format: String?
+    @OptionGroup var opening: OpeningOptions
 
     @Option(help: "Output format: human, json or picture.")
     var output: OutputFormat = .human
@@ -27,14 +26,11 @@ struct Map: ParsableCommand {
     @Option(help: "Cells per row of the picture.")
     var width: Int = 64
 
-    @Flag(name: .customShort("U"), help: "Force share: open even while another process writes the image.")
-    var forceShare = false
-
     @Argument(help: "The image file.")
     var file: String
 
     func run() throws {
-        let disk = try openDisk(file, format: try parseFormat(format), readOnly: true, forceShare: forceShare)
+        let disk = try opening.open(file)
         defer { try? disk.close() }
         let start = try startOffset.map { s -> UInt64 in
             guard let v = Sizes.parse(s) else { throw CLIError("Invalid start offset specified! You may use k, M, G, T, P or E suffixes for") }

@@ -11,23 +11,16 @@ struct Measure: ParsableCommand {
             qemu-img 7.2 cannot measure QED.
             """)
 
-    @Option(help: "Output format: human or json.")
-    var output: OutputFormat = .human
+    @OptionGroup var output: OutputOption
 
-    @Option(name: .customShort("O"), help: "Target format: qed (default) or raw.")
-    var outputFormat: String = "qed"
+    @OptionGroup var targetFormat: TargetFormatOption
 
-    @Option(name: .customShort("o"), help: "Target options: cluster_size=SIZE,table_size=N.")
-    var options: [String] = []
+    @OptionGroup var formatOptions: FormatOptionsOption
 
     @Option(help: "Measure an empty image of this size instead of a file.")
     var size: String?
 
-    @Option(name: .customShort("f"), help: "Source format (probed when absent).")
-    var format: String?
-
-    @Flag(name: .customShort("U"), help: "Force share.")
-    var forceShare = false
+    @OptionGroup var opening: OpeningOptions
 
     @Argument(help: "Source image(s), laid end to end like convert.")
     var files: [String] = []
@@ -38,8 +31,8 @@ struct Measure: ParsableCommand {
     }
 
     func run() throws {
-        guard let target = try parseFormat(outputFormat) else { return }
-        let opts = try OptionList(options)
+        let target = try targetFormat.value()
+        let opts = try formatOptions.list()
         try opts.check(known: target == .qed ? ["cluster_size", "table_size", "backing_file", "backing_fmt"] : [],
                        format: target.rawValue)
         let layout = try QEDLayout(opts)
@@ -51,14 +44,13 @@ struct Measure: ParsableCommand {
             result = try QED.Measure.empty(size: bytes, format: target, clusterSize: layout.clusterSize,
                                            tableSize: layout.tableSize)
         } else {
-            let inFormat = try parseFormat(format)
             var disks: [any Disk] = []
             defer { for d in disks { try? d.close() } }
-            for f in files { disks.append(try openDisk(f, format: inFormat, readOnly: true, forceShare: forceShare)) }
+            for f in files { disks.append(try opening.open(f)) }
             result = try QED.Measure.convert(sources: disks, format: target, clusterSize: layout.clusterSize,
                                              tableSize: layout.tableSize, cancellation: Signals.cancellation)
         }
-        switch output {
+        switch output.format {
         case .json:
             let json = QemuJSON.object([("required", .uint(result.required)),
                                         ("fully-allocated", .uint(result.fullyAllocated))])

@@ -8,49 +8,40 @@ struct Rebase: ParsableCommand {
         discussion: """
             Safe mode (default) copies into the image every cluster where the old and the new backing \
             files differ, so the content the image shows stays the same; -u only rewrites the name. \
-            -b "" removes the backing file. Ctrl-C stops safely: the image keeps its old backing file.
+            -b "" removes the backing file. The image must be QED. Ctrl-C stops safely: the image \
+            keeps its old backing file.
             """)
 
-    @Option(name: .customShort("f"), help: "Image format (must be qed).")
-    var format: String?
+    @OptionGroup var opening: OpeningOptions
 
     @Option(name: .customShort("b"), help: "New backing file (\"\" to remove it).")
     var backingFile: String
 
     @Option(name: .customShort("F"), help: "Format of the new backing file (probed when absent).")
-    var backingFormat: String?
+    var backingFormat: Choice<DiskFormat>?
 
     @Flag(name: .customShort("u"), help: "Unsafe: change only the name; do not compare or copy data.")
     var unsafe = false
 
-    @Flag(name: .customShort("p"), help: "Show progress.")
-    var progress = false
+    @OptionGroup var progress: ProgressOptions
 
-    @Flag(name: .customShort("q"), help: "Quiet.")
-    var quiet = false
+    @OptionGroup var cache: IgnoredCacheOption
 
-    @Flag(name: .customShort("U"), help: "Force share (accepted for compatibility).")
-    var forceShare = false
-
-    @Option(name: .customShort("t"), help: "Cache mode (accepted for compatibility, ignored).")
-    var cache: String?
-
-    @Option(name: .customShort("T"), help: "Source cache mode (accepted for compatibility, ignored).")
-    var sourceCache: String?
+    @OptionGroup var sourceCache: IgnoredSourceCacheOption
 
     @Argument(help: "The image file.")
     var file: String
 
     func run() throws {
-        if let f = try parseFormat(format), f != .qed {
+        if let f = try opening.format.value(), f != .qed {
             throw CLIError("rebase needs a QED image; raw images have no backing file", path: file)
         }
         var o = QED.Rebase.Options()
         o.backing = backingFile
-        o.backingFormat = try parseFormat(backingFormat)
+        o.backingFormat = try backingFormat?.value()
         o.unsafe = unsafe
         o.cancellation = Signals.cancellation
-        let (printer, handler) = ProgressPrinter.handler(enabled: progress && !quiet)
+        let (printer, handler) = progress.printer()
         o.progress = handler
         defer { printer?.finish() }
         try QED.Rebase.run(path: file, options: o)

@@ -7,17 +7,15 @@ struct Resize: ParsableCommand {
         abstract: "Change the virtual size of an image.",
         discussion: "SIZE is absolute, or relative with + or - (e.g. +1G, -512M). QED images only grow.")
 
-    @Option(name: .customShort("f"), help: "Image format (probed when absent).")
-    var format: String?
+    @OptionGroup var format: FormatOption
 
     @Flag(help: "Allow shrinking (raw images only; QED cannot shrink).")
     var shrink = false
 
     @Option(help: "Preallocation mode (only 'off' is supported).")
-    var preallocation: String?
+    var preallocation: Choice<Preallocation>?
 
-    @Flag(name: .customShort("q"), help: "Quiet.")
-    var quiet = false
+    @OptionGroup var verbosity: QuietOption
 
     @Argument(help: "The image file.")
     var file: String
@@ -26,16 +24,14 @@ struct Resize: ParsableCommand {
     var size: String
 
     func run() throws {
-        if let p = preallocation, p != "off" {
-            throw CLIError("Unsupported preallocation mode '\(p)'", path: file)
-        }
+        _ = try preallocation?.value(naming: file)  // refuses any mode but `off`, the only one there is
         var text = Substring(size)
         var sign = 0
         if text.hasPrefix("+") { sign = 1; text = text.dropFirst() } else if text.hasPrefix("-") { sign = -1; text = text.dropFirst() }
         guard let amount = Sizes.parse(String(text)), amount <= UInt64(Int64.max) else {
             throw CLIError("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
         }
-        let disk = try openDisk(file, format: try parseFormat(format), readOnly: false)
+        let disk = try openDisk(file, format: try format.value(), readOnly: false)
         defer { try? disk.close() }
         let current = disk.virtualSize
         let newSize: UInt64
@@ -59,6 +55,6 @@ struct Resize: ParsableCommand {
             throw CLIError("Invalid image size specified: \(newSize) bytes (QED sizes must be a multiple of 512 and fit the L1 table)", path: file)
         }
         try disk.close()
-        if !quiet { Console.out("Image resized.\n") }
+        if !verbosity.quiet { Console.out("Image resized.\n") }
     }
 }

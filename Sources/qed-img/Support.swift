@@ -186,20 +186,6 @@ struct QEDLayout {
     }
 }
 
-/// Parses a format name, with qemu-img's message for unknown ones.
-func parseFormat(_ name: String?) throws -> DiskFormat? {
-    guard let name else { return nil }
-    guard let f = DiskFormat(rawValue: name) else {
-        throw CLIError("Unknown file format '\(name)' (qed-img supports qed and raw)")
-    }
-    return f
-}
-
-/// `--output=human|json` (and `picture` for map).
-enum OutputFormat: String, ExpressibleByArgument {
-    case human, json, picture
-}
-
 /// Prints progress the way people want it: one redrawn line on a terminal, plain lines (one per
 /// whole percent) otherwise. qemu-img's format: `    (12.34/100%)`.
 final class ProgressPrinter: Sendable {

@@ -40,11 +40,13 @@ final class StickyFailure: Sendable {
     var firstError: QEDError? { isFailed ? first.withLock { $0 } : nil }
 
     /// The error every call after the first failure throws: code ``QEDError/Code/io``, the first
-    /// failure's `errno` (EIO when it had none) and value, and a message that quotes it.
+    /// failure's cause (its system call and `errno`; EIO when it had none) and value, and a message
+    /// that quotes it.
     var failedError: QEDError? {
         guard let first = firstError else { return nil }
         return QEDError(.io, "the image failed earlier and must be reopened: \(first.message)",
-                        value: first.value, path: first.path ?? path, errno: first.errno ?? EIO)
+                        value: first.value, path: first.path ?? path,
+                        cause: first.cause ?? QEDError.Cause(syscall: nil, errno: EIO))
     }
 
     /// Throws ``failedError`` if a failure was recorded (one atomic load otherwise).

@@ -63,7 +63,7 @@ public enum ImageLock {
             let e = errno
             rollback()
             throw QEDError(.locked, "Failed to lock byte \(byte): \(String(cString: strerror(e)))",
-                           value: UInt64(byte), path: path, errno: e)
+                           value: UInt64(byte), path: path, errno: e, syscall: "fcntl")
         }
         // A conflict may be a ghost: a descriptor this process just closed keeps its OFD locks
         // while a child forked by any thread has not yet exec'd (the child shares the open file

@@ -45,7 +45,7 @@ public final class PosixFile: BlockFile {
             descriptor = try FileDescriptor.open(
                 FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec])
         } catch let errno as Errno {
-            throw QEDError.system(errno, "Could not open '\(path)'", path: path)
+            throw QEDError.system(errno, "Could not open '\(path)'", syscall: "open", path: path)
         }
         do {
             try PosixFile.requireRegular(descriptor, path: path)
@@ -71,7 +71,7 @@ public final class PosixFile: BlockFile {
                 permissions: [.ownerReadWrite, .groupRead, .otherRead])
             try? fd.close()
         } catch let errno as Errno {
-            throw QEDError.system(errno, "Could not create '\(path)'", path: path)
+            throw QEDError.system(errno, "Could not create '\(path)'", syscall: "open", path: path)
         }
         let file = try PosixFile(path: path, writable: true)
         do {
@@ -101,7 +101,7 @@ public final class PosixFile: BlockFile {
     private static func requireRegular(_ fd: FileDescriptor, path: String) throws {
         var st = stat()
         guard fstat(fd.rawValue, &st) == 0 else {
-            throw QEDError.system(Errno(rawValue: errno), "Could not stat '\(path)'", path: path)
+            throw QEDError.system(Errno(rawValue: errno), "Could not stat '\(path)'", syscall: "fstat", path: path)
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
             throw QEDError(.notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
@@ -117,7 +117,7 @@ public final class PosixFile: BlockFile {
                 if n >= 0 { return n }
                 if errno == EINTR { continue }
                 throw QEDError.system(Errno(rawValue: errno), "read of \(buffer.count) bytes at offset \(offset) failed",
-                                      path: path, value: offset)
+                                      syscall: "pread", path: path, value: offset)
             }
         }
     }
@@ -151,7 +151,7 @@ public final class PosixFile: BlockFile {
                 if n < 0 && errno == EINTR { continue }
                 let code = n < 0 ? errno : ENOSPC
                 throw QEDError.system(Errno(rawValue: code), "write of \(bytes.count) bytes at offset \(offset) failed",
-                                      path: path, value: offset)
+                                      syscall: "pwrite", path: path, value: offset)
             }
         }
     }
@@ -161,7 +161,7 @@ public final class PosixFile: BlockFile {
             if ignoresFlushes { return }
             while fdatasync(fd) != 0 {
                 if errno == EINTR { continue }
-                throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", path: path)
+                throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", syscall: "fdatasync", path: path)
             }
         }
     }
@@ -179,7 +179,7 @@ public final class PosixFile: BlockFile {
         try withDescriptor { fd in
             var st = stat()
             guard fstat(fd, &st) == 0 else {
-                throw QEDError.system(Errno(rawValue: errno), "fstat failed", path: path)
+                throw QEDError.system(Errno(rawValue: errno), "fstat failed", syscall: "fstat", path: path)
             }
             return st
         }
@@ -201,7 +201,8 @@ public final class PosixFile: BlockFile {
             }
             while ftruncate(fd, off_t(len)) != 0 {
                 if errno == EINTR { continue }
-                throw QEDError.system(Errno(rawValue: errno), "ftruncate to \(length) bytes failed", path: path,
+                throw QEDError.system(Errno(rawValue: errno), "ftruncate to \(length) bytes failed",
+                                      syscall: "ftruncate", path: path,
                                       value: length)
             }
         }
@@ -213,10 +214,11 @@ public final class PosixFile: BlockFile {
             if qedsys_punch_hole(fd, Int64(offset), Int64(length)) != 0 {
                 let e = errno
                 if e == EOPNOTSUPP || e == ENOSYS {
-                    throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e)
+                    throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e,
+                                   syscall: "fallocate")
                 }
                 throw QEDError.system(Errno(rawValue: e), "punching a hole at offset \(offset) failed",
-                                      path: path, value: offset)
+                                      syscall: "fallocate", path: path, value: offset)
             }
         }
     }
@@ -237,8 +239,11 @@ public final class PosixFile: BlockFile {
 }
 
 extension QEDError {
-    /// An ``QEDError/Code/io`` error for a failed system call, with its `errno` and strerror text.
-    static func system(_ errno: Errno, _ what: String, path: String? = nil, value: UInt64? = nil) -> QEDError {
-        QEDError(.io, "\(what): \(errno.description)", value: value, path: path, errno: errno.rawValue)
+    /// An ``QEDError/Code/io`` error for a failed system call: the message is `what` and the
+    /// strerror text, the cause `syscall` (its name, e.g. "pread") and its `errno`.
+    static func system(_ errno: Errno, _ what: String, syscall: String, path: String? = nil,
+                       value: UInt64? = nil) -> QEDError {
+        QEDError(.io, "\(what): \(errno.description)", value: value, path: path,
+                 cause: Cause(syscall: syscall, errno: errno.rawValue))
     }
 }
