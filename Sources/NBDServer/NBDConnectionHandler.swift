@@ -8,10 +8,11 @@ import NIOTLS
 /// Asks a connection to stop taking requests, finish the ones in flight and close (server shutdown).
 struct NBDServerShutdownEvent: Sendable {}
 
-/// What a connection tells its server about its life.
+/// What a connection asks of its server.
 struct NBDConnectionEvents: Sendable {
-    /// The connection entered the transmission phase.
-    var enteredTransmission: @Sendable () -> Void
+    /// The connection finished negotiating and asks for a transmission slot (`-e`). Returns true if it
+    /// got one at once; otherwise the grant's `deliver` is called (from any thread) when it does.
+    var requestTransmission: @Sendable (NBDTransmissionGrant) -> Bool
 }
 
 /// One client connection: drives ``NBD/NBDNegotiation``, then runs transmission requests on the I/O thread
@@ -23,6 +24,9 @@ struct NBDConnectionEvents: Sendable {
 /// All state lives on the channel's event loop; engine calls run on the thread pool and hop back with
 /// `NIOLoopBound`. Reading from the client pauses while too many requests or payload bytes are in
 /// flight (backpressure instead of unbounded queues).
+///
+/// A connection that finished negotiating while every `-e` slot is taken waits, its final negotiation
+/// reply held back, until the server grants it a slot (``NBDConnectionEvents/requestTransmission``).
 final class NBDConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = NBDClientMessage
     typealias OutboundIn = NBDServerMessage
@@ -30,6 +34,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     private enum Phase {
         case negotiating
+        /// Negotiation finished; the replies that end it go out once the server grants a slot.
+        case awaitingSlot(NBDSession, replies: [NBDServerMessage])
         case transmitting(Transmission)
         case closed
     }
@@ -143,7 +149,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             return
         }
         switch self.phase {
-        case .negotiating:
+        case .negotiating, .awaitingSlot:
             context.close(promise: nil)
         case .transmitting:
             self.beginDraining(context: context)
@@ -167,7 +173,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// without reading the replies must not make them pile up in memory, above all the ones the
     /// event loop answers at once from the cache).
     private var mustPauseReading: Bool {
-        self.draining || self.requestsInFlight >= self.maximumRequestsInFlight
+        if case .awaitingSlot = self.phase { return true }
+        return self.draining || self.requestsInFlight >= self.maximumRequestsInFlight
             || self.bytesInFlight >= self.maximumBytesInFlight
             || self.context?.channel.isWritable == false
     }
@@ -198,6 +205,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 return
             }
             self.handle(request, transmission: transmission, context: context)
+        case .awaitingSlot:
+            // The client must read the reply that ends negotiation before it sends anything else.
+            self.logger.info("closing the connection: input before the end of negotiation was answered")
+            context.close(promise: nil)
         case .closed:
             break
         }
@@ -205,6 +216,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     private func negotiate(_ message: NBDClientMessage, context: ChannelHandlerContext) {
         let step = self.negotiation.receive(message)
+        if case .enterTransmission(let session) = step.action {
+            self.negotiationFinished(session, replies: step.replies, context: context)
+            return
+        }
         for reply in step.replies {
             context.write(self.wrapOutboundOut(reply), promise: nil)
         }
@@ -216,20 +231,47 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case .close(let reason):
             self.logger.debug("negotiation ended", metadata: ["reason": "\(reason)"])
             self.closeGracefully(context: context)
-        case .enterTransmission(let session):
-            context.flush()
-            self.logger.debug(
-                "transmission started",
-                metadata: [
-                    "export": "\(session.export.name)",
-                    "structured-replies": "\(session.structuredReplies)",
-                    "contexts": "\(session.metaContexts.map(\.name))",
-                    "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
-                ]
-            )
-            self.phase = .transmitting(Transmission(session: session))
-            self.events.enteredTransmission()
+        case .enterTransmission:
+            break  // handled above
         }
+    }
+
+    /// The client finished negotiating: the replies that end negotiation go out once the server grants
+    /// a transmission slot, now or when another client leaves.
+    private func negotiationFinished(_ session: NBDSession, replies: [NBDServerMessage], context: ChannelHandlerContext) {
+        self.phase = .awaitingSlot(session, replies: replies)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let grant = NBDTransmissionGrant(deliver: {
+            loop.execute { bound.value.slotGranted() }
+        })
+        if self.events.requestTransmission(grant) {
+            self.slotGranted()
+        } else {
+            self.logger.debug("negotiation finished; waiting for a client slot (-e)")
+        }
+    }
+
+    /// Sends the held replies and enters transmission (on the event loop).
+    private func slotGranted() {
+        guard case .awaitingSlot(let session, let replies) = self.phase, let context = self.context,
+            !self.closing
+        else { return }
+        for reply in replies {
+            context.write(self.wrapOutboundOut(reply), promise: nil)
+        }
+        context.flush()
+        self.logger.debug(
+            "transmission started",
+            metadata: [
+                "export": "\(session.export.name)",
+                "structured-replies": "\(session.structuredReplies)",
+                "contexts": "\(session.metaContexts.map(\.name))",
+                "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
+            ]
+        )
+        self.phase = .transmitting(Transmission(session: session))
+        self.resumeReadingIfPossible(context: context)
     }
 
     /// The ACK to `STARTTLS` is written: put TLS in front of the pipeline. The ACK has already passed that

@@ -46,9 +46,15 @@ public struct NBDServerOptions: Sendable, Hashable {
     public var detectZeroes: NBDDetectZeroesMode = .off
     /// Whether `qemu:allocation-depth` is offered besides `base:allocation` (`-A`).
     public var allocationDepth: Bool = false
-    /// How many clients may be connected at once (`-e`); 0 means no limit. Anything but 1 advertises
-    /// `CAN_MULTI_CONN`: every connection shares one open image, so a FLUSH on one covers all.
+    /// How many clients may be in the transmission phase (using the export) at once (`-e`); 0 means no
+    /// limit. A client that finishes negotiating while that many are served waits for one to leave (its
+    /// reply to `NBD_OPT_GO` is held back). Connections still negotiating do not count: see
+    /// ``maximumNegotiatingConnections``. Anything but 1 advertises `CAN_MULTI_CONN`: every connection
+    /// shares one open image, so a FLUSH on one covers all.
     public var sharedClients: Int = 1
+    /// How many connections may be negotiating (or waiting for a ``sharedClients`` slot) at once; at this
+    /// many the server stops accepting and new connections wait in the listen queue.
+    public var maximumNegotiatingConnections: Int = 16
     /// Whether to keep serving after the last client disconnected (`-t`). Without it the server stops once
     /// a client that entered transmission leaves and no other is connected.
     public var persistent: Bool = false

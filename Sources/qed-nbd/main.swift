@@ -22,7 +22,8 @@ struct QEDNBD: ParsableCommand {
         discussion: """
             Options follow qemu-nbd. Listens on 127.0.0.1:10809 by default (TCP), or on a Unix socket with \
             -k, or on a socket passed by systemd socket activation (LISTEN_PID/LISTEN_FDS, fd 3). Serves one \
-            client at a time unless -e says otherwise, and exits when that client leaves unless -t is given. \
+            client at a time unless -e says otherwise (more clients wait), and exits when that client leaves \
+            unless -t is given. Connections still negotiating do not take -e slots. \
             SIGTERM or SIGINT: stop accepting, finish requests in flight, flush and close the image, exit 0.
             With --tls-certificates or --tls-psk, clients must start TLS (NBD_OPT_STARTTLS) before anything \
             else, as with qemu-nbd --tls-creds: nbds:// or nbds+unix:// URIs, qemu's tls-creds objects.
@@ -38,7 +39,7 @@ struct QEDNBD: ParsableCommand {
 
     @Option(
         name: [.customShort("e"), .customLong("shared")],
-        help: "How many clients may connect at once (0: no limit). Not 1: advertise multi-conn."
+        help: "How many clients may use the export at once (0: no limit); more wait. Not 1: advertise multi-conn."
     )
     var shared: Int = 1
 
