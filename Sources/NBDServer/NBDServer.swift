@@ -253,11 +253,15 @@ public final class NBDServer: Sendable {
             logger: logger
         )
         let maximumPayload = Int(self.options.blockSize.maximum)
+        let maximumOption = max(0, self.options.maximumOptionLength)
         let tlsMode = self.configuration.tls
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
                 ByteToMessageHandler(
-                    NBDConnectionDecoder(NBDServerDecoder(maximumPayloadLength: maximumPayload), tls: tlsMode)
+                    NBDConnectionDecoder(
+                        NBDServerDecoder(maximumOptionLength: maximumOption, maximumPayloadLength: maximumPayload),
+                        tls: tlsMode
+                    )
                 )
             )
             try channel.pipeline.syncOperations.addHandler(NBDServerMessageEncoder())

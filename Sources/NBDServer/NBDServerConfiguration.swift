@@ -55,6 +55,13 @@ public struct NBDServerOptions: Sendable, Hashable {
     /// How many connections may be negotiating (or waiting for a ``sharedClients`` slot) at once; at this
     /// many the server stops accepting and new connections wait in the listen queue.
     public var maximumNegotiatingConnections: Int = 16
+    /// Largest option request data accepted while negotiating, in bytes; a longer option closes the
+    /// connection. The decoder holds an option whole before parsing it, so this times
+    /// ``maximumNegotiatingConnections`` bounds the memory of connections still negotiating (16 MiB by
+    /// default). No option needs more: protocol strings are at most 4 KiB, so 1 MiB is a GO or
+    /// SET_META_CONTEXT with over 250 names of the longest kind. (qemu-nbd accepts up to 32 MiB, but
+    /// parses options as they stream in.)
+    public var maximumOptionLength: Int = 1 << 20
     /// Whether to keep serving after the last client disconnected (`-t`). Without it the server stops once
     /// a client that entered transmission leaves and no other is connected.
     public var persistent: Bool = false
