@@ -25,8 +25,9 @@ struct NBDConnectionEvents: Sendable {
 /// `NIOLoopBound`. Reading from the client pauses while too many requests or payload bytes are in
 /// flight (backpressure instead of unbounded queues).
 ///
-/// A connection that finished negotiating while every `-e` slot is taken waits, its final negotiation
-/// reply held back, until the server grants it a slot (``NBDConnectionEvents/requestTransmission``).
+/// A connection that has not finished negotiating within the handshake limit is closed. One that
+/// finished while every `-e` slot is taken waits, its final negotiation reply held back, until the
+/// server grants it a slot (``NBDConnectionEvents/requestTransmission``).
 final class NBDConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = NBDClientMessage
     typealias OutboundIn = NBDServerMessage
@@ -56,6 +57,11 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     private let tls: NBDServerTLS?
     private let threadPool: NIOThreadPool
     private let events: NBDConnectionEvents
+    /// How long negotiation may take; nil for no limit.
+    private let handshakeLimit: TimeAmount?
+    /// Closes the connection when the handshake limit passes; cancelled when negotiation ends or the
+    /// connection closes (so no timer outlives its connection).
+    private var handshakeTimer: Scheduled<Void>?
     private let maximumRequestsInFlight: Int
     private let maximumBytesInFlight: Int
     private var logger: Logger
@@ -87,6 +93,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         self.backend = backend
         self.threadPool = threadPool
         self.events = events
+        // Whole nanoseconds; anything not positive or too large to represent means no limit.
+        let nanoseconds = options.handshakeLimit * 1e9
+        self.handshakeLimit =
+            nanoseconds >= 1 && nanoseconds < Double(Int64.max) ? .nanoseconds(Int64(nanoseconds)) : nil
         self.maximumRequestsInFlight = max(1, options.maximumRequestsInFlight)
         self.maximumBytesInFlight = max(1, options.maximumBytesInFlight)
         self.logger = logger
@@ -99,13 +109,16 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelHandshakeTimer()
         self.context = nil
     }
 
     /// The server speaks first: the greeting goes out as soon as the connection is up (accepted
-    /// channels are initialised before they become active, so this is the one place).
+    /// channels are initialised before they become active, so this is the one place), and the handshake
+    /// limit starts counting.
     func channelActive(context: ChannelHandlerContext) {
         self.greet(context: context)
+        self.startHandshakeTimer(context: context)
         context.fireChannelActive()
     }
 
@@ -116,6 +129,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.cancelHandshakeTimer()
         if case .closed = self.phase {} else {
             self.phase = .closed
             self.logger.debug("client disconnected", metadata: ["in-flight": "\(self.requestsInFlight)"])
@@ -156,6 +170,34 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case .closed:
             break
         }
+    }
+
+    // MARK: - Handshake limit
+
+    private func startHandshakeTimer(context: ChannelHandlerContext) {
+        guard let limit = self.handshakeLimit, self.handshakeTimer == nil, case .negotiating = self.phase else {
+            return
+        }
+        self.handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) {
+            self.handshakeTimer = nil
+            self.handshakeLimitReached(context: context)
+        }
+    }
+
+    private func cancelHandshakeTimer() {
+        self.handshakeTimer?.cancel()
+        self.handshakeTimer = nil
+    }
+
+    private func handshakeLimitReached(context: ChannelHandlerContext) {
+        guard case .negotiating = self.phase, !self.closing else { return }
+        let seconds = Double(self.handshakeLimit?.nanoseconds ?? 0) / 1e9
+        self.logger.info(
+            "closing the connection: negotiation not finished within the handshake limit",
+            metadata: ["limit": "\(seconds) s"]
+        )
+        self.closing = true
+        context.close(promise: nil)
     }
 
     // MARK: - Backpressure
@@ -236,9 +278,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// The client finished negotiating: the replies that end negotiation go out once the server grants
-    /// a transmission slot, now or when another client leaves.
+    /// The client finished negotiating: the handshake limit stops, and the replies that end negotiation
+    /// go out once the server grants a transmission slot, now or when another client leaves.
     private func negotiationFinished(_ session: NBDSession, replies: [NBDServerMessage], context: ChannelHandlerContext) {
+        self.cancelHandshakeTimer()
         self.phase = .awaitingSlot(session, replies: replies)
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
