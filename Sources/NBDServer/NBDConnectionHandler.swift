@@ -21,9 +21,9 @@ struct NBDConnectionEvents: Sendable {
 ///
 /// Pipeline (head to tail): `ByteToMessageHandler(NBDConnectionDecoder)`, `NBDServerMessageEncoder`, this;
 /// after `NBD_OPT_STARTTLS`, `NIOSSLServerHandler` in front of them all.
-/// All state lives on the channel's event loop; engine calls run on the thread pool and hop back with
-/// `NIOLoopBound`. Reading from the client pauses while too many requests or payload bytes are in
-/// flight (backpressure instead of unbounded queues).
+/// All state lives on the channel's event loop; engine calls run on the thread pool (an
+/// ``NBDBlockingExecutor``) and hop back with `NIOLoopBound`. Reading from the client pauses while too
+/// many requests or payload bytes are in flight (backpressure instead of unbounded queues).
 ///
 /// A connection that has not finished negotiating within the handshake limit is closed. One that
 /// finished while every `-e` slot is taken waits, its final negotiation reply held back, until the
@@ -55,7 +55,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     private let backend: NBDDiskBackend
     private let tls: NBDServerTLS?
-    private let threadPool: NIOThreadPool
+    private let executor: any NBDBlockingExecutor
     private let events: NBDConnectionEvents
     /// How long negotiation may take; nil for no limit.
     private let handshakeLimit: TimeAmount?
@@ -82,7 +82,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         configuration: NBDServerConfiguration,
         tls: NBDServerTLS?,
         backend: NBDDiskBackend,
-        threadPool: NIOThreadPool,
+        executor: any NBDBlockingExecutor,
         options: NBDServerOptions,
         events: NBDConnectionEvents,
         logger: Logger
@@ -91,7 +91,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         self.negotiation = NBDNegotiation(configuration: configuration)
         self.tls = tls
         self.backend = backend
-        self.threadPool = threadPool
+        self.executor = executor
         self.events = events
         // Whole nanoseconds; anything not positive or too large to represent means no limit.
         let nanoseconds = options.handshakeLimit * 1e9
@@ -173,6 +173,9 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     // MARK: - Handshake limit
+
+    /// Whether the handshake limit is still counting (for tests).
+    var handshakeTimerPending: Bool { self.handshakeTimer != nil }
 
     private func startHandshakeTimer(context: ChannelHandlerContext) {
         guard let limit = self.handshakeLimit, self.handshakeTimer == nil, case .negotiating = self.phase else {
@@ -451,19 +454,18 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         let backend = self.backend
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        self.threadPool.submit { state in
+        self.executor.execute { cancelled in
             var replies: [NBDReply] = []
             replies.reserveCapacity(jobs.count)
             var cost = 0
             for job in jobs {
                 cost += job.cost
-                switch state {
-                case .active:
-                    replies.append(backend.execute(job.request, session: job.transmission.session))
-                case .cancelled:
+                if cancelled {
                     let header = job.request.header
                     let session = job.transmission.session
                     replies.append(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
+                } else {
+                    replies.append(backend.execute(job.request, session: job.transmission.session))
                 }
             }
             let done = replies

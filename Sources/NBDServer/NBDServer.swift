@@ -247,7 +247,7 @@ public final class NBDServer: Sendable {
             configuration: self.configuration,
             tls: self.tls,
             backend: self.backend,
-            threadPool: self.threadPool,
+            executor: self.threadPool,
             options: self.options,
             events: events,
             logger: logger
