@@ -283,7 +283,11 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     /// The client finished negotiating: the handshake limit stops, and the replies that end negotiation
     /// go out once the server grants a transmission slot, now or when another client leaves.
-    private func negotiationFinished(_ session: NBDSession, replies: [NBDServerMessage], context: ChannelHandlerContext) {
+    private func negotiationFinished(
+        _ session: NBDSession,
+        replies: [NBDServerMessage],
+        context: ChannelHandlerContext
+    ) {
         self.cancelHandshakeTimer()
         self.phase = .awaitingSlot(session, replies: replies)
         let loop = context.eventLoop

@@ -188,7 +188,8 @@ print(json.dumps({"loop_seconds": loop, "served_in": served(path, 30)}))
         #expect(descriptors == baseline, "descriptors \(descriptors), baseline \(baseline)")
         let rss = try Self.residentKiB(server.pid)
         #expect(rss < 64 << 10, "VmRSS \(rss) KiB")
-        print("connect-and-drop: \(outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), VmRSS \(rss) KiB, fds \(descriptors)/\(baseline)")
+        let figures = outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        print("connect-and-drop: \(figures), VmRSS \(rss) KiB, fds \(descriptors)/\(baseline)")
         #expect(server.terminate() == 0, "\(server.log)")
     }
 

@@ -15,7 +15,9 @@ import Testing
     struct Case: CustomTestStringConvertible, Sendable {
         var error: QEDError
         var expected: NBDError
-        var testDescription: String { "\(self.error.code)\(self.error.errno.map { " errno \($0)" } ?? "") → \(self.expected)" }
+        var testDescription: String {
+            "\(self.error.code)\(self.error.errno.map { " errno \($0)" } ?? "") → \(self.expected)"
+        }
     }
 
     static let cases: [Case] = [

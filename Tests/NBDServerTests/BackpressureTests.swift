@@ -42,12 +42,14 @@ import Testing
         let connection = try ConnectionUnderTest(options: options)
         try connection.negotiate()
 
-        try connection.send(Wire.request(.write, cookie: 1, offset: 0, length: 4096, payload: .init(repeating: 1, count: 4096)))
+        let ones = [UInt8](repeating: 1, count: 4096)
+        try connection.send(Wire.request(.write, cookie: 1, offset: 0, length: 4096, payload: ones))
         let before = connection.reads.reads
         connection.askToRead()
         #expect(connection.reads.reads == before + 1, "4 KiB of 8 KiB in flight: reading goes on")
 
-        try connection.send(Wire.request(.write, cookie: 2, offset: 4096, length: 4096, payload: .init(repeating: 2, count: 4096)))
+        let twos = [UInt8](repeating: 2, count: 4096)
+        try connection.send(Wire.request(.write, cookie: 2, offset: 4096, length: 4096, payload: twos))
         connection.askToRead()
         #expect(connection.reads.reads == before + 1, "8 KiB in flight: reading pauses")
 
