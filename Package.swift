@@ -93,6 +93,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The NBD server's connection handler on EmbeddedChannel, its admission and the backend's errors.
+        .testTarget(
+            name: "NBDServerTests",
+            dependencies: [
+                "NBDServer", "NBD", "QED", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Golden tests of the qed-img binary against qemu-img's output.
         .testTarget(name: "QEDImgTests", dependencies: ["QED", "TestSupport"], swiftSettings: strict),
         // Tests against the real QEMU tools (qemu-img, qemu-io, qemu-nbd) and NBD clients.

@@ -8,10 +8,11 @@ import NIOTLS
 /// Asks a connection to stop taking requests, finish the ones in flight and close (server shutdown).
 struct NBDServerShutdownEvent: Sendable {}
 
-/// What a connection tells its server about its life.
+/// What a connection asks of its server.
 struct NBDConnectionEvents: Sendable {
-    /// The connection entered the transmission phase.
-    var enteredTransmission: @Sendable () -> Void
+    /// The connection finished negotiating and asks for a transmission slot (`-e`). Returns true if it
+    /// got one at once; otherwise the grant's `deliver` is called (from any thread) when it does.
+    var requestTransmission: @Sendable (NBDTransmissionGrant) -> Bool
 }
 
 /// One client connection: drives ``NBD/NBDNegotiation``, then runs transmission requests on the I/O thread
@@ -20,9 +21,13 @@ struct NBDConnectionEvents: Sendable {
 ///
 /// Pipeline (head to tail): `ByteToMessageHandler(NBDConnectionDecoder)`, `NBDServerMessageEncoder`, this;
 /// after `NBD_OPT_STARTTLS`, `NIOSSLServerHandler` in front of them all.
-/// All state lives on the channel's event loop; engine calls run on the thread pool and hop back with
-/// `NIOLoopBound`. Reading from the client pauses while too many requests or payload bytes are in
-/// flight (backpressure instead of unbounded queues).
+/// All state lives on the channel's event loop; engine calls run on the thread pool (an
+/// ``NBDBlockingExecutor``) and hop back with `NIOLoopBound`. Reading from the client pauses while too
+/// many requests or payload bytes are in flight (backpressure instead of unbounded queues).
+///
+/// A connection that has not finished negotiating within the handshake limit is closed. One that
+/// finished while every `-e` slot is taken waits, its final negotiation reply held back, until the
+/// server grants it a slot (``NBDConnectionEvents/requestTransmission``).
 final class NBDConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = NBDClientMessage
     typealias OutboundIn = NBDServerMessage
@@ -30,6 +35,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     private enum Phase {
         case negotiating
+        /// Negotiation finished; the replies that end it go out once the server grants a slot.
+        case awaitingSlot(NBDSession, replies: [NBDServerMessage])
         case transmitting(Transmission)
         case closed
     }
@@ -48,8 +55,13 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     private let backend: NBDDiskBackend
     private let tls: NBDServerTLS?
-    private let threadPool: NIOThreadPool
+    private let executor: any NBDBlockingExecutor
     private let events: NBDConnectionEvents
+    /// How long negotiation may take; nil for no limit.
+    private let handshakeLimit: TimeAmount?
+    /// Closes the connection when the handshake limit passes; cancelled when negotiation ends or the
+    /// connection closes (so no timer outlives its connection).
+    private var handshakeTimer: Scheduled<Void>?
     private let maximumRequestsInFlight: Int
     private let maximumBytesInFlight: Int
     private var logger: Logger
@@ -70,7 +82,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         configuration: NBDServerConfiguration,
         tls: NBDServerTLS?,
         backend: NBDDiskBackend,
-        threadPool: NIOThreadPool,
+        executor: any NBDBlockingExecutor,
         options: NBDServerOptions,
         events: NBDConnectionEvents,
         logger: Logger
@@ -79,8 +91,12 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         self.negotiation = NBDNegotiation(configuration: configuration)
         self.tls = tls
         self.backend = backend
-        self.threadPool = threadPool
+        self.executor = executor
         self.events = events
+        // Whole nanoseconds; anything not positive or too large to represent means no limit.
+        let nanoseconds = options.handshakeLimit * 1e9
+        self.handshakeLimit =
+            nanoseconds >= 1 && nanoseconds < Double(Int64.max) ? .nanoseconds(Int64(nanoseconds)) : nil
         self.maximumRequestsInFlight = max(1, options.maximumRequestsInFlight)
         self.maximumBytesInFlight = max(1, options.maximumBytesInFlight)
         self.logger = logger
@@ -93,13 +109,16 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelHandshakeTimer()
         self.context = nil
     }
 
     /// The server speaks first: the greeting goes out as soon as the connection is up (accepted
-    /// channels are initialised before they become active, so this is the one place).
+    /// channels are initialised before they become active, so this is the one place), and the handshake
+    /// limit starts counting.
     func channelActive(context: ChannelHandlerContext) {
         self.greet(context: context)
+        self.startHandshakeTimer(context: context)
         context.fireChannelActive()
     }
 
@@ -110,6 +129,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.cancelHandshakeTimer()
         if case .closed = self.phase {} else {
             self.phase = .closed
             self.logger.debug("client disconnected", metadata: ["in-flight": "\(self.requestsInFlight)"])
@@ -143,13 +163,44 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             return
         }
         switch self.phase {
-        case .negotiating:
+        case .negotiating, .awaitingSlot:
             context.close(promise: nil)
         case .transmitting:
             self.beginDraining(context: context)
         case .closed:
             break
         }
+    }
+
+    // MARK: - Handshake limit
+
+    /// Whether the handshake limit is still counting (for tests).
+    var handshakeTimerPending: Bool { self.handshakeTimer != nil }
+
+    private func startHandshakeTimer(context: ChannelHandlerContext) {
+        guard let limit = self.handshakeLimit, self.handshakeTimer == nil, case .negotiating = self.phase else {
+            return
+        }
+        self.handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) {
+            self.handshakeTimer = nil
+            self.handshakeLimitReached(context: context)
+        }
+    }
+
+    private func cancelHandshakeTimer() {
+        self.handshakeTimer?.cancel()
+        self.handshakeTimer = nil
+    }
+
+    private func handshakeLimitReached(context: ChannelHandlerContext) {
+        guard case .negotiating = self.phase, !self.closing else { return }
+        let seconds = Double(self.handshakeLimit?.nanoseconds ?? 0) / 1e9
+        self.logger.info(
+            "closing the connection: negotiation not finished within the handshake limit",
+            metadata: ["limit": "\(seconds) s"]
+        )
+        self.closing = true
+        context.close(promise: nil)
     }
 
     // MARK: - Backpressure
@@ -167,7 +218,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// without reading the replies must not make them pile up in memory, above all the ones the
     /// event loop answers at once from the cache).
     private var mustPauseReading: Bool {
-        self.draining || self.requestsInFlight >= self.maximumRequestsInFlight
+        if case .awaitingSlot = self.phase { return true }
+        return self.draining || self.requestsInFlight >= self.maximumRequestsInFlight
             || self.bytesInFlight >= self.maximumBytesInFlight
             || self.context?.channel.isWritable == false
     }
@@ -198,6 +250,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 return
             }
             self.handle(request, transmission: transmission, context: context)
+        case .awaitingSlot:
+            // The client must read the reply that ends negotiation before it sends anything else.
+            self.logger.info("closing the connection: input before the end of negotiation was answered")
+            context.close(promise: nil)
         case .closed:
             break
         }
@@ -205,6 +261,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     private func negotiate(_ message: NBDClientMessage, context: ChannelHandlerContext) {
         let step = self.negotiation.receive(message)
+        if case .enterTransmission(let session) = step.action {
+            self.negotiationFinished(session, replies: step.replies, context: context)
+            return
+        }
         for reply in step.replies {
             context.write(self.wrapOutboundOut(reply), promise: nil)
         }
@@ -216,20 +276,52 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case .close(let reason):
             self.logger.debug("negotiation ended", metadata: ["reason": "\(reason)"])
             self.closeGracefully(context: context)
-        case .enterTransmission(let session):
-            context.flush()
-            self.logger.debug(
-                "transmission started",
-                metadata: [
-                    "export": "\(session.export.name)",
-                    "structured-replies": "\(session.structuredReplies)",
-                    "contexts": "\(session.metaContexts.map(\.name))",
-                    "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
-                ]
-            )
-            self.phase = .transmitting(Transmission(session: session))
-            self.events.enteredTransmission()
+        case .enterTransmission:
+            break  // handled above
         }
+    }
+
+    /// The client finished negotiating: the handshake limit stops, and the replies that end negotiation
+    /// go out once the server grants a transmission slot, now or when another client leaves.
+    private func negotiationFinished(
+        _ session: NBDSession,
+        replies: [NBDServerMessage],
+        context: ChannelHandlerContext
+    ) {
+        self.cancelHandshakeTimer()
+        self.phase = .awaitingSlot(session, replies: replies)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let grant = NBDTransmissionGrant(deliver: {
+            loop.execute { bound.value.slotGranted() }
+        })
+        if self.events.requestTransmission(grant) {
+            self.slotGranted()
+        } else {
+            self.logger.debug("negotiation finished; waiting for a client slot (-e)")
+        }
+    }
+
+    /// Sends the held replies and enters transmission (on the event loop).
+    private func slotGranted() {
+        guard case .awaitingSlot(let session, let replies) = self.phase, let context = self.context,
+            !self.closing
+        else { return }
+        for reply in replies {
+            context.write(self.wrapOutboundOut(reply), promise: nil)
+        }
+        context.flush()
+        self.logger.debug(
+            "transmission started",
+            metadata: [
+                "export": "\(session.export.name)",
+                "structured-replies": "\(session.structuredReplies)",
+                "contexts": "\(session.metaContexts.map(\.name))",
+                "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
+            ]
+        )
+        self.phase = .transmitting(Transmission(session: session))
+        self.resumeReadingIfPossible(context: context)
     }
 
     /// The ACK to `STARTTLS` is written: put TLS in front of the pipeline. The ACK has already passed that
@@ -366,19 +458,18 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         let backend = self.backend
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        self.threadPool.submit { state in
+        self.executor.execute { cancelled in
             var replies: [NBDReply] = []
             replies.reserveCapacity(jobs.count)
             var cost = 0
             for job in jobs {
                 cost += job.cost
-                switch state {
-                case .active:
-                    replies.append(backend.execute(job.request, session: job.transmission.session))
-                case .cancelled:
+                if cancelled {
                     let header = job.request.header
                     let session = job.transmission.session
                     replies.append(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
+                } else {
+                    replies.append(backend.execute(job.request, session: job.transmission.session))
                 }
             }
             let done = replies

@@ -37,14 +37,18 @@ public final class NBDServer: Sendable {
     private let stopPromise: EventLoopPromise<Void>
     /// The server's mutable bookkeeping, touched from every event loop and from `shutdown()`'s caller;
     /// the lock makes admission (count + limit), stop decisions and the channel set consistent.
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     private struct State: Sendable {
         var listener: (any Channel)?
         var unixSocketPath: String?
         var connections: [ObjectIdentifier: any Channel] = [:]
+        /// The `-e` slots and the cap on connections still negotiating.
+        var admission: NBDAdmission<NBDTransmissionGrant>
+        /// The listener's `autoRead` as last decided; only the listener's event loop applies it (see
+        /// ``NBDServer/updateListener()``).
+        var listenerAccepting = true
         var someClientUsedTheExport = false
-        var acceptingPaused = false
         var stopping = false
         var started = false
     }
@@ -69,6 +73,14 @@ public final class NBDServer: Sendable {
         )
         self.tls = tls
         self.stopPromise = self.group.next().makePromise(of: Void.self)
+        self.state = Mutex(
+            State(
+                admission: NBDAdmission(
+                    transmissionLimit: options.sharedClients,
+                    negotiationLimit: options.maximumNegotiatingConnections
+                )
+            )
+        )
     }
 
     /// Starts listening. Call once.
@@ -91,6 +103,13 @@ public final class NBDServer: Sendable {
             // Replies queued beyond the high mark pause reading requests (NBDConnectionHandler);
             // the high mark lets large sequential reads keep several replies in flight.
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 8 << 20, high: 32 << 20))
+            // Admission happens on the listener's event loop, as each connection is accepted, so
+            // pausing the listener at the limit takes effect before the next accept.
+            .serverChannelInitializer { [self] listener in
+                listener.eventLoop.makeCompletedFuture {
+                    try listener.pipeline.syncOperations.addHandler(NBDAdmissionHandler(server: self))
+                }
+            }
             .childChannelInitializer { [self] channel in
                 self.initialize(channel)
             }
@@ -108,6 +127,8 @@ public final class NBDServer: Sendable {
             state.listener = listener
             if case .unix(let path) = address { state.unixSocketPath = path }
         }
+        // Connections may have been admitted before the listener was recorded.
+        self.updateListener()
         self.logger.info(
             "serving",
             metadata: [
@@ -164,27 +185,61 @@ public final class NBDServer: Sendable {
 
     // MARK: - Connections
 
-    private func initialize(_ channel: any Channel) -> EventLoopFuture<Void> {
-        let limit = self.options.sharedClients
+    /// Admits a connection the listener just accepted (on the listener's event loop, before the
+    /// connection is set up on its own loop): counts it, and stops accepting at the negotiation limit.
+    fileprivate func admit(_ channel: any Channel, listener: any Channel) {
         let id = ObjectIdentifier(channel)
-        let (admitted, pauseAccepting, listener) = self.state.withLock { state -> (Bool, Bool, (any Channel)?) in
-            guard !state.stopping, limit <= 0 || state.connections.count < limit else {
-                return (false, false, nil)
-            }
+        let pause = self.state.withLock { state -> Bool in
+            guard !state.stopping else { return false }
             state.connections[id] = channel
-            let pause = limit > 0 && state.connections.count >= limit && !state.acceptingPaused
-            if pause { state.acceptingPaused = true }
-            return (true, pause, state.listener)
+            state.admission.admit(id)
+            guard state.listenerAccepting, !state.admission.acceptsConnections else { return false }
+            state.listenerAccepting = false
+            return true
         }
+        // On the listener's loop, so applied at once, before the next accept.
+        if pause { listener.setOption(.autoRead, value: false).whenFailure { _ in } }
+        channel.closeFuture.whenComplete { [self] _ in self.connectionClosed(id) }
+    }
+
+    /// Makes the listener accept exactly when the admission allows it.
+    ///
+    /// Every change of the listener's `autoRead` runs on the listener's event loop and reads the state
+    /// when it runs, so changes decided on different loops cannot be applied out of order. (They once
+    /// were: a pause decided on one connection's loop and a resume decided on another's both hopped to
+    /// the listener's loop, and when the resume overtook the pause the listener stayed paused with no
+    /// connection left to resume it.) Connections only ever make admission possible again from other
+    /// loops; only the listener's loop, in ``admit(_:listener:)``, makes it impossible.
+    private func updateListener() {
+        guard let listener = self.state.withLock({ $0.listener }) else { return }
+        listener.eventLoop.execute { [self] in
+            let accepting = self.state.withLock { state -> Bool in
+                state.listenerAccepting = !state.stopping && state.admission.acceptsConnections
+                return state.listenerAccepting
+            }
+            listener.setOption(.autoRead, value: accepting).whenFailure { _ in }
+        }
+    }
+
+    /// A connection that finished negotiating asks for a transmission slot (`-e`).
+    /// - Returns: Whether it got one now; if not, `grant` is called (from any thread) when it does.
+    private func requestTransmission(_ id: ObjectIdentifier, grant: NBDTransmissionGrant) -> Bool {
+        self.state.withLock { state in
+            let granted = state.admission.requestTransmission(id, grant: grant)
+            if granted { state.someClientUsedTheExport = true }
+            return granted
+        }
+    }
+
+    private func initialize(_ channel: any Channel) -> EventLoopFuture<Void> {
+        let id = ObjectIdentifier(channel)
+        let admitted = self.state.withLock { state in !state.stopping && state.connections[id] != nil }
         guard admitted else {
-            self.logger.debug("refusing a connection: client limit reached or stopping")
+            self.logger.debug("refusing a connection: the server is stopping")
             return channel.close()
         }
-        if pauseAccepting { listener?.setOption(.autoRead, value: false).whenFailure { _ in } }
-
-        channel.closeFuture.whenComplete { [self] _ in self.connectionClosed(id) }
-        let events = NBDConnectionEvents(enteredTransmission: { [self] in
-            self.state.withLock { $0.someClientUsedTheExport = true }
+        let events = NBDConnectionEvents(requestTransmission: { [self] grant in
+            self.requestTransmission(id, grant: grant)
         })
         var logger = self.logger
         logger[metadataKey: "connection"] = "\(UInt(bitPattern: id.hashValue) % 100_000)"
@@ -192,17 +247,21 @@ public final class NBDServer: Sendable {
             configuration: self.configuration,
             tls: self.tls,
             backend: self.backend,
-            threadPool: self.threadPool,
+            executor: self.threadPool,
             options: self.options,
             events: events,
             logger: logger
         )
         let maximumPayload = Int(self.options.blockSize.maximum)
+        let maximumOption = max(0, self.options.maximumOptionLength)
         let tlsMode = self.configuration.tls
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
                 ByteToMessageHandler(
-                    NBDConnectionDecoder(NBDServerDecoder(maximumPayloadLength: maximumPayload), tls: tlsMode)
+                    NBDConnectionDecoder(
+                        NBDServerDecoder(maximumOptionLength: maximumOption, maximumPayloadLength: maximumPayload),
+                        tls: tlsMode
+                    )
                 )
             )
             try channel.pipeline.syncOperations.addHandler(NBDServerMessageEncoder())
@@ -211,23 +270,46 @@ public final class NBDServer: Sendable {
     }
 
     private func connectionClosed(_ id: ObjectIdentifier) {
-        let limit = self.options.sharedClients
-        let (resume, listener, stop) = self.state.withLock { state -> (Bool, (any Channel)?, Bool) in
-            guard state.connections.removeValue(forKey: id) != nil else { return (false, nil, false) }
-            var resume = false
-            if state.acceptingPaused && (limit <= 0 || state.connections.count < limit) && !state.stopping {
-                state.acceptingPaused = false
-                resume = true
-            }
+        let (grants, resume, stop) = self.state.withLock { state -> ([NBDTransmissionGrant], Bool, Bool) in
+            guard state.connections.removeValue(forKey: id) != nil else { return ([], false, false) }
+            let grants = state.admission.remove(id)
+            if !grants.isEmpty { state.someClientUsedTheExport = true }
+            let resume = !state.listenerAccepting && state.admission.acceptsConnections && !state.stopping
             let stop =
                 !self.options.persistent && state.someClientUsedTheExport && state.connections.isEmpty
                 && !state.stopping
-            return (resume, state.listener, stop)
+            return (grants, resume, stop)
         }
-        if resume { listener?.setOption(.autoRead, value: true).whenFailure { _ in } }
+        for grant in grants { grant.deliver() }
+        if resume { self.updateListener() }
         if stop {
             self.logger.debug("last client left; stopping (no --persistent)")
             self.shutdown()
         }
+    }
+}
+
+/// Tells a connection waiting for a transmission slot that it has one (hops to its event loop).
+struct NBDTransmissionGrant: Sendable {
+    /// Called once, from any thread.
+    let deliver: @Sendable () -> Void
+}
+
+/// The first handler of the listener's pipeline: hands every accepted connection to
+/// ``NBDServer/admit(_:listener:)`` on the listener's event loop, then passes it on to NIO's accept
+/// handler, which sets it up on its own loop.
+private final class NBDAdmissionHandler: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+
+    private let server: NBDServer
+
+    init(server: NBDServer) {
+        self.server = server
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.server.admit(self.unwrapInboundIn(data), listener: context.channel)
+        // Unchanged: NIO's accept handler unwraps its own channel type.
+        context.fireChannelRead(data)
     }
 }

@@ -46,9 +46,28 @@ public struct NBDServerOptions: Sendable, Hashable {
     public var detectZeroes: NBDDetectZeroesMode = .off
     /// Whether `qemu:allocation-depth` is offered besides `base:allocation` (`-A`).
     public var allocationDepth: Bool = false
-    /// How many clients may be connected at once (`-e`); 0 means no limit. Anything but 1 advertises
-    /// `CAN_MULTI_CONN`: every connection shares one open image, so a FLUSH on one covers all.
+    /// How many clients may be in the transmission phase (using the export) at once (`-e`); 0 means no
+    /// limit. A client that finishes negotiating while that many are served waits for one to leave (its
+    /// reply to `NBD_OPT_GO` is held back). Connections still negotiating do not count: see
+    /// ``maximumNegotiatingConnections``. Anything but 1 advertises `CAN_MULTI_CONN`: every connection
+    /// shares one open image, so a FLUSH on one covers all.
     public var sharedClients: Int = 1
+    /// How many connections may be negotiating (or waiting for a ``sharedClients`` slot) at once; at this
+    /// many the server stops accepting and new connections wait in the listen queue. The
+    /// ``handshakeLimit`` bounds how long an idle connection holds its place.
+    public var maximumNegotiatingConnections: Int = 16
+    /// Largest option request data accepted while negotiating, in bytes; a longer option closes the
+    /// connection. The decoder holds an option whole before parsing it, so this times
+    /// ``maximumNegotiatingConnections`` bounds the memory of connections still negotiating (16 MiB by
+    /// default). No option needs more: protocol strings are at most 4 KiB, so 1 MiB is a GO or
+    /// SET_META_CONTEXT with over 250 names of the longest kind. (qemu-nbd accepts up to 32 MiB, but
+    /// parses options as they stream in.)
+    public var maximumOptionLength: Int = 1 << 20
+    /// Seconds a connection may take to finish negotiating (from the greeting to its `NBD_OPT_GO` or
+    /// `NBD_OPT_EXPORT_NAME`, TLS handshake included) before the server closes it
+    /// (`--handshake-limit`, as in QEMU 10's qemu-nbd); 0 means no limit. Waiting for a
+    /// ``sharedClients`` slot afterwards does not count.
+    public var handshakeLimit: Double = 10
     /// Whether to keep serving after the last client disconnected (`-t`). Without it the server stops once
     /// a client that entered transmission leaves and no other is connected.
     public var persistent: Bool = false

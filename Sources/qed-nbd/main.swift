@@ -22,7 +22,9 @@ struct QEDNBD: ParsableCommand {
         discussion: """
             Options follow qemu-nbd. Listens on 127.0.0.1:10809 by default (TCP), or on a Unix socket with \
             -k, or on a socket passed by systemd socket activation (LISTEN_PID/LISTEN_FDS, fd 3). Serves one \
-            client at a time unless -e says otherwise, and exits when that client leaves unless -t is given. \
+            client at a time unless -e says otherwise (more clients wait), and exits when that client leaves \
+            unless -t is given. A connection that has not finished negotiating after --handshake-limit \
+            seconds (10) is closed; connections still negotiating do not take -e slots. \
             SIGTERM or SIGINT: stop accepting, finish requests in flight, flush and close the image, exit 0.
             With --tls-certificates or --tls-psk, clients must start TLS (NBD_OPT_STARTTLS) before anything \
             else, as with qemu-nbd --tls-creds: nbds:// or nbds+unix:// URIs, qemu's tls-creds objects.
@@ -38,9 +40,18 @@ struct QEDNBD: ParsableCommand {
 
     @Option(
         name: [.customShort("e"), .customLong("shared")],
-        help: "How many clients may connect at once (0: no limit). Not 1: advertise multi-conn."
+        help: "How many clients may use the export at once (0: no limit); more wait. Not 1: advertise multi-conn."
     )
     var shared: Int = 1
+
+    @Option(
+        name: .customLong("handshake-limit"),
+        help: ArgumentHelp(
+            "Close connections that have not finished negotiating after SECONDS (0: no limit).",
+            valueName: "SECONDS"
+        )
+    )
+    var handshakeLimit: Int = 10
 
     @Option(name: [.customShort("x"), .customLong("export-name")], help: "Export name.")
     var exportName: String = ""
@@ -117,6 +128,10 @@ struct QEDNBD: ParsableCommand {
 
     func validate() throws {
         guard self.shared >= 0 else { throw ValidationError("-e/--shared must be 0 or more") }
+        // At most a year: any longer is as good as none, and stays far from overflowing nanoseconds.
+        guard (0...366 * 86400).contains(self.handshakeLimit) else {
+            throw ValidationError("--handshake-limit must be between 0 and \(366 * 86400) seconds")
+        }
         if let port = self.port, !(0...65535).contains(port) {
             throw ValidationError("invalid port \(port)")
         }
@@ -191,6 +206,7 @@ struct QEDNBD: ParsableCommand {
         options.detectZeroes = NBDDetectZeroesMode(rawValue: self.detectZeroes) ?? .off
         options.allocationDepth = self.allocationDepth
         options.sharedClients = self.shared
+        options.handshakeLimit = Double(self.handshakeLimit)
         options.persistent = self.persistent
         if let ioThreads = self.ioThreads { options.ioThreads = ioThreads }
         if let loopThreads = self.loopThreads { options.eventLoopThreads = loopThreads }
