@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `bench`: qemu-img bench's request pattern and report, for side-by-side comparisons.
 struct Bench: ParsableCommand {

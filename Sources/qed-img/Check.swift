@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `check`: consistency check (and repair) with qemu-img's report, JSON and exit codes.
 struct Check: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// A value named on the command line from a fixed set (a format, a cache mode...), refused with
 /// qemu-img's own sentence.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `commit`: write an overlay's data into its backing file, then empty the overlay.
 struct Commit: ParsableCommand {

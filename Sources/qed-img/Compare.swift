@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `compare`: whether two images show the same content (qemu-img's messages and exit codes).
 struct Compare: ParsableCommand {

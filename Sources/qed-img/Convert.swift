@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `convert`: copy one or more images (end to end) into a new sparse QED or raw image.
 struct Convert: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `create`: a new, empty QED (or raw) image.
 struct Create: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `dd`: copy blocks of an image into a new image, with qemu-img dd's operands and semantics.
 struct DDCommand: ParsableCommand {

@@ -8,6 +8,7 @@ import Darwin
 import ArgumentParser
 import Dispatch
 import QED
+import QEDTools
 import Synchronization
 
 /// `io`: a qemu-io subset for scripting, printing qemu-io's summary lines.

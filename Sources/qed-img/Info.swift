@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `info`: what qemu-img 7.2 shows about an image (and its backing chain).
 struct Info: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `map`: where each range of the disk comes from (qemu-img's human and JSON forms, plus a picture).
 struct Map: ParsableCommand {

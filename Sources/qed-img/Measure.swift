@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `measure`: the file size a new image would need.
 struct Measure: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `rebase`: give a QED image another backing file, keeping (safe mode) its visible content.
 struct Rebase: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `resize`: grow an image (QED cannot shrink; raw can with --shrink).
 struct Resize: ParsableCommand {

@@ -1,3 +1,4 @@
+public import QED
 import Synchronization
 #if canImport(Glibc)
 import Glibc

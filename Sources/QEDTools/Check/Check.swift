@@ -1,3 +1,5 @@
+public import QED
+
 /// `qemu-img check`'s flow around the engine's checker: an optional repairing pass, then (if it
 /// repaired anything) a second, read-only pass whose counts are reported, carrying over the
 /// repaired counts from the first.

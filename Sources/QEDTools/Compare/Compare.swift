@@ -1,3 +1,5 @@
+public import QED
+
 /// `qemu-img compare`: whether two disks show the same content.
 ///
 /// Content is compared in 512-byte sectors, so a mismatch is reported at the start of the first

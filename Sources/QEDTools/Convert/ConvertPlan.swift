@@ -1,3 +1,4 @@
+import QED
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

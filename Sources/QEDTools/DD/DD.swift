@@ -1,3 +1,5 @@
+public import QED
+
 /// `qemu-img dd`: copies blocks of a disk into a new image, with qemu-img's semantics: the
 /// output size is `min(count·bs, input size) − skip·bs` (count counts from the start of the
 /// input, not from the skipped position), and every block is written, zeroes included.

@@ -1,3 +1,5 @@
+public import QED
+
 /// What `qemu-img info` reports about one image (QEMU 7.2's `ImageInfo`).
 ///
 /// Units: sizes in bytes.

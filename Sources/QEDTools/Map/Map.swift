@@ -1,3 +1,5 @@
+public import QED
+
 /// One row of `qemu-img map`: a guest range and where its content comes from.
 ///
 /// Units: `start`, `length` and `offset` are bytes (`offset` in the file of the layer at `depth`).

@@ -1,3 +1,5 @@
+public import QED
+
 /// `qemu-img measure`: how large an image file would be.
 public enum Measure {
     /// The two figures qemu-img prints. Units: bytes.
