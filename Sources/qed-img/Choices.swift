@@ -1,6 +1,5 @@
 import ArgumentParser
 import QED
-import QEDTools
 
 /// A value named on the command line from a fixed set (a format, a cache mode...), refused with
 /// qemu-img's own sentence.

@@ -1,6 +1,5 @@
 import ArgumentParser
 import QED
-import QEDTools
 
 /// `create`: a new, empty QED (or raw) image.
 struct Create: ParsableCommand {

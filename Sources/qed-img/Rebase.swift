@@ -37,7 +37,7 @@ struct Rebase: ParsableCommand {
         if let f = try opening.format.value(), f != .qed {
             throw CLIError("rebase needs a QED image; raw images have no backing file", path: file)
         }
-        var o = QED.Rebase.Options()
+        var o = QEDTools.Rebase.Options()
         o.backing = backingFile
         o.backingFormat = try backingFormat?.value()
         o.unsafe = unsafe
@@ -45,6 +45,6 @@ struct Rebase: ParsableCommand {
         let (printer, handler) = progress.printer()
         o.progress = handler
         defer { printer?.finish() }
-        try QED.Rebase.run(path: file, options: o)
+        try QEDTools.Rebase.run(path: file, options: o)
     }
 }

@@ -1,6 +1,5 @@
 import ArgumentParser
 import QED
-import QEDTools
 
 /// `resize`: grow an image (QED cannot shrink; raw can with --shrink).
 struct Resize: ParsableCommand {

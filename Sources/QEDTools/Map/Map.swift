@@ -1,55 +1,57 @@
 public import QED
 
-/// One row of `qemu-img map`: a guest range and where its content comes from.
-///
-/// Units: `start`, `length` and `offset` are bytes (`offset` in the file of the layer at `depth`).
-public struct MapEntry: Sendable, Equatable {
-    /// Guest byte offset.
-    public var start: UInt64
-    /// Length in bytes.
-    public var length: UInt64
-    /// Layer of the backing chain that provides the range (0 = the image itself).
-    public var depth: Int
-    /// Whether some layer provides the range (false: it reads as zeroes by default).
-    public var present: Bool
-    /// Whether the range reads as zeroes.
-    public var zero: Bool
-    /// Whether the range is stored as data.
-    public var data: Bool
-    /// Byte offset in the file of the layer at `depth`, when the range is stored there contiguously.
-    public var offset: UInt64?
-    /// The file holding the range: set only together with `offset`, like QEMU.
-    public var filename: String?
+/// `qemu-img map`: where each guest range of a disk comes from, merged the way qemu-img merges
+/// its JSON rows.
+public enum Map {
+    /// Which range to map. Units: bytes.
+    public struct Options: Sendable {
+        /// First guest byte (`--start-offset`). Default 0.
+        public var start: UInt64 = 0
+        /// Bytes to map from there (`--max-length`); nil: to the end of the disk.
+        public var length: UInt64?
 
-    /// An entry with every field given.
-    public init(start: UInt64, length: UInt64, depth: Int, present: Bool, zero: Bool, data: Bool,
-                offset: UInt64?, filename: String?) {
-        self.start = start
-        self.length = length
-        self.depth = depth
-        self.present = present
-        self.zero = zero
-        self.data = data
-        self.offset = offset
-        self.filename = filename
+        /// Default options: the whole disk.
+        public init() {}
     }
 
-    /// QEMU's `entry_mergeable`: same flags, depth, file, and a contiguous offset.
-    public func canMerge(with next: MapEntry) -> Bool {
-        guard length > 0, zero == next.zero, data == next.data, depth == next.depth, present == next.present,
-              filename == next.filename, (offset == nil) == (next.offset == nil) else { return false }
-        if let offset, let nextOffset = next.offset { return offset + length == nextOffset }
-        return true
+    /// One row: an ``Extent`` of the disk and the file of the layer that stores it.
+    public struct Row: Sendable, Equatable {
+        /// The guest range and where its content comes from (`hostOffset` is QEMU's `offset`).
+        public var extent: Extent
+        /// The file holding the range: set only together with `extent.hostOffset`, like QEMU.
+        public var filename: String?
+
+        /// A row for `extent` stored in `filename`.
+        public init(extent: Extent, filename: String?) {
+            self.extent = extent
+            self.filename = filename
+        }
+
+        /// QEMU's `entry_mergeable`: the extents merge (same flags and depth, contiguous host
+        /// offsets) and the file is the same. Empty rows merge with nothing.
+        public func canMerge(with next: Row) -> Bool {
+            extent.length > 0 && filename == next.filename && extent.canMerge(with: next.extent)
+        }
     }
 
-    /// The entries of `[start, start+length)` of `disk`, merged the way `qemu-img map` merges
-    /// them (JSON output); `length` nil means to the end of the disk.
-    public static func map(_ disk: any DiskReader, start: UInt64 = 0, length: UInt64? = nil) throws -> [MapEntry] {
+    /// The merged rows of the mapped range, in guest order.
+    public struct Result: Sendable, Equatable {
+        /// Every row, as the JSON output lists them.
+        public var rows: [Row]
+
+        /// The rows `qemu-img map` prints in human form: ranges stored as data, not known zero.
+        public var humanRows: [Row] {
+            rows.filter { $0.extent.data && !$0.extent.zero }
+        }
+    }
+
+    /// Maps `[options.start, options.start + options.length)` of `disk`, clipped to the disk.
+    public static func run(disk: any DiskReader, options: Options) throws -> Result {
         let size = disk.virtualSize
-        let from = min(start, size)
-        let count = min(length ?? (size - from), size - from)
+        let from = min(options.start, size)
+        let count = min(options.length ?? (size - from), size - from)
         let names = DiskOpener.chain(of: disk).map { DiskOpener.layerName($0) }
-        var out: [MapEntry] = []
+        var rows: [Row] = []
         var pos = from
         let end = from + count
         while pos < end {
@@ -57,40 +59,15 @@ public struct MapEntry: Sendable, Equatable {
             let step = min(end - pos, 1 << 30)
             for e in try disk.extents(at: pos, length: step) {
                 let name = e.hostOffset != nil && e.depth < names.count ? names[e.depth] : nil
-                let entry = MapEntry(start: e.offset, length: e.length, depth: e.depth, present: e.present,
-                                     zero: e.zero, data: e.data, offset: e.hostOffset, filename: name)
-                if let last = out.last, last.canMerge(with: entry) {
-                    out[out.count - 1].length += entry.length
+                let row = Row(extent: e, filename: name)
+                if let last = rows.last, last.canMerge(with: row) {
+                    rows[rows.count - 1].extent.length += e.length
                 } else {
-                    out.append(entry)
+                    rows.append(row)
                 }
             }
             pos += step
         }
-        return out
-    }
-
-    /// The rows `qemu-img map` prints in human form: ranges stored as data, not known zero.
-    public static func humanRows(_ entries: [MapEntry]) -> [MapEntry] {
-        entries.filter { $0.data && !$0.zero }
-    }
-
-    /// qemu-io's `map`: runs of allocated / not allocated in the top layer only (data and zero
-    /// clusters count as allocated; raw files are allocated throughout). Lengths in bytes.
-    public static func topLayerAllocation(_ disk: any DiskReader) throws -> [(offset: UInt64, length: UInt64, allocated: Bool)] {
-        var out: [(offset: UInt64, length: UInt64, allocated: Bool)] = []
-        let size = disk.virtualSize
-        guard size > 0 else { return out }
-        let extents: [Extent] = disk is Image ? try disk.extents(at: 0, length: size)
-            : [Extent(offset: 0, length: size, depth: 0, present: true, zero: false, data: true, hostOffset: 0)]
-        for e in extents {
-            let allocated = e.depth == 0 && e.present
-            if let last = out.last, last.allocated == allocated {
-                out[out.count - 1].length += e.length
-            } else {
-                out.append((e.offset, e.length, allocated))
-            }
-        }
-        return out
+        return Result(rows: rows)
     }
 }
