@@ -38,6 +38,10 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // qemu-img's verbs over the engine (convert, compare, commit, rebase, measure, dd, bench, map,
+        // info, check), one folder each, plus cancellation, progress and a worker pool. Only the
+        // CLI uses it: the NBD server needs the engine alone.
+        .target(name: "QEDTools", dependencies: ["QED"], swiftSettings: strict),
         // NBD protocol types and codec: no I/O, no engine.
         .target(
             name: "NBD",
@@ -59,7 +63,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "qed-img",
-            dependencies: ["QED", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["QED", "QEDTools", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict,
             // A short-lived command: release builds on Linux link the Swift runtime (and the
             // FoundationEssentials that ArgumentParser uses) statically, so no symbol is bound across
@@ -83,6 +87,7 @@ let package = Package(
         // temporary directories, file bytes, JSON, a retrying open.
         .target(name: "TestSupport", dependencies: ["QED"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "QEDTests", dependencies: ["QED", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "QEDToolsTests", dependencies: ["QEDTools", "QED", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "NBDTests",
             dependencies: [

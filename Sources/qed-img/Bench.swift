@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `bench`: qemu-img bench's request pattern and report, for side-by-side comparisons.
 struct Bench: ParsableCommand {
@@ -62,7 +63,7 @@ struct Bench: ParsableCommand {
         guard (0...255).contains(pattern) else { throw CLIError("Invalid pattern byte specified") }
         if flushInterval > 0 && flushInterval < depth { throw CLIError("Flush interval can't be smaller than depth") }
         if noDrain && flushInterval == 0 { throw CLIError("--no-drain can't be used without --flush-interval") }
-        var o = QED.Bench.Options()
+        var o = QEDTools.Bench.Options()
         o.count = count
         o.depth = depth
         o.bufferSize = Int(bufferSize)
@@ -82,7 +83,7 @@ struct Bench: ParsableCommand {
         if flushInterval > 0 { Console.out("Sending flush every \(flushInterval) requests\n") }
         let seconds: Double
         do {
-            seconds = try QED.Bench.run(disk: disk, options: o)
+            seconds = try QEDTools.Bench.run(disk: disk, options: o).seconds
         } catch let e as QEDError {
             throw CLIError("Failed request: \(e.message)", path: file)
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `check`: consistency check (and repair) with qemu-img's report, JSON and exit codes.
 struct Check: ParsableCommand {
@@ -36,9 +37,11 @@ struct Check: ParsableCommand {
         let disk = try openDisk(file, format: .qed, readOnly: repair == nil, forceShare: opening.forceShare,
                                 openBacking: false, autoCheck: false)
         guard let image = disk as? Image else { throw CLIError("not a QED image", path: file) }
-        let outcome: CheckOutcome
+        var options = QEDTools.Check.Options()
+        options.repair = repair != nil
+        let outcome: QEDTools.Check.Result
         do {
-            outcome = try CheckOutcome.run(image: image, repair: repair != nil)
+            outcome = try QEDTools.Check.run(image: image, options: options)
         } catch let error as QEDError {
             try? image.close()
             let reason = error.cause?.reason ?? error.message
@@ -71,7 +74,7 @@ struct Check: ParsableCommand {
     }
 
     /// qemu-img's human report, including the repair preamble.
-    static func human(_ outcome: CheckOutcome) -> String {
+    static func human(_ outcome: QEDTools.Check.Result) -> String {
         let r = outcome.report
         var out = ""
         if outcome.repairedSomething {

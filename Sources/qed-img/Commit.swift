@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `commit`: write an overlay's data into its backing file, then empty the overlay.
 struct Commit: ParsableCommand {
@@ -31,13 +32,13 @@ struct Commit: ParsableCommand {
         if let f = try format.value(), f != .qed {
             throw CLIError("Image does not have a backing file", path: file)
         }
-        var o = QED.Commit.Options()
+        var o = QEDTools.Commit.Options()
         o.base = base
         o.keepOverlay = drop
         o.cancellation = Signals.cancellation
         let (printer, handler) = progress.printer()
         o.progress = handler
-        try QED.Commit.run(path: file, options: o)
+        try QEDTools.Commit.run(path: file, options: o)
         printer?.finish()
         if !progress.quiet { Console.out("Image committed.\n") }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `compare`: whether two images show the same content (qemu-img's messages and exit codes).
 struct Compare: ParsableCommand {
@@ -44,9 +45,13 @@ struct Compare: ParsableCommand {
         } catch let e as QEDError { throw CLIError(e.message, path: e.path ?? file2, exitCode: 2) }
         defer { try? b.close() }
         let (printer, handler) = progress.printer()
-        let result: CompareResult
+        var options = QEDTools.Compare.Options()
+        options.strict = strict
+        options.progress = handler
+        options.cancellation = Signals.cancellation
+        let result: QEDTools.Compare.Result
         do {
-            result = try CompareResult.compare(a, b, strict: strict, progress: handler, cancellation: Signals.cancellation)
+            result = try QEDTools.Compare.run(a, b, options: options)
         } catch let e as QEDError {
             printer?.finish()
             throw CLIError(e.message, path: e.path, exitCode: e.code == .io ? 4 : 3)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `convert`: copy one or more images (end to end) into a new sparse QED or raw image.
 struct Convert: ParsableCommand {
@@ -72,7 +73,7 @@ struct Convert: ParsableCommand {
         for path in sourcePaths {
             sources.append(try opening.open(path))
         }
-        var o = QED.Convert.Options()
+        var o = QEDTools.Convert.Options()
         o.format = outFormat
         o.clusterSize = layout.clusterSize
         o.tableSize = layout.tableSize
@@ -90,7 +91,7 @@ struct Convert: ParsableCommand {
         o.progress = handler
         defer { printer?.finish() }
         do {
-            try QED.Convert.run(sources: sources, target: target, options: o)
+            try QEDTools.Convert.run(sources: sources, target: target, options: o)
         } catch var error as QEDError {
             if error.path == nil { error.path = target }
             throw error

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `dd`: copy blocks of an image into a new image, with qemu-img dd's operands and semantics.
 struct DDCommand: ParsableCommand {
@@ -19,7 +20,7 @@ struct DDCommand: ParsableCommand {
     var operands: [String] = []
 
     func run() throws {
-        var o = QED.DD.Options()
+        var o = QEDTools.DD.Options()
         var input: String?, output: String?
         var seen = Set<String>()
         for operand in operands {
@@ -47,6 +48,6 @@ struct DDCommand: ParsableCommand {
         o.cancellation = Signals.cancellation
         let disk = try opening.open(input)
         defer { try? disk.close() }
-        try QED.DD.run(input: disk, output: output, options: o)
+        try QEDTools.DD.run(input: disk, output: output, options: o)
     }
 }

@@ -8,6 +8,7 @@ import Darwin
 import ArgumentParser
 import Dispatch
 import QED
+import QEDTools
 import Synchronization
 
 /// `io`: a qemu-io subset for scripting, printing qemu-io's summary lines.
@@ -162,7 +163,7 @@ final class IOSession: Sendable {
             return true
         case "map":
             do {
-                for run in try MapEntry.topLayerAllocation(disk) {
+                for run in try AllocationMap.run(disk: disk, options: .init()).runs {
                     say("\(Sizes.ioString(Double(run.length))) (0x\(String(run.length, radix: 16))) bytes \(run.allocated ? "    allocated" : "not allocated") at offset \(Sizes.ioString(Double(run.offset))) (0x\(String(run.offset, radix: 16)))\n")
                 }
             } catch {

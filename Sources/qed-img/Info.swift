@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `info`: what qemu-img 7.2 shows about an image (and its backing chain).
 struct Info: ParsableCommand {
@@ -22,8 +23,11 @@ struct Info: ParsableCommand {
     var file: String
 
     func run() throws {
-        let infos = try ImageInfo.collect(path: file, format: try opening.format.value(), forceShare: opening.forceShare,
-                                          backingChain: backingChain)
+        var options = QEDTools.Info.Options()
+        options.format = try opening.format.value()
+        options.forceShare = opening.forceShare
+        options.backingChain = backingChain
+        let infos = try QEDTools.Info.run(path: file, options: options).images
         switch output.format {
         case .json:
             let values = infos.map(Info.json)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `map`: where each range of the disk comes from (qemu-img's human and JSON forms, plus a picture).
 struct Map: ParsableCommand {
@@ -40,28 +41,33 @@ struct Map: ParsableCommand {
             guard let v = Sizes.parse(s) else { throw CLIError("Invalid max length specified! You may use k, M, G, T, P or E suffixes for") }
             return v
         }
-        let entries: [MapEntry]
+        var options = QEDTools.Map.Options()
+        options.start = start
+        options.length = length
+        let result: QEDTools.Map.Result
         do {
-            entries = try MapEntry.map(disk, start: start, length: length)
+            result = try QEDTools.Map.run(disk: disk, options: options)
         } catch let error as QEDError {
             throw CLIError("Could not read file metadata: \(error.message)", path: file)
         }
         switch output {
         case .json:
-            let rows = entries.map { e -> String in
-                var s = "{ \"start\": \(e.start), \"length\": \(e.length), \"depth\": \(e.depth), \"present\": \(e.present), \"zero\": \(e.zero), \"data\": \(e.data)"
-                if let o = e.offset { s += ", \"offset\": \(o)" }
+            let rows = result.rows.map { row -> String in
+                let e = row.extent
+                var s = "{ \"start\": \(e.offset), \"length\": \(e.length), \"depth\": \(e.depth), \"present\": \(e.present), \"zero\": \(e.zero), \"data\": \(e.data)"
+                if let o = e.hostOffset { s += ", \"offset\": \(o)" }
                 return s + "}"
             }
             Console.out("[" + rows.joined(separator: ",\n") + "]\n")
         case .human:
             var out = pad("Offset") + pad("Length") + pad("Mapped to") + "File\n"
-            for e in MapEntry.humanRows(entries) {
-                out += pad(hex(e.start)) + pad(hex(e.length)) + pad(hex(e.offset ?? 0)) + (e.filename ?? "") + "\n"
+            for row in result.humanRows {
+                let e = row.extent
+                out += pad(hex(e.offset)) + pad(hex(e.length)) + pad(hex(e.hostOffset ?? 0)) + (row.filename ?? "") + "\n"
             }
             Console.out(out)
         case .picture:
-            Console.out(MapPicture(entries: entries, disk: disk, start: start, width: max(8, width)).render())
+            Console.out(MapPicture(extents: result.rows.map(\.extent), disk: disk, start: start, width: max(8, width)).render())
         }
     }
 
@@ -71,7 +77,7 @@ struct Map: ParsableCommand {
 
 /// The picture form of `map`: a fixed-width grid of cells, each standing for an equal guest range.
 struct MapPicture {
-    let entries: [MapEntry]
+    let extents: [Extent]
     let disk: any Disk
     let start: UInt64
     let width: Int
@@ -89,7 +95,7 @@ struct MapPicture {
             case .unallocated: "."
             }
         }
-        static func of(_ e: MapEntry) -> Kind {
+        static func of(_ e: Extent) -> Kind {
             if e.depth == 0 && e.present { return e.data ? .data : .zero }
             if !e.present { return .unallocated }
             return e.data ? .backingData : .backingZero
@@ -97,7 +103,7 @@ struct MapPicture {
     }
 
     func render() -> String {
-        let total = entries.reduce(0) { $0 + $1.length }
+        let total = extents.reduce(0) { $0 + $1.length }
         let granule = (disk as? Image)?.clusterSize ?? 4096
         // Cell size: a whole number of clusters, so that at most maxRows rows are drawn.
         let cellsWanted = UInt64(width * MapPicture.maxRows)
@@ -106,11 +112,11 @@ struct MapPicture {
         let cells = Int((total + cell - 1) / max(1, cell))
         var kinds = [Kind](repeating: .unallocated, count: cells)
         var bytes = [Kind: UInt64]()
-        for e in entries {
+        for e in extents {
             let kind = Kind.of(e)
             bytes[kind, default: 0] += e.length
             guard e.length > 0 else { continue }
-            let first = Int((e.start - start) / cell), last = Int((e.start - start + e.length - 1) / cell)
+            let first = Int((e.offset - start) / cell), last = Int((e.offset - start + e.length - 1) / cell)
             for c in first...min(last, cells - 1) where kinds[c] < kind { kinds[c] = kind }
         }
         let end = start + total

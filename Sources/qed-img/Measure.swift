@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `measure`: the file size a new image would need.
 struct Measure: ParsableCommand {
@@ -36,19 +37,22 @@ struct Measure: ParsableCommand {
         try opts.check(known: target == .qed ? ["cluster_size", "table_size", "backing_file", "backing_fmt"] : [],
                        format: target.rawValue)
         let layout = try QEDLayout(opts)
-        let result: QED.Measure.Result
+        var options = QEDTools.Measure.Options()
+        options.format = target
+        options.clusterSize = layout.clusterSize
+        options.tableSize = layout.tableSize
+        options.cancellation = Signals.cancellation
+        let result: QEDTools.Measure.Result
         if let size {
             guard let bytes = Sizes.parse(size) else {
                 throw CLIError("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
             }
-            result = try QED.Measure.empty(size: bytes, format: target, clusterSize: layout.clusterSize,
-                                           tableSize: layout.tableSize)
+            result = try QEDTools.Measure.run(.empty(size: bytes), options: options)
         } else {
             var disks: [any Disk] = []
             defer { for d in disks { try? d.close() } }
             for f in files { disks.append(try opening.open(f)) }
-            result = try QED.Measure.convert(sources: disks, format: target, clusterSize: layout.clusterSize,
-                                             tableSize: layout.tableSize, cancellation: Signals.cancellation)
+            result = try QEDTools.Measure.run(.sources(disks), options: options)
         }
         switch output.format {
         case .json:

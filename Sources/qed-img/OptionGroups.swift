@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 // The options several verbs share, declared once and used with `@OptionGroup`.
 

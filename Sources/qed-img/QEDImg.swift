@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `qed-img`: qemu-img's verbs for QED and raw images, thin over the `QED` library.
 @main

@@ -1,5 +1,6 @@
 import ArgumentParser
 import QED
+import QEDTools
 
 /// `rebase`: give a QED image another backing file, keeping (safe mode) its visible content.
 struct Rebase: ParsableCommand {
@@ -36,7 +37,7 @@ struct Rebase: ParsableCommand {
         if let f = try opening.format.value(), f != .qed {
             throw CLIError("rebase needs a QED image; raw images have no backing file", path: file)
         }
-        var o = QED.Rebase.Options()
+        var o = QEDTools.Rebase.Options()
         o.backing = backingFile
         o.backingFormat = try backingFormat?.value()
         o.unsafe = unsafe
@@ -44,6 +45,6 @@ struct Rebase: ParsableCommand {
         let (printer, handler) = progress.printer()
         o.progress = handler
         defer { printer?.finish() }
-        try QED.Rebase.run(path: file, options: o)
+        try QEDTools.Rebase.run(path: file, options: o)
     }
 }

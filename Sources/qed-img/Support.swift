@@ -7,6 +7,7 @@ import Darwin
 #endif
 import ArgumentParser
 import QED
+import QEDTools
 import Synchronization
 
 /// An error the CLI reports as `qed-img: [file: ]message` with its own exit status.

@@ -118,12 +118,12 @@ extension BlockFile {
 }
 
 /// Identity of a file on the host (device and inode), to detect backing chains that loop.
-struct FileIdentity: Hashable, Sendable {
+package struct FileIdentity: Hashable, Sendable {
     let device: UInt64
     let inode: UInt64
 
     /// The identity of the file at `path`, or nil if it cannot be stat'ed.
-    init?(path: String) {
+    package init?(path: String) {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
         device = UInt64(st.st_dev)
@@ -132,13 +132,13 @@ struct FileIdentity: Hashable, Sendable {
 }
 
 /// Resolves and opens backing files.
-enum BackingResolver {
+package enum BackingResolver {
     /// Longest backing chain accepted; deeper chains are reported as an error.
     static let maxDepth = 64
 
     /// The path a backing name refers to: absolute names as they are, relative names against the
     /// directory of `imagePath` (as QEMU does).
-    static func resolve(_ name: String, relativeTo imagePath: String) -> String {
+    package static func resolve(_ name: String, relativeTo imagePath: String) -> String {
         if name.hasPrefix("/") { return name }
         guard let slash = imagePath.lastIndex(of: "/") else { return name }
         return String(imagePath[...slash]) + name

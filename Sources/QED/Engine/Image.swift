@@ -210,7 +210,7 @@ public final class Image: DiskReader, Sendable {
         return disk.virtualSize
     }
 
-    static func validateCreate(options: CreateOptions, size: UInt64, path: String) throws {
+    package static func validateCreate(options: CreateOptions, size: UInt64, path: String) throws {
         guard Geometry.isValidClusterSize(UInt64(options.clusterSize)) else {
             throw QEDError(.invalidClusterSize,
                            "QED cluster size must be within range [4096, 67108864] and power of 2",

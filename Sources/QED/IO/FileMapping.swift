@@ -15,7 +15,7 @@ import Darwin
 /// Only for files nobody can shrink meanwhile (touching a page past the end of the file raises
 /// SIGBUS): `convert` maps sources it holds QEMU's read lock on (which keeps writers out), never
 /// force-shared or unlocked ones.
-final class FileMapping: @unchecked Sendable {
+package final class FileMapping: @unchecked Sendable {
     /// The requested bytes.
     let bytes: UnsafeRawBufferPointer
     private let base: UnsafeMutableRawPointer
@@ -50,18 +50,18 @@ final class FileMapping: @unchecked Sendable {
 
 /// A disk whose own data extents (depth 0, with a host offset) may be read through a
 /// ``FileMapping`` of ``mappableFile``.
-protocol MappableDisk {
+package protocol MappableDisk {
     /// The host file holding depth-0 data, or nil when it must be read with `read` (not a
     /// ``PosixFile``, or opened force-shared or unlocked, so a writer might shrink it).
     var mappableFile: PosixFile? { get }
 }
 
 extension Image: MappableDisk {
-    var mappableFile: PosixFile? { options.locking && !options.forceShare ? file as? PosixFile : nil }
+    package var mappableFile: PosixFile? { options.locking && !options.forceShare ? file as? PosixFile : nil }
 }
 
 extension RawImage: MappableDisk {
-    var mappableFile: PosixFile? { isProtectedFromWriters ? file : nil }
+    package var mappableFile: PosixFile? { isProtectedFromWriters ? file : nil }
 }
 
 /// Read-only mappings of one source file in aligned windows, made on demand and shared by the
@@ -69,21 +69,21 @@ extension RawImage: MappableDisk {
 /// every CPU — per 2 MiB; one mapping of the whole file would hold page tables for all of it
 /// (2 GB of them for a 1 TB source). Windows are kept in a small cache; one the cache has let go
 /// is unmapped when the last plan holding it is dropped.
-final class WindowedMapping: Sendable {
+package final class WindowedMapping: Sendable {
     /// Default bytes per window.
-    static let defaultWindowSize: UInt64 = 64 << 20
+    package static let defaultWindowSize: UInt64 = 64 << 20
     /// Windows kept mapped by the cache (the plans in flight span one or two).
     static let cachedWindows = 4
 
     let file: PosixFile
     /// File length in bytes when mapped; nothing at or past it is ever mapped.
-    let length: UInt64
+    package let length: UInt64
     /// Bytes per window (a multiple of the page size).
     let windowSize: UInt64
     /// The cached windows by index (file offset / ``windowSize``).
     private let windows = Mutex<[UInt64: FileMapping]>([:])
 
-    init(file: PosixFile, length: UInt64, windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
+    package init(file: PosixFile, length: UInt64, windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
         self.file = file
         self.length = length
         self.windowSize = windowSize
@@ -92,7 +92,7 @@ final class WindowedMapping: Sendable {
     /// The mapped bytes starting at file byte `offset`, up to `maxLength` and the window's end,
     /// populated, and the window holding them (keep it while using the bytes). Nil if the range is
     /// not inside the file or the system refuses to map it.
-    func bytes(at offset: UInt64, maxLength: Int) -> (window: FileMapping, bytes: UnsafeRawBufferPointer)? {
+    package func bytes(at offset: UInt64, maxLength: Int) -> (window: FileMapping, bytes: UnsafeRawBufferPointer)? {
         guard offset < length else { return nil }
         let index = offset / windowSize
         let start = index * windowSize

@@ -12,13 +12,13 @@ import Darwin
 ///
 /// `@unchecked Sendable`: the pthread objects live in heap memory owned by this instance and are
 /// only touched through pthread calls, which are thread-safe by definition.
-final class ConditionLock: @unchecked Sendable {
+package final class ConditionLock: @unchecked Sendable {
     fileprivate let mutex: UnsafeMutablePointer<pthread_mutex_t>
     /// The condition ``wait()`` and ``broadcast()`` use; further ones can share the mutex
     /// (``wait(on:)``).
     private let condition = Condition()
 
-    init() {
+    package init() {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
@@ -30,22 +30,22 @@ final class ConditionLock: @unchecked Sendable {
     }
 
     /// Runs `body` with the mutex held.
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    package func withLock<T>(_ body: () throws -> T) rethrows -> T {
         lock()
         defer { unlock() }
         return try body()
     }
 
     /// Takes the mutex; balance with ``unlock()`` (for hand-over-hand loops `withLock` cannot express).
-    func lock() { pthread_mutex_lock(mutex) }
+    package func lock() { pthread_mutex_lock(mutex) }
     /// Releases the mutex taken with ``lock()``.
-    func unlock() { pthread_mutex_unlock(mutex) }
+    package func unlock() { pthread_mutex_unlock(mutex) }
 
     /// Waits for a broadcast. Only call from inside `withLock`.
-    func wait() { wait(on: condition) }
+    package func wait() { wait(on: condition) }
 
     /// Wakes every waiter. Call with or without the mutex held.
-    func broadcast() { condition.broadcast() }
+    package func broadcast() { condition.broadcast() }
 
     /// Runs `body` with the mutex released. Only call from inside `withLock`.
     func unlockedDuring(_ body: () -> Void) {
@@ -57,10 +57,10 @@ final class ConditionLock: @unchecked Sendable {
 
 /// A further condition variable used with a ``ConditionLock``'s mutex, so that waiters for
 /// different events can be woken apart (one `signal` per event instead of waking everyone).
-final class Condition: @unchecked Sendable {
+package final class Condition: @unchecked Sendable {
     fileprivate let cond: UnsafeMutablePointer<pthread_cond_t>
 
-    init() {
+    package init() {
         cond = .allocate(capacity: 1)
         cond.initialize(to: pthread_cond_t())
         pthread_cond_init(cond, nil)
@@ -72,14 +72,14 @@ final class Condition: @unchecked Sendable {
     }
 
     /// Wakes one waiter.
-    func signal() { pthread_cond_signal(cond) }
+    package func signal() { pthread_cond_signal(cond) }
     /// Wakes every waiter.
-    func broadcast() { pthread_cond_broadcast(cond) }
+    package func broadcast() { pthread_cond_broadcast(cond) }
 }
 
 extension ConditionLock {
     /// Waits for `condition` to be signalled. Only call with this lock's mutex held.
-    func wait(on condition: Condition) {
+    package func wait(on condition: Condition) {
         pthread_cond_wait(condition.cond, mutex)
     }
 }

@@ -1,3 +1,5 @@
+import QED
+
 /// `qemu-img commit`: writes what an overlay (and the layers between it and the base) holds into
 /// a base image of its backing chain, then empties the overlay.
 public enum Commit {

@@ -1,3 +1,5 @@
+public import QED
+
 /// `qemu-img convert`: copies one or more disks (laid end to end) into a new QED or raw image.
 public enum Convert {
     /// How to convert.

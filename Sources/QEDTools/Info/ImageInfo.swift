@@ -1,3 +1,5 @@
+public import QED
+
 /// What `qemu-img info` reports about one image (QEMU 7.2's `ImageInfo`).
 ///
 /// Units: sizes in bytes.
@@ -39,7 +41,8 @@ public struct ImageInfo: Sendable, Equatable {
 
     /// The info of the image at `path` and, with `backingChain`, of every image below it (top
     /// first). Images are opened read-only without their backing files; `forceShare` is `-U`.
-    public static func collect(path: String, format: DiskFormat?, forceShare: Bool,
+    /// ``Info/run(path:options:)`` is the entry point.
+    static func collect(path: String, format: DiskFormat?, forceShare: Bool,
                                backingChain: Bool) throws -> [ImageInfo] {
         var out: [ImageInfo] = []
         var nextPath: String? = path

@@ -1,3 +1,5 @@
+public import QED
+
 /// `qemu-img rebase`: gives a QED image another backing file.
 public enum Rebase {
     /// How to rebase.

@@ -1,3 +1,4 @@
+import QED
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -9,16 +10,16 @@ import Darwin
 /// Disks laid end to end: what `convert` reads when given several sources.
 ///
 /// Units: guest bytes of the concatenation.
-public final class ConcatenatedSource: @unchecked Sendable {
+final class ConcatenatedSource: @unchecked Sendable {
     /// The disks, in order.
-    public let disks: [any DiskReader]
+    let disks: [any DiskReader]
     /// Where each disk starts in the concatenation.
     let starts: [UInt64]
     /// Sum of the disks' sizes, bytes.
-    public let size: UInt64
+    let size: UInt64
 
     /// The concatenation of `disks`.
-    public init(_ disks: [any DiskReader]) {
+    init(_ disks: [any DiskReader]) {
         self.disks = disks
         var starts: [UInt64] = []
         var total: UInt64 = 0

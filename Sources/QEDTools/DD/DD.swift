@@ -1,3 +1,5 @@
+public import QED
+
 /// `qemu-img dd`: copies blocks of a disk into a new image, with qemu-img's semantics: the
 /// output size is `min(count·bs, input size) − skip·bs` (count counts from the start of the
 /// input, not from the skipped position), and every block is written, zeroes included.
@@ -23,8 +25,14 @@ public enum DD {
         public init() {}
     }
 
+    /// What a copy did. Units: bytes.
+    public struct Result: Sendable, Equatable {
+        /// Bytes copied (the size of the output before rounding up to whole sectors).
+        public var bytesCopied: UInt64
+    }
+
     /// The size of the output for `inputSize` input bytes, bytes.
-    public static func outputSize(inputSize: UInt64, options: Options) -> UInt64 {
+    static func outputSize(inputSize: UInt64, options: Options) -> UInt64 {
         var size = inputSize
         let bs = options.blockSize
         if let count = options.count {
@@ -35,9 +43,9 @@ public enum DD {
         return overflow || skipBytes > size ? 0 : size - skipBytes
     }
 
-    /// Copies `input` into a new image at `output`; returns the bytes copied.
+    /// Copies `input` into a new image at `output`.
     @discardableResult
-    public static func run(input: any DiskReader, output: String, options: Options) throws -> UInt64 {
+    public static func run(input: any DiskReader, output: String, options: Options) throws -> Result {
         guard options.blockSize > 0, options.blockSize <= Int32.max else {
             throw QEDError(.invalidArgument, "invalid number for bs", value: options.blockSize)
         }
@@ -76,6 +84,6 @@ public enum DD {
             throw error
         }
         try out.close()
-        return copied
+        return Result(bytesCopied: copied)
     }
 }

@@ -1,11 +1,5 @@
+public import QED
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// `qemu-img bench`: a fixed number of reads or writes of one size at stepping offsets, many in
 /// flight, optionally with periodic flushes, timed.
@@ -40,9 +34,21 @@ public enum Bench {
         public var effectiveStep: UInt64 { step ?? UInt64(bufferSize) }
     }
 
+    /// How long the run took.
+    public struct Result: Sendable, Equatable {
+        /// From the first request sent to the last one done (with its flush).
+        public var elapsed: Duration
+
+        /// ``elapsed`` in seconds.
+        public var seconds: Double {
+            let (s, atto) = elapsed.components
+            return Double(s) + Double(atto) / 1e18
+        }
+    }
+
     /// The offset of request `index` (0-based), bytes: qemu-img's sequence, wrapping modulo the
     /// disk size.
-    public static func offset(ofRequest index: Int, options: Options, diskSize: UInt64) -> UInt64 {
+    static func offset(ofRequest index: Int, options: Options, diskSize: UInt64) -> UInt64 {
         guard diskSize > 0 else { return 0 }
         let start = options.offset % diskSize
         let (span, overflow) = options.effectiveStep.multipliedReportingOverflow(by: UInt64(index))
@@ -52,14 +58,15 @@ public enum Bench {
         return pos
     }
 
-    /// Runs the benchmark on `disk`; returns the elapsed seconds.
-    public static func run(disk: any Disk, options: Options) throws -> Double {
+    /// Runs the benchmark on `disk`.
+    public static func run(disk: any Disk, options: Options) throws -> Result {
         guard options.bufferSize > 0, options.count >= 0, options.depth > 0 else {
             throw QEDError(.invalidArgument, "Invalid request size, count or depth", path: disk.path)
         }
         let size = disk.virtualSize
-        let startTime = now()
-        guard options.count > 0 else { return now() - startTime }
+        let clock = ContinuousClock()
+        let startTime = clock.now
+        guard options.count > 0 else { return Result(elapsed: clock.now - startTime) }
         // Batches between flushes: with draining, a flush waits for the whole batch.
         let batch = options.flushInterval > 0 ? options.flushInterval : options.count
         let batches = (options.count + batch - 1) / batch
@@ -100,7 +107,7 @@ public enum Bench {
                 if !goOn { return }
             }
         }
-        return now() - startTime
+        return Result(elapsed: clock.now - startTime)
     }
 
     /// The workers' shared state across batches: which request of the current batch is next, and
@@ -156,11 +163,5 @@ public enum Bench {
                 return true
             }
         }
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

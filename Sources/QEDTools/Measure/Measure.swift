@@ -1,5 +1,32 @@
+public import QED
+
 /// `qemu-img measure`: how large an image file would be.
 public enum Measure {
+    /// What to measure.
+    public enum Input {
+        /// An empty image of this many bytes (`--size`).
+        case empty(size: UInt64)
+        /// The conversion of these disks, laid end to end like ``Convert``'s sources.
+        case sources([any DiskReader])
+    }
+
+    /// The image to measure for.
+    public struct Options: Sendable {
+        /// Target format. Default QED.
+        public var format: DiskFormat = .qed
+        /// Cluster size in bytes of a QED target. Default 64 KiB.
+        public var clusterSize: UInt32 = 65536
+        /// Table size in clusters of a QED target. Default 4.
+        public var tableSize: UInt32 = 4
+        /// Zero-detection granularity in bytes, as ``Convert/Options/sparseSize``. Default 4 KiB.
+        public var sparseSize: UInt64 = 4096
+        /// Stops between chunks of the sources.
+        public var cancellation: Cancellation?
+
+        /// Default options.
+        public init() {}
+    }
+
     /// The two figures qemu-img prints. Units: bytes.
     public struct Result: Sendable, Equatable {
         /// Bytes the file needs for the given content (`required size`).
@@ -10,14 +37,28 @@ public enum Measure {
 
     /// The file size of a QED image of `size` bytes in which `dataClusters` clusters and
     /// `l2Tables` L2 tables are allocated (header cluster, L1, tables, data), bytes.
-    public static func qedFileSize(clusterSize: UInt32, tableSize: UInt32, l2Tables: UInt64,
+    static func qedFileSize(clusterSize: UInt32, tableSize: UInt32, l2Tables: UInt64,
                                    dataClusters: UInt64) -> UInt64 {
         UInt64(clusterSize) * (1 + UInt64(tableSize) * (1 + l2Tables) + dataClusters)
     }
 
-    /// Measures an empty image of `size` bytes (`--size`).
-    public static func empty(size: UInt64, format: DiskFormat, clusterSize: UInt32 = 65536,
-                             tableSize: UInt32 = 4) throws -> Result {
+    /// Measures `input` converted to `options.format`: for QED sources, `required` equals the size
+    /// of the file that ``Convert/run(sources:target:options:)`` produces with the same cluster,
+    /// table and sparse size — it runs the same zero detection.
+    public static func run(_ input: Input, options: Options) throws -> Result {
+        switch input {
+        case .empty(let size):
+            return try empty(size: size, format: options.format, clusterSize: options.clusterSize,
+                             tableSize: options.tableSize)
+        case .sources(let sources):
+            return try convert(sources: sources, format: options.format, clusterSize: options.clusterSize,
+                               tableSize: options.tableSize, sparseSize: options.sparseSize,
+                               cancellation: options.cancellation)
+        }
+    }
+
+    /// Measures an empty image of `size` bytes.
+    static func empty(size: UInt64, format: DiskFormat, clusterSize: UInt32, tableSize: UInt32) throws -> Result {
         switch format {
         case .raw:
             return Result(required: size, fullyAllocated: size)
@@ -29,12 +70,9 @@ public enum Measure {
         }
     }
 
-    /// Measures converting `sources` (laid end to end) to `format`: for QED, `required` equals the
-    /// size of the file that ``Convert/run(sources:target:options:)`` produces with the same
-    /// cluster and table size and default `-S` (4 KiB) — it runs the same zero detection.
-    public static func convert(sources: [any DiskReader], format: DiskFormat, clusterSize: UInt32 = 65536,
-                               tableSize: UInt32 = 4, sparseSize: UInt64 = 4096,
-                               cancellation: Cancellation? = nil) throws -> Result {
+    /// Measures converting `sources` (laid end to end) to `format`.
+    static func convert(sources: [any DiskReader], format: DiskFormat, clusterSize: UInt32, tableSize: UInt32,
+                        sparseSize: UInt64, cancellation: Cancellation?) throws -> Result {
         let source = ConcatenatedSource(sources)
         switch format {
         case .raw:

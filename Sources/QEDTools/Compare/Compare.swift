@@ -1,9 +1,24 @@
+public import QED
+
 /// `qemu-img compare`: whether two disks show the same content.
 ///
 /// Content is compared in 512-byte sectors, so a mismatch is reported at the start of the first
 /// differing sector, as QEMU does. Ranges both disks know to be zero are skipped unread. When the
 /// sizes differ, the common part is compared first, then the longer disk's tail must read as zeroes.
-public struct CompareResult: Sendable, Equatable {
+public enum Compare {
+    /// How to compare.
+    public struct Options: Sendable {
+        /// Also fail on different sizes or block status (`-s`).
+        public var strict = false
+        /// Progress reports (fraction of the longer disk's bytes compared).
+        public var progress: ProgressHandler?
+        /// Stops between extents and reads.
+        public var cancellation: Cancellation?
+
+        /// Default options: content only.
+        public init() {}
+    }
+
     /// How the comparison ended.
     public enum Outcome: Sendable, Equatable {
         /// Same visible content ("Images are identical.").
@@ -16,23 +31,26 @@ public struct CompareResult: Sendable, Equatable {
         case strictStatusMismatch(offset: UInt64)
     }
 
-    /// How the comparison ended.
-    public var outcome: Outcome
-    /// Whether the comparison got past the common part of disks of different sizes (QEMU then
-    /// prints "Warning: Image size mismatch!" before the outcome).
-    public var sizeMismatchWarning: Bool
+    /// What the comparison found.
+    public struct Result: Sendable, Equatable {
+        /// How the comparison ended.
+        public var outcome: Outcome
+        /// Whether the comparison got past the common part of disks of different sizes (QEMU then
+        /// prints "Warning: Image size mismatch!" before the outcome).
+        public var sizeMismatchWarning: Bool
+    }
 
     /// Bytes compared per read.
     static let bufferSize = 1 << 20
 
-    /// Compares `a` and `b`. `strict` also fails on different sizes or block status (QEMU's `-s`).
-    public static func compare(_ a: any DiskReader, _ b: any DiskReader, strict: Bool = false,
-                               progress: ProgressHandler? = nil, cancellation: Cancellation? = nil) throws -> CompareResult {
+    /// Compares `a` and `b`.
+    public static func run(_ a: any DiskReader, _ b: any DiskReader, options: Options) throws -> Result {
+        let strict = options.strict, cancellation = options.cancellation
         let sizeA = a.virtualSize, sizeB = b.virtualSize
         let common = min(sizeA, sizeB)
-        let counter = ProgressCounter(total: max(sizeA, sizeB), handler: progress)
+        let counter = ProgressCounter(total: max(sizeA, sizeB), handler: options.progress)
         if strict && sizeA != sizeB {
-            return CompareResult(outcome: .strictSizeMismatch, sizeMismatchWarning: false)
+            return Result(outcome: .strictSizeMismatch, sizeMismatchWarning: false)
         }
         var bufA = [UInt8](repeating: 0, count: bufferSize)
         var bufB = [UInt8](repeating: 0, count: bufferSize)
@@ -43,7 +61,7 @@ public struct CompareResult: Sendable, Equatable {
             let ea = try cursorA.extent(at: pos), eb = try cursorB.extent(at: pos)
             let chunk = min(ea.offset + ea.length, eb.offset + eb.length, common) - pos
             if strict && Status(ea, size: sizeA) != Status(eb, size: sizeB) {
-                return CompareResult(outcome: .strictStatusMismatch(offset: pos), sizeMismatchWarning: false)
+                return Result(outcome: .strictStatusMismatch(offset: pos), sizeMismatchWarning: false)
             }
             if !(ea.zero && eb.zero) {
                 var done: UInt64 = 0
@@ -52,8 +70,8 @@ public struct CompareResult: Sendable, Equatable {
                     try bufA.withUnsafeMutableBytes { try a.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done) }
                     try bufB.withUnsafeMutableBytes { try b.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done) }
                     if let sector = firstDifferingSector(bufA, bufB, count: n) {
-                        return CompareResult(outcome: .contentMismatch(offset: pos + done + UInt64(sector)),
-                                             sizeMismatchWarning: false)
+                        return Result(outcome: .contentMismatch(offset: pos + done + UInt64(sector)),
+                                      sizeMismatchWarning: false)
                     }
                     done += UInt64(n)
                 }
@@ -63,7 +81,7 @@ public struct CompareResult: Sendable, Equatable {
         }
         guard sizeA != sizeB else {
             counter.finish()
-            return CompareResult(outcome: .identical, sizeMismatchWarning: false)
+            return Result(outcome: .identical, sizeMismatchWarning: false)
         }
         let longer = sizeA > sizeB ? a : b
         var cursor = ExtentCursor(disk: longer)
@@ -78,8 +96,8 @@ public struct CompareResult: Sendable, Equatable {
                     let n = Int(min(chunk - done, UInt64(bufferSize)))
                     try bufA.withUnsafeMutableBytes { try longer.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done) }
                     if let sector = firstNonZeroSector(bufA, count: n) {
-                        return CompareResult(outcome: .contentMismatch(offset: pos + done + UInt64(sector)),
-                                             sizeMismatchWarning: true)
+                        return Result(outcome: .contentMismatch(offset: pos + done + UInt64(sector)),
+                                      sizeMismatchWarning: true)
                     }
                     done += UInt64(n)
                 }
@@ -88,7 +106,7 @@ public struct CompareResult: Sendable, Equatable {
             counter.add(chunk)
         }
         counter.finish()
-        return CompareResult(outcome: .identical, sizeMismatchWarning: true)
+        return Result(outcome: .identical, sizeMismatchWarning: true)
     }
 
     /// Block status as `bdrv_block_status_above` reports it, for strict mode.

@@ -1,5 +1,6 @@
 import Foundation
-@testable import QED
+import QED
+@testable import QEDTools
 import Testing
 import TestSupport
 

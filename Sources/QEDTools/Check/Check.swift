@@ -1,0 +1,45 @@
+public import QED
+
+/// `qemu-img check`'s flow around the engine's checker: an optional repairing pass, then (if it
+/// repaired anything) a second, read-only pass whose counts are reported, carrying over the
+/// repaired counts from the first.
+public enum Check {
+    /// How to check.
+    public struct Options: Sendable {
+        /// Repair what can be repaired (`-r leaks` or `-r all`; the engine repairs both alike).
+        public var repair = false
+
+        /// Default options: a read-only check.
+        public init() {}
+    }
+
+    /// What the check found.
+    public struct Result: Sendable, Equatable {
+        /// The report to print: the second pass after repairs, else the only pass.
+        public var report: CheckReport
+        /// Whether the first pass repaired something (then "The following inconsistencies were
+        /// found and repaired" is printed before the final report).
+        public var repairedSomething: Bool
+
+        /// qemu-img's exit status for this result: 1 internal errors, 2 corruptions remain,
+        /// 3 only leaks remain, 0 clean.
+        public var exitCode: Int32 {
+            if report.checkErrors > 0 { return 1 }
+            if report.corruptions > 0 { return 2 }
+            if report.leaks > 0 { return 3 }
+            return 0
+        }
+    }
+
+    /// Checks `image` (opened read-write with `autoCheck` off when repairing).
+    public static func run(image: Image, options: Options) throws -> Result {
+        let first = try image.check(repair: options.repair)
+        guard options.repair, first.corruptionsFixed > 0 || first.leaksFixed > 0 else {
+            return Result(report: first, repairedSomething: false)
+        }
+        var second = try image.check(repair: false)
+        second.corruptionsFixed = first.corruptionsFixed
+        second.leaksFixed = first.leaksFixed
+        return Result(report: second, repairedSomething: true)
+    }
+}
