@@ -171,7 +171,7 @@ public final class PosixFile: BlockFile {
     }
 
     /// Bytes the file occupies on the host (`st_blocks · 512`), as `qemu-img info` reports.
-    public func allocatedBytes() throws -> UInt64 {
+    public func allocatedBytes() throws -> UInt64? {
         try UInt64(status().st_blocks) * 512
     }
 
@@ -211,7 +211,11 @@ public final class PosixFile: BlockFile {
     public func punchHole(at offset: UInt64, length: UInt64) throws {
         try withDescriptor { fd in
             guard length > 0 else { return }
-            if qedsys_punch_hole(fd, Int64(offset), Int64(length)) != 0 {
+            guard let off = Int64(exactly: offset), let len = Int64(exactly: length) else {
+                throw QEDError(.outOfRange, "hole of \(length) bytes at offset \(offset) is past any file",
+                               value: offset, path: path)
+            }
+            if qedsys_punch_hole(fd, off, len) != 0 {
                 let e = errno
                 if e == EOPNOTSUPP || e == ENOSYS {
                     throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e,
@@ -225,14 +229,16 @@ public final class PosixFile: BlockFile {
 
     public func allocation(at offset: UInt64, limit: UInt64) throws -> (isData: Bool, length: UInt64) {
         try withDescriptor { fd in
-            let data = qedsys_seek_data(fd, Int64(offset))
+            // Past any possible file: a hole (as lseek reports past the end of file).
+            guard let start = Int64(exactly: offset) else { return (false, limit) }
+            let data = qedsys_seek_data(fd, start)
             if data < 0 {
                 // ENXIO: no data at or after offset (or offset past EOF): a hole to the end.
                 return errno == ENXIO ? (false, limit) : (true, limit)
             }
             if UInt64(data) > offset { return (false, min(limit, UInt64(data) - offset)) }
-            let hole = qedsys_seek_hole(fd, Int64(offset))
-            guard hole > Int64(offset) else { return (true, limit) }
+            let hole = qedsys_seek_hole(fd, start)
+            guard hole > start else { return (true, limit) }
             return (true, min(limit, UInt64(hole) - offset))
         }
     }

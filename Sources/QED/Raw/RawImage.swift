@@ -1,96 +1,59 @@
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
-/// The image formats the tools read and write.
-public enum DiskFormat: String, Sendable, Equatable, CaseIterable {
-    /// QEMU Enhanced Disk.
-    case qed
-    /// A plain file: guest byte N is file byte N.
-    case raw
-}
-
-/// A disk the tools can read and write: a QED ``Image`` or a ``RawImage``.
+/// A raw disk image, for reading and (optionally) writing: guest offset = file offset, virtual
+/// size = file length. Works over any ``BlockFile`` (a ``PosixFile``, a ``MemoryFile``, a
+/// fault-injecting file in tests); ``init(path:options:)`` opens a real file with the same
+/// QEMU-compatible locks as ``Image``. The same class serves as a raw backing file (read-only).
+/// Like an ``Image``, it is failed after its first failed sync: later writes and flushes throw.
 ///
-/// Units: every offset and length is in guest bytes.
-public protocol Disk: DiskReader {
-    /// The format of the disk.
-    var format: DiskFormat { get }
-    /// The path it was opened with.
-    var path: String { get }
-    /// Whether it was opened read-only.
-    var isReadOnly: Bool { get }
-    /// Reads like `read(into:at:)` only if that needs no waiting for the disk; false otherwise
-    /// (and on errors), leaving `buffer` unspecified. See ``Image/readIfCached(into:at:)``.
-    func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool
-    /// Writes `bytes` at guest byte `offset` (inside the disk).
-    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws
-    /// Makes `[offset, offset+length)` read as zeroes; `unmap` allows giving back storage.
-    func writeZeroes(at offset: UInt64, length: UInt64, unmap: Bool) throws
-    /// Hints that `[offset, offset+length)` is no longer needed (may read as zeroes afterwards).
-    func discard(at offset: UInt64, length: UInt64) throws
-    /// Makes every completed write durable.
-    func flush() throws
-    /// Changes the virtual size to `newSize` bytes.
-    func resize(to newSize: UInt64) throws
-    /// Bytes the disk's file occupies on the host (`st_blocks`·512), or nil if unknown.
-    func allocatedBytes() -> UInt64?
-}
-
-extension Image: Disk {
-    /// Always ``DiskFormat/qed``.
-    public var format: DiskFormat { .qed }
-    /// Host bytes of the image file (`st_blocks`·512), or nil when the file is not a ``PosixFile``.
-    public func allocatedBytes() -> UInt64? { try? (file as? PosixFile)?.allocatedBytes() }
-}
-
-extension DiskReader {
-    /// Reads `count` bytes at guest byte `offset` into a new array.
-    public func readBytes(at offset: UInt64, count: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        try out.withUnsafeMutableBytes { try read(into: $0, at: offset) }
-        return out
-    }
-}
-
-/// A raw disk image opened for reading and (optionally) writing: guest offset = file offset,
-/// virtual size = file length. Takes the same QEMU-compatible locks as ``Image``. Like an
-/// ``Image``, it is failed after its first failed sync: later writes and flushes throw.
+/// Thread-safe: reads and writes go straight to the file (positioned I/O needs no lock); the size
+/// is an atomic, stored after a resize is durable. ``resize(to:)`` and ``close()`` expect no other
+/// call in flight.
 public final class RawImage: Disk {
-    /// The file.
-    public let file: PosixFile
-    /// Whether the file was opened read-only.
+    /// The file; ``close()`` closes it.
+    public let file: any BlockFile
+    /// Whether the disk is read-only (asked for, or the file is not writable).
     public let isReadOnly: Bool
     /// Whether it was opened locked and not force-shared, so no one honouring QEMU's locks can
     /// write (or shrink) it meanwhile: the condition for mapping it (``MappableDisk``).
     let isProtectedFromWriters: Bool
+    /// The disk size in bytes (the file length); stored after a resize is durable.
     private let size: Atomic<UInt64>
     private let closed = AtomicFlag()
     /// The first failed sync, after which writes and flushes throw.
     private let failure: StickyFailure
 
-    /// Opens the raw file at `path` with `options` (read-only, force-share and locking are used).
-    public init(path: String, options: OpenOptions = OpenOptions()) throws {
+    /// Opens the raw file at `path` with `options` (read-only, force-share, locking and
+    /// ignore-flushes are used).
+    public convenience init(path: String, options: OpenOptions = OpenOptions()) throws {
         guard options.readOnly || !options.forceShare else {
             throw QEDError(.invalidArgument, "force-share (-U) is only allowed for read-only opens", path: path)
         }
         let file = try PosixFile(path: path, writable: !options.readOnly, ignoringFlushes: options.ignoreFlushes)
         do {
             try ImageLock.acquire(fd: file.rawDescriptor, mode: options.lockMode, path: path)
-            self.size = Atomic(try file.length())
         } catch {
             file.close()
             throw error
         }
+        // Should the length fail, the file is released with this init and its deinit closes it.
+        try self.init(file: file, readOnly: options.readOnly,
+                      protectedFromWriters: options.locking && !options.forceShare)
+    }
+
+    /// A raw disk over `file` (not locked by this call): its current length is the disk size.
+    /// Read-only when `readOnly` is set or the file is not writable. The disk owns the file from
+    /// now on: ``close()`` closes it.
+    public convenience init(file: any BlockFile, readOnly: Bool = false) throws {
+        try self.init(file: file, readOnly: readOnly, protectedFromWriters: false)
+    }
+
+    private init(file: any BlockFile, readOnly: Bool, protectedFromWriters: Bool) throws {
+        self.size = Atomic(try file.length())
         self.file = file
-        self.failure = StickyFailure(path: path)
-        self.isReadOnly = options.readOnly
-        self.isProtectedFromWriters = options.locking && !options.forceShare
+        self.failure = StickyFailure(path: file.path)
+        self.isReadOnly = readOnly || !file.isWritable
+        self.isProtectedFromWriters = protectedFromWriters
     }
 
     /// Creates (or truncates) a raw file of `size` bytes at `path`: one hole, reading as zeroes.
@@ -106,6 +69,8 @@ public final class RawImage: Disk {
     public var path: String { file.path }
     /// The file length in bytes.
     public var virtualSize: UInt64 { size.load(ordering: .acquiring) }
+    /// Always nil: raw files have no backing file.
+    public var backing: (any Disk)? { nil }
 
     private func ensureInside(_ offset: UInt64, _ length: UInt64) throws {
         let (end, overflow) = offset.addingReportingOverflow(length)
@@ -181,63 +146,11 @@ public final class RawImage: Disk {
         size.store(newSize, ordering: .releasing)
     }
 
-    public func allocatedBytes() -> UInt64? { try? file.allocatedBytes() }
+    public func allocatedBytes() -> UInt64? { (try? file.allocatedBytes()) ?? nil }
 
     public func close() throws {
         guard closed.setOnce() else { return }
         defer { file.close() }
         if !isReadOnly { try syncOrFail() }
-    }
-}
-
-/// Finding and opening disks by path, probing the format like qemu-img.
-public enum DiskOpener {
-    /// The format of the file at `path`: QED when it starts with the QED magic, else raw.
-    public static func probe(path: String) throws -> DiskFormat {
-        let file = try PosixFile(path: path, writable: false)
-        defer { file.close() }
-        return try BackingResolver.probeIsQED(file) ? .qed : .raw
-    }
-
-    /// Opens `path` as `format` (probed when nil; a file named raw is never probed).
-    public static func open(path: String, format: DiskFormat?, options: OpenOptions) throws -> any Disk {
-        switch try format ?? probe(path: path) {
-        case .qed: return try Image.open(path: path, options: options)
-        case .raw: return try RawImage(path: path, options: options)
-        }
-    }
-
-    /// The chain below `disk`: `[disk, its backing, the backing's backing, ...]` (as opened).
-    public static func chain(of disk: any DiskReader) -> [any DiskReader] {
-        var out: [any DiskReader] = [disk]
-        var current = disk
-        while let image = current as? Image, let next = image.backing {
-            out.append(next)
-            current = next
-        }
-        return out
-    }
-
-    /// Throws if `target` is the same file as any layer of any of `sources` (writing it would
-    /// destroy what is being read).
-    public static func refuseOverwriting(_ target: String, sources: [any DiskReader]) throws {
-        guard let id = FileIdentity(path: target) else { return }
-        for source in sources {
-            for layer in chain(of: source) {
-                if let name = layerName(layer), FileIdentity(path: name) == id {
-                    throw QEDError(.invalidArgument, "the output is the same file as the input '\(name)'", path: target)
-                }
-            }
-        }
-    }
-
-    /// A name for each layer of ``chain(of:)``: the path each was opened from.
-    public static func layerName(_ disk: any DiskReader) -> String? {
-        switch disk {
-        case let image as Image: return image.path
-        case let raw as RawImage: return raw.path
-        case let raw as RawDisk: return raw.file.path
-        default: return nil
-        }
     }
 }
