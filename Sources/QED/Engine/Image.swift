@@ -18,7 +18,7 @@ import Synchronization
 ///
 /// Units: every offset and length in this API is in bytes of the guest-visible disk unless named
 /// "host" (bytes in the image file).
-public final class Image: DiskReader, Sendable {
+public final class Image: Sendable {
     /// The image file.
     public let file: any BlockFile
     /// The path or label of the image file (for messages).
@@ -55,7 +55,7 @@ public final class Image: DiskReader, Sendable {
     struct BackingState: Sendable {
         var name: String?
         var format: BackingFormat?
-        var disk: (any DiskReader)?
+        var disk: (any Disk)?
     }
 
     private init(file: any BlockFile, header: Header, geometry: Geometry, l1: Table, fileSize: UInt64,
@@ -291,7 +291,7 @@ public final class Image: DiskReader, Sendable {
         backingName.map { BackingResolver.resolve($0, relativeTo: path) }
     }
     /// The open backing disk, or nil (none, or not opened).
-    public var backing: (any DiskReader)? { backingState.withLock { $0.disk } }
+    public var backing: (any Disk)? { backingState.withLock { $0.disk } }
     /// Bytes of the image file in use (a cluster multiple): where the next cluster is allocated.
     public var fileSize: UInt64 { allocator.fileSize }
     /// The check that NEED_CHECK triggered during this open, if any.
@@ -318,7 +318,7 @@ public final class Image: DiskReader, Sendable {
         if let disk = backingState.withLock({ $0.disk }) {
             do { try disk.close() } catch { firstError = firstError ?? error }
         }
-        (file as? PosixFile)?.close()
+        file.close()
         if let firstError { throw firstError }
     }
 

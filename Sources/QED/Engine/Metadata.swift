@@ -39,7 +39,7 @@ extension Image {
             throw QEDError(.noSpace, "backing file name of \(nameBytes.count) bytes does not fit the header area",
                            value: UInt64(nameBytes.count), path: path)
         }
-        var newDisk: (any DiskReader)?
+        var newDisk: (any Disk)?
         if let name, open, options.openBacking {
             let seen: Set<FileIdentity> = FileIdentity(path: path).map { [$0] } ?? []
             newDisk = try BackingResolver.open(name: name, format: format, imagePath: path, seen: seen, options: options)
@@ -58,7 +58,7 @@ extension Image {
             try? newDisk?.close()
             throw error
         }
-        let old = backingState.withLock { state -> (any DiskReader)? in
+        let old = backingState.withLock { state -> (any Disk)? in
             let old = state.disk
             state = BackingState(name: name, format: format == .raw ? .raw : nil, disk: newDisk)
             return old

@@ -55,14 +55,7 @@ extension Image {
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
             return
         }
-        let size = disk.virtualSize
-        let inside = pos < size ? Int(min(UInt64(buffer.count), size - pos)) : 0
-        if inside > 0 {
-            try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<inside]), at: pos)
-        }
-        if inside < buffer.count {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[inside...]).initializeMemory(as: UInt8.self, repeating: 0)
-        }
+        try disk.readZeroFillingPastEnd(into: buffer, at: pos)
     }
 
     /// Where each part of `[offset, offset+length)` comes from, following the backing chain:

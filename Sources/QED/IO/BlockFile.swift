@@ -32,6 +32,16 @@ public protocol BlockFile: AnyObject, Sendable {
     /// holds data (false = hole) and how many bytes from `offset` share that state (≥1, ≤ limit).
     /// Files that do not know report one data run.
     func allocation(at offset: UInt64, limit: UInt64) throws -> (isData: Bool, length: UInt64)
+    /// Makes `[offset, offset+length)` read as zeroes without writing data (e.g.
+    /// `FALLOC_FL_ZERO_RANGE`), keeping the length; false where the file cannot (then the caller
+    /// writes zeroes) or is closed. Default: false.
+    func zeroRange(at offset: UInt64, length: UInt64) -> Bool
+    /// Bytes the file occupies on its storage (`st_blocks`·512 for real files), or nil when
+    /// unknown. Default: nil.
+    func allocatedBytes() throws -> UInt64?
+    /// Releases the file; what later calls do is up to the file (``PosixFile`` refuses them with
+    /// ``QEDError/Code/closed``; in-memory files stay usable). Idempotent. Default: nothing.
+    func close()
 }
 
 extension BlockFile {
@@ -78,6 +88,15 @@ extension BlockFile {
             }
         }
     }
+
+    /// Default: no cheap way to zero a range; the caller writes zeroes.
+    public func zeroRange(at offset: UInt64, length: UInt64) -> Bool { false }
+
+    /// Default: the space the file takes is unknown.
+    public func allocatedBytes() throws -> UInt64? { nil }
+
+    /// Default: nothing to release.
+    public func close() {}
 
     /// Default: the file knows nothing of holes; everything is data.
     public func allocation(at offset: UInt64, limit: UInt64) throws -> (isData: Bool, length: UInt64) {

@@ -8,7 +8,18 @@ import Musl
 import Darwin
 #endif
 
-/// A read-only shared mapping of part of a ``PosixFile``: the page cache's own pages, so looking at
+/// A file whose bytes can be mapped read-only into memory (``FileMapping``): a capability some
+/// ``BlockFile``s have (``PosixFile``), asked for with `as? any MappableFile`.
+package protocol MappableFile: BlockFile {
+    /// The descriptor to map, valid while the file is open.
+    var mappingDescriptor: Int32 { get }
+}
+
+extension PosixFile: MappableFile {
+    var mappingDescriptor: Int32 { rawDescriptor }
+}
+
+/// A read-only shared mapping of part of a ``MappableFile``: the page cache's own pages, so looking at
 /// the bytes and writing them elsewhere costs one copy instead of the two of `pread` + `pwrite`.
 /// Unmapped on deinit; ``bytes`` is valid while the object lives.
 ///
@@ -25,11 +36,11 @@ package final class FileMapping: @unchecked Sendable {
 
     /// Maps `length` bytes of `file` at byte `offset` (any alignment); nil if the system refuses.
     /// Page tables are filled as pages are touched or ``populate(_:)``d.
-    init?(file: PosixFile, offset: UInt64, length: Int) {
+    init?(file: any MappableFile, offset: UInt64, length: Int) {
         guard length > 0 else { return nil }
         let start = offset & ~(FileMapping.pageSize - 1)
         let delta = Int(offset - start)
-        guard let p = qedsys_map_read(file.rawDescriptor, Int64(start), length + delta) else { return nil }
+        guard let p = qedsys_map_read(file.mappingDescriptor, Int64(start), length + delta) else { return nil }
         base = p
         mappedLength = length + delta
         bytes = UnsafeRawBufferPointer(start: p + delta, count: length)
@@ -52,16 +63,16 @@ package final class FileMapping: @unchecked Sendable {
 /// ``FileMapping`` of ``mappableFile``.
 package protocol MappableDisk {
     /// The host file holding depth-0 data, or nil when it must be read with `read` (not a
-    /// ``PosixFile``, or opened force-shared or unlocked, so a writer might shrink it).
-    var mappableFile: PosixFile? { get }
+    /// ``MappableFile``, or opened force-shared or unlocked, so a writer might shrink it).
+    var mappableFile: (any MappableFile)? { get }
 }
 
 extension Image: MappableDisk {
-    package var mappableFile: PosixFile? { options.locking && !options.forceShare ? file as? PosixFile : nil }
+    package var mappableFile: (any MappableFile)? { options.locking && !options.forceShare ? file as? any MappableFile : nil }
 }
 
 extension RawImage: MappableDisk {
-    package var mappableFile: PosixFile? { isProtectedFromWriters ? file : nil }
+    package var mappableFile: (any MappableFile)? { isProtectedFromWriters ? file as? any MappableFile : nil }
 }
 
 /// Read-only mappings of one source file in aligned windows, made on demand and shared by the
@@ -75,7 +86,7 @@ package final class WindowedMapping: Sendable {
     /// Windows kept mapped by the cache (the plans in flight span one or two).
     static let cachedWindows = 4
 
-    let file: PosixFile
+    let file: any MappableFile
     /// File length in bytes when mapped; nothing at or past it is ever mapped.
     package let length: UInt64
     /// Bytes per window (a multiple of the page size).
@@ -83,7 +94,7 @@ package final class WindowedMapping: Sendable {
     /// The cached windows by index (file offset / ``windowSize``).
     private let windows = Mutex<[UInt64: FileMapping]>([:])
 
-    package init(file: PosixFile, length: UInt64, windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
+    package init(file: any MappableFile, length: UInt64, windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
         self.file = file
         self.length = length
         self.windowSize = windowSize

@@ -1,7 +1,8 @@
 import Synchronization
 
 /// A ``BlockFile`` held in memory: for tests, examples and scratch images. Thread-safe; the bytes
-/// are guarded by one mutex. Holes are not tracked (everything reads as data).
+/// are guarded by one mutex. Holes are not tracked (everything reads as data). ``close()`` does
+/// nothing: the bytes stay readable, so a test can reopen an image in the same file.
 public final class MemoryFile: BlockFile {
     /// A label for messages.
     public let path: String
@@ -69,6 +70,14 @@ public final class MemoryFile: BlockFile {
             }
         }
     }
+
+    /// Zeroes the bytes of the range inside the file (the length is kept); always possible.
+    public func zeroRange(at offset: UInt64, length: UInt64) -> Bool {
+        (try? punchHole(at: offset, length: length)) != nil
+    }
+
+    /// The bytes held in memory: the file length.
+    public func allocatedBytes() throws -> UInt64? { try length() }
 
     public func punchHole(at offset: UInt64, length: UInt64) throws {
         bytes.withLock { b in

@@ -112,11 +112,10 @@ public final class PosixFile: BlockFile {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
         try withDescriptor { fd in
             guard let off = Int64(exactly: offset) else { return 0 }
-            while true {
-                let n = pread(fd, buffer.baseAddress, buffer.count, off_t(off))
-                if n >= 0 { return n }
-                if errno == EINTR { continue }
-                throw QEDError.system(Errno(rawValue: errno), "read of \(buffer.count) bytes at offset \(offset) failed",
+            do {
+                return try FileDescriptor(rawValue: fd).read(fromAbsoluteOffset: off, into: buffer, retryOnInterrupt: true)
+            } catch let errno as Errno {
+                throw QEDError.system(errno, "read of \(buffer.count) bytes at offset \(offset) failed",
                                       syscall: "pread", path: path, value: offset)
             }
         }
@@ -141,17 +140,30 @@ public final class PosixFile: BlockFile {
     /// allocated are left as they are. Failure (no support, no space) is left to the write to report.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try withDescriptor { fd in
-            if bytes.count >= PosixFile.preallocationThreshold {
-                _ = qedsys_preallocate(fd, Int64(offset), Int64(bytes.count))
+            let failed = { (errno: Errno) in
+                QEDError.system(errno, "write of \(bytes.count) bytes at offset \(offset) failed",
+                                syscall: "pwrite", path: self.path, value: offset)
             }
+            let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
+            guard !overflow, let start = Int64(exactly: offset), Int64(exactly: end) != nil else {
+                throw failed(.fileTooLarge)
+            }
+            if bytes.count >= PosixFile.preallocationThreshold {
+                _ = qedsys_preallocate(fd, start, Int64(bytes.count))
+            }
+            let descriptor = FileDescriptor(rawValue: fd)
             var done = 0
             while done < bytes.count {
-                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-                if n > 0 { done += n; continue }
-                if n < 0 && errno == EINTR { continue }
-                let code = n < 0 ? errno : ENOSPC
-                throw QEDError.system(Errno(rawValue: code), "write of \(bytes.count) bytes at offset \(offset) failed",
-                                      syscall: "pwrite", path: path, value: offset)
+                let n: Int
+                do {
+                    n = try descriptor.write(toAbsoluteOffset: start + Int64(done),
+                                             UnsafeRawBufferPointer(rebasing: bytes[done...]), retryOnInterrupt: true)
+                } catch let errno as Errno {
+                    throw failed(errno)
+                }
+                // A write that makes no progress means the device is full.
+                guard n > 0 else { throw failed(.noSpace) }
+                done += n
             }
         }
     }
@@ -159,9 +171,8 @@ public final class PosixFile: BlockFile {
     public func sync() throws {
         try withDescriptor { fd in
             if ignoresFlushes { return }
-            while fdatasync(fd) != 0 {
-                if errno == EINTR { continue }
-                throw QEDError.system(Errno(rawValue: errno), "fdatasync failed", syscall: "fdatasync", path: path)
+            if let errno = PosixFile.retryingOnInterrupt({ fdatasync(fd) }) {
+                throw QEDError.system(errno, "fdatasync failed", syscall: "fdatasync", path: path)
             }
         }
     }
@@ -171,15 +182,15 @@ public final class PosixFile: BlockFile {
     }
 
     /// Bytes the file occupies on the host (`st_blocks · 512`), as `qemu-img info` reports.
-    public func allocatedBytes() throws -> UInt64 {
+    public func allocatedBytes() throws -> UInt64? {
         try UInt64(status().st_blocks) * 512
     }
 
     private func status() throws -> stat {
         try withDescriptor { fd in
             var st = stat()
-            guard fstat(fd, &st) == 0 else {
-                throw QEDError.system(Errno(rawValue: errno), "fstat failed", syscall: "fstat", path: path)
+            if let errno = PosixFile.retryingOnInterrupt({ fstat(fd, &st) }) {
+                throw QEDError.system(errno, "fstat failed", syscall: "fstat", path: path)
             }
             return st
         }
@@ -199,10 +210,10 @@ public final class PosixFile: BlockFile {
             guard let len = Int64(exactly: length) else {
                 throw QEDError(.invalidArgument, "file length \(length) is too large", value: length, path: path)
             }
-            while ftruncate(fd, off_t(len)) != 0 {
-                if errno == EINTR { continue }
-                throw QEDError.system(Errno(rawValue: errno), "ftruncate to \(length) bytes failed",
-                                      syscall: "ftruncate", path: path,
+            do {
+                try FileDescriptor(rawValue: fd).resize(to: len, retryOnInterrupt: true)
+            } catch let errno as Errno {
+                throw QEDError.system(errno, "ftruncate to \(length) bytes failed", syscall: "ftruncate", path: path,
                                       value: length)
             }
         }
@@ -211,7 +222,11 @@ public final class PosixFile: BlockFile {
     public func punchHole(at offset: UInt64, length: UInt64) throws {
         try withDescriptor { fd in
             guard length > 0 else { return }
-            if qedsys_punch_hole(fd, Int64(offset), Int64(length)) != 0 {
+            guard let off = Int64(exactly: offset), let len = Int64(exactly: length) else {
+                throw QEDError(.outOfRange, "hole of \(length) bytes at offset \(offset) is past any file",
+                               value: offset, path: path)
+            }
+            if qedsys_punch_hole(fd, off, len) != 0 {
                 let e = errno
                 if e == EOPNOTSUPP || e == ENOSYS {
                     throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e,
@@ -225,16 +240,31 @@ public final class PosixFile: BlockFile {
 
     public func allocation(at offset: UInt64, limit: UInt64) throws -> (isData: Bool, length: UInt64) {
         try withDescriptor { fd in
-            let data = qedsys_seek_data(fd, Int64(offset))
+            // Past any possible file: a hole (as lseek reports past the end of file).
+            guard let start = Int64(exactly: offset) else { return (false, limit) }
+            let data = qedsys_seek_data(fd, start)
             if data < 0 {
                 // ENXIO: no data at or after offset (or offset past EOF): a hole to the end.
                 return errno == ENXIO ? (false, limit) : (true, limit)
             }
             if UInt64(data) > offset { return (false, min(limit, UInt64(data) - offset)) }
-            let hole = qedsys_seek_hole(fd, Int64(offset))
-            guard hole > Int64(offset) else { return (true, limit) }
+            let hole = qedsys_seek_hole(fd, start)
+            guard hole > start else { return (true, limit) }
             return (true, min(limit, UInt64(hole) - offset))
         }
+    }
+}
+
+extension PosixFile {
+    /// Runs `call` (a system call returning 0 or -1 with `errno`) again while it is interrupted
+    /// (EINTR); nil on success, else its `Errno`.
+    @inline(__always)
+    static func retryingOnInterrupt(_ call: () -> Int32) -> Errno? {
+        while call() != 0 {
+            let error = Errno(rawValue: errno)
+            if error != .interrupted { return error }
+        }
+        return nil
     }
 }
 

@@ -1,0 +1,25 @@
+extension Image: Disk {
+    /// Always ``DiskFormat/qed``.
+    public var format: DiskFormat { .qed }
+    /// Host bytes of the image file (`st_blocks`·512), or nil when its file does not know.
+    public func allocatedBytes() -> UInt64? { (try? file.allocatedBytes()) ?? nil }
+}
+
+extension DiskDriver {
+    /// QED: recognised by its magic (`QED\0`), opened by ``Image``.
+    static let qed = DiskDriver(
+        format: .qed,
+        recognizes: { file in try file.readBytes(count: 4, at: 0) == [0x51, 0x45, 0x44, 0x00] },
+        open: { path, options in try Image.open(path: path, options: options) },
+        openLayer: { file, options, seen in try Image.open(file: file, options: options, lockHeld: true, seen: seen) })
+}
+
+extension DiskFormat {
+    /// The disk format a QED header's backing format names.
+    init(_ backing: BackingFormat) {
+        switch backing {
+        case .raw: self = .raw
+        case .qed: self = .qed
+        }
+    }
+}
