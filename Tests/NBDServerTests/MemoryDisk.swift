@@ -10,6 +10,7 @@ final class MemoryDisk: Disk {
     let cached: Bool
     var format: DiskFormat { .raw }
     var path: String { "memory" }
+    var backing: (any Disk)? { nil }
 
     /// Guest bytes; the lock makes the disk usable from any thread (tests run executor work on theirs).
     private let bytes: Mutex<[UInt8]>
