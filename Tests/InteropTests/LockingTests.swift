@@ -4,7 +4,7 @@ import Testing
 import TestSupport
 
 /// QEMU-compatible image locks: QEMU and we exclude each other as QEMU processes do.
-/// Serialized: the tests watch /proc/locks and run long-lived qemu-io children.
+/// Serialized: the tests run long-lived qemu-io children.
 @Suite("Interop: image locking", .serialized)
 struct LockingTests {
     static func makeImage(_ dir: TemporaryDirectory) throws -> String {
@@ -31,7 +31,7 @@ struct LockingTests {
     @Test func qemuWriterExcludesOurWriterAndReader() throws {
         let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
-        let holder = try QEMUHolder(image: img)
+        let holder = try QEMUIOHolder(image: img)
         defer { holder.stop() }
         expectLocked({ try Image.open(path: img) }, "read-write open")
         expectLocked({ try Image.open(path: img, options: OpenOptions(readOnly: true)) }, "read-only open")
@@ -48,7 +48,7 @@ struct LockingTests {
     @Test func qemuReaderExcludesOurWriterOnly() throws {
         let dir = try TemporaryDirectory()
         let img = try Self.makeImage(dir)
-        let holder = try QEMUHolder(image: img, extra: ["-r"])
+        let holder = try QEMUIOHolder(image: img, extra: ["-r"])
         defer { holder.stop() }
         expectLocked({ try Image.open(path: img) }, "read-write open next to a QEMU reader")
         let ro = try openImage(img, OpenOptions(readOnly: true))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Behaviour around the verbs: create's output, errors, locks, help, signals, bench.
 @Suite struct CLITests {
@@ -64,35 +65,11 @@ import Testing
     @Test func lockConflictsReadLikeQemuAndForceShareWorks() throws {
         let box = try Sandbox()
         try box.mustQemu("create", "-f", "qed", "busy.qed", "1M")
-        // qemu-io reading commands from a pipe holds the image open (read-write) until the pipe closes.
-        let writer = Process()
-        writer.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-io")
-        writer.arguments = [box.path("busy.qed")]
-        let commands = Pipe()
-        writer.standardInput = commands
-        writer.standardOutput = FileHandle.nullDevice
-        let writerErrors = Pipe()
-        writer.standardError = writerErrors
-        try writer.run()
-        defer {
-            try? commands.fileHandleForWriting.close()
-            writer.waitUntilExit()
-        }
-        // Wait until qemu-io holds its locks. On a loaded CI machine (the whole suite runs in
-        // parallel on two cores) qemu-io can take many seconds to start, so wait by the clock, and
-        // stop early only if qemu-io has died, saying why.
-        var locked = false
-        let deadline = Date().addingTimeInterval(90)
-        while !locked && writer.isRunning && Date() < deadline {
-            locked = try box.qemu("info", "busy.qed").status != 0
-            if !locked { usleep(50_000) }
-        }
-        if !locked && !writer.isRunning {
-            let why = String(decoding: writerErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            Issue.record("qemu-io exited (status \(writer.terminationStatus)) before locking: \(why)")
-            return
-        }
-        try #require(locked, "qemu-io did not lock busy.qed within 90 s")
+        // qemu-io reading commands from a pipe holds the image open (read-write) until the pipe
+        // closes. Nothing may touch the image while it opens (a probe's own lock would make its
+        // open fail): the holder waits for qemu-io's first prompt, printed once the open is done.
+        let writer = try QEMUIOHolder(image: box.path("busy.qed"))
+        defer { writer.stop() }
         let info = try box.ours("info", "busy.qed")
         #expect(info.status == 1)
         #expect(info.stderr == "qed-img: busy.qed: Failed to get shared \"write\" lock\nIs another process using the image [busy.qed]?\n", "\(info)")
