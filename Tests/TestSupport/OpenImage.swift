@@ -1,15 +1,16 @@
 import Foundation
 public import QED
 
-/// Opens an image file, retrying for up to a second while it reports ``QEDError/Code/locked``.
+/// Opens an image file, retrying while it reports ``QEDError/Code/locked`` (for at most a minute:
+/// a bound for a lock that really is held, not a guess at how long the wait below takes).
 ///
 /// Why: every child process a test process spawns (the interop tests run qemu-img in parallel)
 /// holds a copy of each open file description from fork until exec. A description an image just
-/// closed can therefore keep its OFD locks for a moment, and a re-open of the same file in that
-/// window sees a conflict. Use this only where the open must succeed; lock tests call
-/// ``Image/open(path:options:)`` directly.
+/// closed can therefore keep its OFD locks for a moment — longer when that child waits for a CPU
+/// on a loaded machine — and a re-open of the same file in that window sees a conflict. Use this
+/// only where the open must succeed; lock tests call ``Image/open(path:options:)`` directly.
 public func openImage(_ path: String, _ options: OpenOptions = OpenOptions()) throws -> Image {
-    let deadline = Date().addingTimeInterval(1)
+    let deadline = Date().addingTimeInterval(60)
     while true {
         do {
             return try Image.open(path: path, options: options)
