@@ -19,3 +19,24 @@ public func openImage(_ path: String, _ options: OpenOptions = OpenOptions()) th
         }
     }
 }
+
+extension Image {
+    /// Some lock bytes were still held this long after the close.
+    public struct LocksLeft: Error, CustomStringConvertible {
+        public var path: String
+        public var ranges: [ClosedRange<UInt64>]
+        public var description: String { "\(path): locks still held after close: \(ranges)" }
+    }
+
+    /// Closes the image, then waits until /proc/locks lists no lock on its file. Use it before
+    /// handing the file to a QEMU tool, when nothing else has it open: QEMU does not retry a lock
+    /// conflict, and a child this test process is spawning elsewhere holds a copy of the closed
+    /// descriptor — and so its locks — until it execs (see ``openImage(_:_:)``).
+    public func closeReleasingLocks() throws {
+        let path = self.path
+        try close()
+        guard ProcLocks.waitUntilUnlocked(path) else {
+            throw LocksLeft(path: path, ranges: ProcLocks.lockedRanges(path) ?? [])
+        }
+    }
+}
