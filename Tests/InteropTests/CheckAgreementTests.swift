@@ -66,7 +66,7 @@ struct CheckAgreementTests {
 
         let image = try openImage(img, OpenOptions(readOnly: true))
         let ours = try image.check()
-        try image.close()
+        try image.closeReleasingLocks()
         #expect(CheckCounts(ours) == CheckCounts(theirs), "ours \(CheckCounts(ours)) qemu \(CheckCounts(theirs))")
 
         // Repair: the same corruptions fixed, the same left over.
@@ -75,7 +75,7 @@ struct CheckAgreementTests {
         let repairedByQEMU = try QEMU.check(img, extra: ["-r", "all"])
         let rw = try openImage(copy)
         let repaired = try rw.check(repair: true)
-        try rw.close()
+        try rw.closeReleasingLocks()
         #expect(repaired.corruptionsFixed == damage.fixable, "\(repaired)")
         #expect(repaired.corruptionsFixed == repairedByQEMU.corruptionsFixed, "ours \(repaired) qemu \(repairedByQEMU)")
         #expect(repaired.corruptions == repairedByQEMU.corruptions)

@@ -156,13 +156,9 @@ import TestSupport
         #expect(try box.bytes("sa.raw") == box.bytes("ref.raw"))
 
         // TCP on 127.0.0.1 with a free port; without -t the server leaves after its client.
-        let port = try Self.freePort()
-        let server = try NBDServerProcess(
-            arguments: ["-p", "\(port)", "--pid-file", box.path("tcp.pid"), box.path("ov.qed")],
-            socket: "", logPath: box.path("tcp.log"), directory: box.dir)
+        guard let (server, port) = try Self.startTCPServer(box, ["--pid-file", box.path("tcp.pid"), box.path("ov.qed")],
+                                                           pidFile: box.path("tcp.pid")) else { return }
         defer { server.kill() }
-        let deadline = Date().addingTimeInterval(30)
-        while !FileManager.default.fileExists(atPath: box.path("tcp.pid")) && Date() < deadline { usleep(5_000) }
         let tcp = try box.must("nbdinfo", "--size", "nbd://127.0.0.1:\(port)/")
         #expect(tcp.stdout == "8388608\n", "\(tcp) \(server.log)")
         #expect(server.waitForExit(timeout: 30) == 0, "one-shot server did not exit: \(server.log)")
@@ -195,21 +191,44 @@ import TestSupport
                                                     box.path("a.qed")], timeout: 30)
         #expect(start.status == 0, "\(start)")
         let text = (try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? ""
-        guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 else {
-            Issue.record("no pid file after --fork: \(start)")
+        guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
+              let daemon = ProcessWatch(pid: pid) else {
+            Issue.record("no running daemon named by the pid file after --fork: \(start) \(text)")
             return
         }
-        defer { kill(pid, SIGKILL) }
+        defer { daemon.signal(SIGKILL) }
         let size = try box.must("nbdinfo", "--size", "nbd+unix:///?socket=\(box.path("f.sock"))")
         #expect(size.stdout == "2097152\n")
-        kill(pid, SIGTERM)
-        let deadline = Date().addingTimeInterval(30)
-        while kill(pid, 0) == 0 && Date() < deadline { usleep(10_000) }
-        #expect(kill(pid, 0) != 0, "daemon did not stop on SIGTERM")
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(), "daemon did not stop on SIGTERM")
         #expect(try nbdImageIsDirty(box.path("a.qed")) == false)
         // Errors before listening still reach the terminal, with status 1.
         let failed = try box.run(NBDSandbox.qedNBD, ["--fork", "-k", box.path("g.sock"), box.path("missing.qed")])
         #expect(failed.status == 1 && failed.stderr.contains("missing.qed"), "\(failed)")
+    }
+
+    /// Starts `qed-nbd -p PORT ARGS` on a port that was free a moment ago and waits until it listens
+    /// (`pidFile` appears). Another process may take the port in between: then the server exits,
+    /// saying it cannot listen, and another port is tried. Nil (an issue recorded) if it never starts.
+    static func startTCPServer(_ box: NBDSandbox, _ arguments: [String], pidFile: String,
+                               sourceLocation: SourceLocation = #_sourceLocation) throws -> (NBDServerProcess, Int)? {
+        for _ in 0..<20 {
+            let port = try freePort()
+            let server = try NBDServerProcess(arguments: ["-p", "\(port)"] + arguments, socket: "",
+                                              logPath: box.path("tcp-\(port).log"), directory: box.dir)
+            let deadline = Date().addingTimeInterval(300)
+            while !FileManager.default.fileExists(atPath: pidFile) && server.isRunning && Date() < deadline {
+                usleep(5_000)
+            }
+            if FileManager.default.fileExists(atPath: pidFile) { return (server, port) }
+            server.kill()
+            guard server.log.contains("cannot listen") else {
+                Issue.record("qed-nbd did not start on port \(port): \(server.log)", sourceLocation: sourceLocation)
+                return nil
+            }
+        }
+        Issue.record("qed-nbd found no free port in 20 tries", sourceLocation: sourceLocation)
+        return nil
     }
 
     /// A TCP port on 127.0.0.1 that was free a moment ago.

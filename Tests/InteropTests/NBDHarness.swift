@@ -62,7 +62,8 @@ final class NBDSandbox: @unchecked Sendable {
             arguments: ["-k", path(socket), "--pid-file", pidFile] + arguments + [path(image)],
             socket: path(socket), logPath: path("\(socket).log"), directory: dir)
         servers.append(server)
-        let deadline = Date().addingTimeInterval(30)
+        // (The deadline only bounds a hung server; a failing one ends the wait by exiting.)
+        let deadline = Date().addingTimeInterval(300)
         while !FileManager.default.fileExists(atPath: pidFile) && server.isRunning && Date() < deadline {
             usleep(5_000)
         }

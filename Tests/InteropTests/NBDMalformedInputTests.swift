@@ -97,7 +97,7 @@ def recvn(s, n):
 
 def raw_go(path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
+    s.settimeout(120)  # bounds a hung server only
     s.connect(path)
     greeting = recvn(s, 18)
     assert greeting[:16] == b"NBDMAGICIHAVEOPT", greeting
@@ -123,8 +123,10 @@ def request(s, cmd, cookie, offset=0, length=0, flags=0, payload=b""):
 def closed(s):
     try:
         return s.recv(1) == b""
-    except (ConnectionResetError, socket.timeout):
+    except ConnectionResetError:
         return True
+    except socket.timeout:
+        return False  # still open: the server did not hang up
 
 try:
     s = raw_go(sock_path)
@@ -158,7 +160,7 @@ except Exception as e:
 
 def raw_options(path, payload):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
+    s.settimeout(120)  # bounds a hung server only
     s.connect(path)
     recvn(s, 18)
     s.sendall(payload)

@@ -153,7 +153,9 @@ import TestSupport
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         guard (try? process.run()) != nil else { return nil }
-        let deadline = Date().addingTimeInterval(10)
+        // Until the device appears or nbdfuse gives up (it exits when FUSE is unusable). Giving up
+        // here on a slow start instead would be wrong: nbdfuse may already be the server's client.
+        let deadline = Date().addingTimeInterval(300)
         while Date() < deadline {
             if FileManager.default.fileExists(atPath: mount + "/nbd") { return FuseMount(process: process, mount: mount) }
             if !process.isRunning { return nil }
@@ -180,7 +182,7 @@ final class FuseMount {
         unmount.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
         unmount.arguments = ["-u", mount]
         if (try? unmount.run()) != nil { unmount.waitUntilExit() }
-        let deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(120)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)

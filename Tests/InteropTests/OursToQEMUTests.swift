@@ -71,7 +71,7 @@ struct OursToQEMUTests {
                 try Image.create(path: dir.file("base.qed"), options: CreateOptions(size: baseSize))
                 let b = try openImage(dir.file("base.qed"))
                 for (off, bytes) in writes { try b.write(bytes, at: off) }
-                try b.close()
+                try b.closeReleasingLocks()
                 options.backingFile = "base.qed"
                 options.backingFormat = .qed
             }
@@ -156,7 +156,7 @@ struct OursToQEMUTests {
                 break
             }
         }
-        try image.close()
+        try image.closeReleasingLocks()
         let context = Comment(rawValue: "\(wc.testDescription)\nops: \(log.joined(separator: "; "))")
 
         // QEMU: check clean, same allocation count as the model.
@@ -199,7 +199,7 @@ struct OursToQEMUTests {
         for i in 0..<17 { try image.write(chunk, at: UInt64(i) << 20) }
         #expect(image.fileSize / 4096 >= 4095)
         let ours = try image.check()
-        try image.close()
+        try image.closeReleasingLocks()
         #expect(ours.isClean && ours.leaks == 0 && ours.corruptions == 0, "\(ours)")
         #expect(ours.allocatedClusters == 17 * 256)
 

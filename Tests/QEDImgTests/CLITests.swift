@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Behaviour around the verbs: create's output, errors, locks, help, signals, bench.
 @Suite struct CLITests {
@@ -64,35 +65,11 @@ import Testing
     @Test func lockConflictsReadLikeQemuAndForceShareWorks() throws {
         let box = try Sandbox()
         try box.mustQemu("create", "-f", "qed", "busy.qed", "1M")
-        // qemu-io reading commands from a pipe holds the image open (read-write) until the pipe closes.
-        let writer = Process()
-        writer.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-io")
-        writer.arguments = [box.path("busy.qed")]
-        let commands = Pipe()
-        writer.standardInput = commands
-        writer.standardOutput = FileHandle.nullDevice
-        let writerErrors = Pipe()
-        writer.standardError = writerErrors
-        try writer.run()
-        defer {
-            try? commands.fileHandleForWriting.close()
-            writer.waitUntilExit()
-        }
-        // Wait until qemu-io holds its locks. On a loaded CI machine (the whole suite runs in
-        // parallel on two cores) qemu-io can take many seconds to start, so wait by the clock, and
-        // stop early only if qemu-io has died, saying why.
-        var locked = false
-        let deadline = Date().addingTimeInterval(90)
-        while !locked && writer.isRunning && Date() < deadline {
-            locked = try box.qemu("info", "busy.qed").status != 0
-            if !locked { usleep(50_000) }
-        }
-        if !locked && !writer.isRunning {
-            let why = String(decoding: writerErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            Issue.record("qemu-io exited (status \(writer.terminationStatus)) before locking: \(why)")
-            return
-        }
-        try #require(locked, "qemu-io did not lock busy.qed within 90 s")
+        // qemu-io reading commands from a pipe holds the image open (read-write) until the pipe
+        // closes. Nothing may touch the image while it opens (a probe's own lock would make its
+        // open fail): the holder waits for qemu-io's first prompt, printed once the open is done.
+        let writer = try QEMUIOHolder(image: box.path("busy.qed"))
+        defer { writer.stop() }
         let info = try box.ours("info", "busy.qed")
         #expect(info.status == 1)
         #expect(info.stderr == "qed-img: busy.qed: Failed to get shared \"write\" lock\nIs another process using the image [busy.qed]?\n", "\(info)")
@@ -111,31 +88,44 @@ import Testing
 
     @Test func interruptStopsCleanly() throws {
         let box = try Sandbox()
-        // 192 MiB of non-zero data: long enough to interrupt.
-        try box.mustOurs("create", "-f", "raw", "big.raw", "192M")
-        try box.mustOurs("bench", "-w", "-f", "raw", "-c", "192", "-d", "4", "-s", "1M", "--pattern=7", "big.raw")
+        // 64 MiB of non-zero data: eight 8 MiB copy chunks, a progress line after each.
+        try box.mustOurs("create", "-f", "raw", "big.raw", "64M")
+        try box.mustOurs("bench", "-w", "-f", "raw", "-c", "64", "-d", "4", "-s", "1M", "--pattern=7", "big.raw")
+        // Progress goes to a pipe with room for 60 bytes: the first three lines ("    (0.00/100%)",
+        // then 12 % and 25 %: 50 bytes) go through, the fourth blocks until the test reads. So the copy
+        // cannot finish before the signal, however fast the machine or slow the test.
+        let progress = try NarrowPipe(room: 60)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Sandbox.qedImg)
         process.arguments = ["convert", "-p", "-m", "1", "-f", "raw", box.path("big.raw"), box.path("out.qed")]
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
+        let err = Pipe()
+        process.standardOutput = progress.writeHandle
         process.standardError = err
         try process.run()
-        // Interrupt once the copy is under way (its first progress line is out).
-        let first = out.fileHandleForReading.availableData
-        #expect(String(decoding: first, as: UTF8.self).contains("(0.00/100%)"))
-        usleep(20_000)
+        progress.closeWriteEnd()
+        // Interrupt once the copy is under way: more than the first line (printed before the first
+        // chunk) is in the pipe. qed-img installs its handler before it prints anything.
+        let firstLine = "    (0.00/100%)\n".utf8.count
+        let deadline = Date().addingTimeInterval(300)
+        while progress.buffered <= progress.fillerCount + firstLine && process.isRunning && Date() < deadline {
+            usleep(2_000)
+        }
         kill(process.processIdentifier, SIGINT)
-        let rest = out.fileHandleForReading.readDataToEndOfFile()
+        let out = String(decoding: progress.readChildOutput(), as: UTF8.self)
         let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        #expect(process.terminationStatus == 130, "\(String(decoding: rest, as: UTF8.self)) \(errText)")
+        #expect(process.terminationStatus == 130, "\(out) \(errText)")
         #expect(errText == "qed-img: interrupted; the images were flushed and closed\n")
-        #expect(!String(decoding: rest, as: UTF8.self).contains("(100.00/100%)"))
+        #expect(out.hasPrefix("    (0.00/100%)\n    (12.00/100%)\n"), "\(out)")
+        #expect(!out.contains("(100.00/100%)"), "\(out)")
         // The partial image is consistent and closed cleanly (NEED_CHECK clear).
         #expect(try box.qemuCheckStatus("out.qed") == 0)
         #expect(try box.bytes("out.qed")[16] == 0)
-        #expect(try box.fileSize("out.qed") < 192 << 20)
+        #expect(try box.fileSize("out.qed") < 64 << 20)
+        // Part of the data was copied, and copied right.
+        let copied = try box.qemu("compare", "-f", "raw", "-F", "qed", "big.raw", "out.qed")
+        #expect(copied.status == 1 && copied.stdout.hasPrefix("Content mismatch at offset "), "\(copied)")
+        #expect(!copied.stdout.hasPrefix("Content mismatch at offset 0!"), "\(copied)")
     }
 
     @Test func benchPrintsQemusReport() throws {

@@ -98,7 +98,7 @@ struct ImageFixture {
 
     func open() throws -> Image {
         if let memory { return try Image.open(file: memory, options: options) }
-        return try Image.open(path: imagePath, options: options)
+        return try openImage(imagePath, options)  // (retries a lock a spawning child still holds)
     }
 
     func model() -> ReferenceDisk {
@@ -415,7 +415,7 @@ struct ModelTests {
         try Image.create(path: path, options: CreateOptions(size: tables * perL2, clusterSize: 65536, tableSize: 4))
         var options = OpenOptions()
         options.needCheckDelay = 0.01
-        let image = try Image.open(path: path, options: options)
+        let image = try openImage(path, options)
         let workers = 4
         let barrier = ThreadBarrier(workers)
         let failures = FailureLog()
@@ -443,7 +443,7 @@ struct ModelTests {
         #expect(report.isClean, "seed \(seed): \(report)")
         #expect(report.allocatedClusters == tables * UInt64(workers), "seed \(seed): \(report)")
         try image.close()
-        let again = try Image.open(path: path, options: options)
+        let again = try openImage(path, options)
         for t in 0..<tables {
             for w in 0..<UInt64(workers) {
                 let at = t * perL2 + w * 3 * cs + 512 * w

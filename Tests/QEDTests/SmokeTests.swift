@@ -1,13 +1,14 @@
 import Testing
 import QED
 import Foundation
+import TestSupport
 
 @Test func smokeCreateWriteRead() throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qed-smoke-\(getpid())").path
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let path = dir + "/a.qed"
     try Image.create(path: path, options: CreateOptions(size: 16 << 20))
-    let image = try Image.open(path: path)
+    let image = try openImage(path)  // (retries a lock a spawning child still holds)
     try image.write([UInt8](repeating: 0xab, count: 512), at: 4096)
     try image.write([UInt8](repeating: 0xcd, count: 70000), at: 1 << 20)
     try image.writeZeroes(at: 4 << 20, length: 128 << 10)
