@@ -63,10 +63,6 @@ public protocol Disk: AnyObject, Sendable {
     func close() throws
 }
 
-/// The former name of the read-only part of ``Disk``, kept while callers move over.
-@available(*, deprecated, renamed: "Disk")
-public typealias DiskReader = Disk
-
 extension Disk {
     /// Reads `count` bytes at guest byte `offset` into a new array (inside the disk).
     public func readBytes(at offset: UInt64, count: Int) throws -> [UInt8] {

@@ -53,7 +53,7 @@ public enum Convert {
 
     /// Converts `sources` into `target`, creating it (unless `skipCreate`).
     @discardableResult
-    public static func run(sources: [any DiskReader], target: String, options: Options) throws -> Result {
+    public static func run(sources: [any Disk], target: String, options: Options) throws -> Result {
         guard options.sparseSize % 512 == 0, options.sparseSize <= maxSparseSize else {
             throw QEDError(.invalidArgument,
                            "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",

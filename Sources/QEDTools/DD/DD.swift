@@ -45,7 +45,7 @@ public enum DD {
 
     /// Copies `input` into a new image at `output`.
     @discardableResult
-    public static func run(input: any DiskReader, output: String, options: Options) throws -> Result {
+    public static func run(input: any Disk, output: String, options: Options) throws -> Result {
         guard options.blockSize > 0, options.blockSize <= Int32.max else {
             throw QEDError(.invalidArgument, "invalid number for bs", value: options.blockSize)
         }

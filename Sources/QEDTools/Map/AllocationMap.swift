@@ -26,7 +26,7 @@ public enum AllocationMap {
     }
 
     /// The allocation runs of `disk`.
-    public static func run(disk: any DiskReader, options: Options) throws -> Result {
+    public static func run(disk: any Disk, options: Options) throws -> Result {
         var runs: [Run] = []
         let size = disk.virtualSize
         guard size > 0 else { return Result(runs: runs) }

@@ -7,7 +7,7 @@ public enum Measure {
         /// An empty image of this many bytes (`--size`).
         case empty(size: UInt64)
         /// The conversion of these disks, laid end to end like ``Convert``'s sources.
-        case sources([any DiskReader])
+        case sources([any Disk])
     }
 
     /// The image to measure for.
@@ -71,7 +71,7 @@ public enum Measure {
     }
 
     /// Measures converting `sources` (laid end to end) to `format`.
-    static func convert(sources: [any DiskReader], format: DiskFormat, clusterSize: UInt32, tableSize: UInt32,
+    static func convert(sources: [any Disk], format: DiskFormat, clusterSize: UInt32, tableSize: UInt32,
                         sparseSize: UInt64, cancellation: Cancellation?) throws -> Result {
         let source = ConcatenatedSource(sources)
         switch format {

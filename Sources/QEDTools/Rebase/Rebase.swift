@@ -125,7 +125,7 @@ public enum Rebase {
         return Result(bytesCopied: copied)
     }
 
-    static func readOrZero(_ disk: (any DiskReader)?, into buffer: UnsafeMutableRawBufferPointer, at pos: UInt64) throws {
+    static func readOrZero(_ disk: (any Disk)?, into buffer: UnsafeMutableRawBufferPointer, at pos: UInt64) throws {
         let size = disk?.virtualSize ?? 0
         let inside = pos < size ? Int(min(UInt64(buffer.count), size - pos)) : 0
         if inside > 0, let disk {
