@@ -3,6 +3,16 @@ extension Image: Disk {
     public var format: DiskFormat { .qed }
     /// Host bytes of the image file (`st_blocks`·512), or nil when its file does not know.
     public func allocatedBytes() -> UInt64? { (try? file.allocatedBytes()) ?? nil }
+    /// The cluster size in bytes (never nil for QED).
+    public var clusterSize: UInt64? { geometry.clusterSize }
+    /// The backing file the header names: its name, resolved path, and `.raw` when the header
+    /// records BACKING_FORMAT_NO_PROBE (nil: probed).
+    public var backingFile: BackingFileReference? {
+        let state = backingState.withLock { ($0.name, $0.format) }
+        guard let name = state.0 else { return nil }
+        return BackingFileReference(name: name, path: BackingResolver.resolve(name, relativeTo: path),
+                                    format: state.1.map(DiskFormat.init))
+    }
 }
 
 extension DiskDriver {

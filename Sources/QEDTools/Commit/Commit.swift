@@ -81,8 +81,7 @@ public enum Commit {
             }
             pos += step
         }
-        let baseFormat: DiskFormat = chain[baseIndex] is Image ? .qed : .raw
-        let base = try DiskOpener.open(path: basePath, format: baseFormat, options: OpenOptions())
+        let base = try DiskOpener.open(path: basePath, format: chain[baseIndex].format, options: OpenOptions())
         var copied: UInt64 = 0, zeroed: UInt64 = 0
         do {
             if base.virtualSize < size { try base.resize(to: size) }

@@ -85,10 +85,9 @@ public enum Convert {
                                "Target is smaller than the source (\(out.virtualSize) < \(source.size) bytes)",
                                value: out.virtualSize, path: target)
             }
-            let backing = (out as? Image)?.backing
             let planner = ConvertPlanner(source: source, sparseSize: options.sparseSize,
-                                         targetIsZero: !options.skipCreate, backing: backing,
-                                         clusterSize: (out as? Image)?.clusterSize ?? 65536)
+                                         targetIsZero: !options.skipCreate, backing: out.backing,
+                                         clusterSize: out.clusterSize ?? 65536)
             result = try copy(planner: planner, to: out, options: options)
             result.size = out.virtualSize
             try out.flush()

@@ -89,7 +89,7 @@ public enum Rebase {
             pos += step
         }
         let counter = ProgressCounter(total: ranges.reduce(0) { $0 + $1.1 }, handler: options.progress)
-        let cs = image.clusterSize
+        let cs = image.geometry.clusterSize
         let step = max(cs, 1 << 20)
         let old = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
         let new = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
