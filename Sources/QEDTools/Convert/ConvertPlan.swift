@@ -154,11 +154,9 @@ struct ConvertPlanner: @unchecked Sendable {
         }
         var backingView: UnsafeRawBufferPointer?
         if let backing {
+            // The backing file may be shorter than the target: past its end the target reads zeroes.
             let bb = UnsafeMutableRawBufferPointer(rebasing: backingBuffer[0..<n])
-            let size = backing.virtualSize
-            let inside = start < size ? Int(min(length, size - start)) : 0
-            if inside > 0 { try backing.read(into: UnsafeMutableRawBufferPointer(rebasing: bb[0..<inside]), at: start) }
-            if inside < n { UnsafeMutableRawBufferPointer(rebasing: bb[inside...]).initializeMemory(as: UInt8.self, repeating: 0) }
+            try backing.readZeroFillingPastEnd(into: bb, at: start)
             backingView = UnsafeRawBufferPointer(bb)
         }
         func emit(_ lo: Int, _ hi: Int, zero: Bool, _ bytes: UnsafeRawPointer?) {
