@@ -12,6 +12,7 @@ final class MemoryDisk: Disk {
     var path: String { "memory" }
     var clusterSize: UInt64? { nil }
     var isDirty: Bool { false }
+    var backing: (any Disk)? { nil }
     var backingFile: BackingFileReference? { nil }
 
     func check(repair: Bool) throws -> CheckReport {

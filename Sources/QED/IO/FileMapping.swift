@@ -16,7 +16,7 @@ package protocol MappableFile: BlockFile {
 }
 
 extension PosixFile: MappableFile {
-    var mappingDescriptor: Int32 { rawDescriptor }
+    package var mappingDescriptor: Int32 { rawDescriptor }
 }
 
 /// A read-only shared mapping of part of a ``MappableFile``: the page cache's own pages, so looking at
