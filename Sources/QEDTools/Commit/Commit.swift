@@ -34,6 +34,9 @@ public enum Commit {
     /// Commits the image at `path`.
     @discardableResult
     public static func run(path: String, options: Options) throws -> Result {
+        // The one QED-specific step is emptying the overlay (`Image.makeEmpty`): QED is the only
+        // format with backing files, so only a QED image can be committed. A second format with
+        // backing files would give `Disk` a way to empty it and open the top with `DiskOpener`.
         let format = try DiskOpener.probe(path: path)
         guard format == .qed else {
             throw QEDError(.invalidArgument, "Image does not have a backing file", path: path)

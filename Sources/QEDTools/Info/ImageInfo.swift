@@ -6,7 +6,7 @@ public import QED
 public struct ImageInfo: Sendable, Equatable {
     /// The path as given (or, for backing files, as resolved against the overlay's directory).
     public var filename: String
-    /// `qed` or `raw`.
+    /// The image's format.
     public var format: DiskFormat
     /// Guest-visible size, bytes.
     public var virtualSize: UInt64
@@ -66,7 +66,7 @@ public struct ImageInfo: Sendable, Equatable {
                                path: current)
             }
             nextPath = full
-            nextFormat = info.backingFilenameFormat.flatMap(DiskFormat.init(rawValue:))
+            nextFormat = info.backingFilenameFormat.flatMap(DiskOpener.format(named:))
         }
         return out
     }

@@ -67,6 +67,8 @@ public enum Measure {
             try checkGeometry(size: size, clusterSize: clusterSize, tableSize: tableSize)
             return Result(required: qedFileSize(clusterSize: clusterSize, tableSize: tableSize, l2Tables: 0, dataClusters: 0),
                           fullyAllocated: full(size: size, clusterSize: clusterSize, tableSize: tableSize))
+        default:
+            throw unmeasurable(format)
         }
     }
 
@@ -99,7 +101,15 @@ public enum Measure {
             return Result(required: qedFileSize(clusterSize: clusterSize, tableSize: tableSize, l2Tables: UInt64(tables),
                                                 dataClusters: UInt64(clusters.count)),
                           fullyAllocated: full(size: size, clusterSize: clusterSize, tableSize: tableSize))
+        default:
+            throw unmeasurable(format)
         }
+    }
+
+    /// The error for a format whose file sizes this verb cannot compute (each format's layout is
+    /// its own arithmetic).
+    static func unmeasurable(_ format: DiskFormat) -> QEDError {
+        QEDError(.unsupported, "measure does not know the layout of the format '\(format.rawValue)'")
     }
 
     static func full(size: UInt64, clusterSize: UInt32, tableSize: UInt32) -> UInt64 {
