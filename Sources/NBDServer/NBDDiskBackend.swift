@@ -29,7 +29,7 @@ public final class NBDDiskBackend: Sendable {
     public init(disk: any Disk, options: NBDServerOptions) {
         self.disk = disk
         self.options = options
-        self.zeroGranularity = (disk as? Image)?.clusterSize ?? 1
+        self.zeroGranularity = disk.clusterSize ?? 1
     }
 
     /// The export this disk is offered as: its size, and the flags qemu-nbd advertises for the same setup

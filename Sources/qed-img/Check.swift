@@ -31,26 +31,26 @@ struct Check: ParsableCommand {
 
     func run() throws {
         let fmt = try opening.format.value() ?? DiskOpener.probe(path: file)
-        guard fmt == .qed else {
-            throw CLIError("This image format does not support checks", exitCode: 63)
-        }
-        let disk = try openDisk(file, format: .qed, readOnly: repair == nil, forceShare: opening.forceShare,
+        let disk = try openDisk(file, format: fmt, readOnly: repair == nil, forceShare: opening.forceShare,
                                 openBacking: false, autoCheck: false)
-        guard let image = disk as? Image else { throw CLIError("not a QED image", path: file) }
         var options = QEDTools.Check.Options()
         options.repair = repair != nil
         let outcome: QEDTools.Check.Result
         do {
-            outcome = try QEDTools.Check.run(image: image, options: options)
+            outcome = try QEDTools.Check.run(disk: disk, options: options)
+        } catch let error as QEDError where error.code == .unsupported && error.cause == nil {
+            // The format has no check (raw): qemu-img's message and exit status.
+            try? disk.close()
+            throw CLIError(error.message, exitCode: 63)
         } catch let error as QEDError {
-            try? image.close()
+            try? disk.close()
             let reason = error.cause?.reason ?? error.message
             throw CLIError("Check failed: \(reason)")
         }
-        try image.close()
+        try disk.close()
         if !verbosity.quiet {
             switch output.format {
-            case .json: Console.out(Check.json(outcome.report, filename: file).pretty() + "\n")
+            case .json: Console.out(Check.json(outcome.report, filename: file, format: fmt).pretty() + "\n")
             default: Console.out(Check.human(outcome))
             }
         }
@@ -59,9 +59,9 @@ struct Check: ParsableCommand {
     }
 
     /// QEMU's `ImageCheck` as a QDict (fields in QAPI order; zero counts left out).
-    static func json(_ r: CheckReport, filename: String) -> QemuJSON {
+    static func json(_ r: CheckReport, filename: String, format: DiskFormat) -> QemuJSON {
         var pairs: [(String, QemuJSON)] = [
-            ("filename", .string(filename)), ("format", .string("qed")), ("check-errors", .int(Int64(r.checkErrors))),
+            ("filename", .string(filename)), ("format", .string(format.rawValue)), ("check-errors", .int(Int64(r.checkErrors))),
         ]
         let optional: [(String, UInt64)] = [
             ("corruptions", UInt64(r.corruptions)), ("leaks", UInt64(r.leaks)),

@@ -39,9 +39,16 @@ struct Choice<Value: QemuChoice>: ExpressibleByArgument, Sendable {
     var defaultValueDescription: String { text }
 }
 
+/// The formats `-f`/`-O`/`-F` accept are those of the engine's registry: an added format shows up
+/// here by itself.
 extension DiskFormat: QemuChoice {
+    init?(argument: String) {
+        guard let known = DiskOpener.format(named: argument) else { return nil }
+        self = known
+    }
+
     static func refusal(_ text: String) -> String {
-        "Unknown file format '\(text)' (qed-img supports qed and raw)"
+        "Unknown file format '\(text)' (qed-img supports \(DiskOpener.formatNames(conjunction: "and")))"
     }
 }
 

@@ -79,7 +79,7 @@ struct Convert: ParsableCommand {
         o.tableSize = layout.tableSize
         o.backingFile = backingFile ?? opts.value("backing_file")
         if let f = try (backingFormat ?? opts.value("backing_fmt").map(Choice.init(argument:)))?.value() {
-            o.backingFormat = f == .raw ? .raw : .qed
+            o.backingFormat = f
         }
         o.sparseSize = sparse
         o.workers = workers

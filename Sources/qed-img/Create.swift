@@ -11,13 +11,13 @@ struct Create: ParsableCommand {
             of 2, default 64k) and table_size (1...16 clusters, power of 2, default 4); "-o help" lists them.
             """)
 
-    @Option(name: .customShort("f"), help: "Image format: qed (default) or raw.")
+    @Option(name: .customShort("f"), help: "Image format (default qed): \(DiskOpener.formatNames(conjunction: "or")).")
     var format = Choice(DiskFormat.qed)
 
     @Option(name: .customShort("b"), help: "Backing file (stored as given; relative names resolve against the image's directory).")
     var backingFile: String?
 
-    @Option(name: .customShort("F"), help: "Backing file format: qed or raw (required with -b unless -u).")
+    @Option(name: .customShort("F"), help: "Backing file format: \(DiskOpener.formatNames(conjunction: "or")) (required with -b unless -u).")
     var backingFormat: Choice<DiskFormat>?
 
     @Flag(name: .customShort("u"), help: "Do not open the backing file (a size must then be given).")
@@ -85,17 +85,11 @@ struct Create: ParsableCommand {
             if layout.tableGiven { line += " table_size=\(layout.tableSize)" }
         }
         if !verbosity.quiet { Console.out(line + "\n") }
-        // Both formats round the size up to whole sectors.
+        // qemu-img rounds new images up to whole 512-byte sectors.
         let roundedSize = (finalSize + 511) / 512 * 512
-        switch fmt {
-        case .raw:
-            try RawImage.create(path: file, size: roundedSize)
-        case .qed:
-            let create = CreateOptions(size: roundedSize, clusterSize: layout.clusterSize,
-                                       tableSize: layout.tableSize, backingFile: backing,
-                                       backingFormat: backingFmt.map { $0 == .raw ? .raw : .qed })
-            try Image.create(path: file, options: create)
-        }
+        try DiskOpener.create(path: file, format: fmt,
+                              options: NewDiskOptions(size: roundedSize, backingFile: backing, backingFormat: backingFmt,
+                                                      clusterSize: layout.clusterSize, tableSize: layout.tableSize))
     }
 }
 

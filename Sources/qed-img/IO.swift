@@ -172,7 +172,7 @@ final class IOSession: Sendable {
             }
             return true
         case "info":
-            let cluster = (disk as? Image)?.clusterSize ?? 0
+            let cluster = disk.clusterSize ?? 0
             say("format name: \(disk.format.rawValue)\ncluster size: \(Sizes.ioString(Double(cluster)))\nvm state offset: 0 bytes\n")
             return true
         default:

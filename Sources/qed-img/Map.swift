@@ -104,7 +104,7 @@ struct MapPicture {
 
     func render() -> String {
         let total = extents.reduce(0) { $0 + $1.length }
-        let granule = (disk as? Image)?.clusterSize ?? 4096
+        let granule = disk.clusterSize ?? 4096
         // Cell size: a whole number of clusters, so that at most maxRows rows are drawn.
         let cellsWanted = UInt64(width * MapPicture.maxRows)
         var cell = max(granule, (total + cellsWanted - 1) / max(1, cellsWanted))

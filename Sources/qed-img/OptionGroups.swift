@@ -6,7 +6,7 @@ import QEDTools
 
 /// `-f FMT`: the format of the image(s) a verb opens.
 struct FormatOption: ParsableArguments {
-    @Option(name: .customShort("f"), help: "Image format: qed or raw (probed when absent).")
+    @Option(name: .customShort("f"), help: "Image format: \(DiskOpener.formatNames(conjunction: "or")) (probed when absent).")
     var format: Choice<DiskFormat>?
 
     /// The format given, or nil to probe it; qemu-img's message for an unknown name.
@@ -78,7 +78,7 @@ struct OutputOption: ParsableArguments {
 
 /// `-O FMT`: the format of the image a verb makes.
 struct TargetFormatOption: ParsableArguments {
-    @Option(name: .customShort("O"), help: "Output format: qed (default) or raw.")
+    @Option(name: .customShort("O"), help: "Output format (default qed): \(DiskOpener.formatNames(conjunction: "or")).")
     var outputFormat = Choice(DiskFormat.qed)
 
     /// The format; qemu-img's message for an unknown name.

@@ -68,7 +68,7 @@ struct QEDNBD: ParsableCommand {
     @Option(name: [.customShort("k"), .customLong("socket")], help: "Listen on this Unix socket path instead.")
     var socket: String?
 
-    @Option(name: [.customShort("f"), .customLong("format")], help: "Image format: qed or raw (probed if omitted).")
+    @Option(name: [.customShort("f"), .customLong("format")], help: "Image format: \(DiskOpener.formatNames(conjunction: "or")) (probed if omitted).")
     var format: String?
 
     @Option(name: .customLong("cache"), help: "writeback (default), writethrough or none.")
@@ -138,8 +138,8 @@ struct QEDNBD: ParsableCommand {
         if self.socket != nil && (self.bind != nil || self.port != nil) {
             throw ValidationError("-k/--socket cannot be combined with -b/--bind or -p/--port")
         }
-        if let format = self.format, DiskFormat(rawValue: format) == nil {
-            throw ValidationError("unknown format '\(format)' (qed or raw)")
+        if let format = self.format, DiskOpener.format(named: format) == nil {
+            throw ValidationError("unknown format '\(format)' (\(DiskOpener.formatNames(conjunction: "or")))")
         }
         guard NBDCacheMode(rawValue: self.cache) != nil else {
             throw ValidationError("invalid cache mode '\(self.cache)' (writeback, writethrough or none)")
@@ -196,7 +196,7 @@ struct QEDNBD: ParsableCommand {
 
         var openOptions = OpenOptions(readOnly: self.readOnly)
         openOptions.logger = logger
-        let disk = try DiskOpener.open(path: self.file, format: self.format.flatMap(DiskFormat.init), options: openOptions)
+        let disk = try DiskOpener.open(path: self.file, format: self.format.flatMap(DiskOpener.format(named:)), options: openOptions)
 
         var options = NBDServerOptions()
         options.exportName = self.exportName

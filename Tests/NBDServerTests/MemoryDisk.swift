@@ -10,7 +10,14 @@ final class MemoryDisk: Disk {
     let cached: Bool
     var format: DiskFormat { .raw }
     var path: String { "memory" }
+    var clusterSize: UInt64? { nil }
+    var isDirty: Bool { false }
     var backing: (any Disk)? { nil }
+    var backingFile: BackingFileReference? { nil }
+
+    func check(repair: Bool) throws -> CheckReport {
+        throw QEDError(.unsupported, "the memory disk has no metadata to check")
+    }
 
     /// Guest bytes; the lock makes the disk usable from any thread (tests run executor work on theirs).
     private let bytes: Mutex<[UInt8]>

@@ -61,7 +61,7 @@ struct DiskOpenerTests {
         defer { try? asRaw.close() }
         #expect(asRaw.format == .raw && asRaw is RawImage)
         #expect(try asRaw.readBytes(at: 0, count: 4) == [0x51, 0x45, 0x44, 0x00])
-        for format in DiskFormat.allCases {
+        for format in [DiskFormat.qed, .raw] {
             #expect(try DiskOpener.driver(for: format).format == format)
         }
     }

@@ -28,6 +28,24 @@ public protocol Disk: AnyObject, Sendable {
     /// without backing files). ``DiskOpener/chain(of:)`` walks it.
     var backing: (any Disk)? { get }
 
+    // MARK: Format facts (what the tools report and tune to)
+
+    /// The format's allocation unit in bytes (QED's cluster size; QEMU's `cluster_size`): the
+    /// granularity at which it allocates and can store zeroes. Nil for formats without one (raw).
+    var clusterSize: UInt64? { get }
+    /// Whether the disk is marked as needing a consistency check (QED's NEED_CHECK bit, QEMU's
+    /// `dirty-flag`). Always false for formats without such a mark (raw).
+    var isDirty: Bool { get }
+    /// The backing file this disk's metadata names, whether or not it was opened (see
+    /// ``backing``); nil when it names none or the format has no backing files (raw).
+    var backingFile: BackingFileReference? { get }
+
+    /// Checks the disk's metadata for inconsistencies, in `qemu-img check`'s terms, and with
+    /// `repair` (the disk opened writable) repairs what it can. Throws ``QEDError/Code/unsupported``
+    /// for formats without metadata to check (raw: QEMU's "This image format does not support
+    /// checks"). Expects no other I/O in flight.
+    func check(repair: Bool) throws -> CheckReport
+
     // MARK: Reading (everything a backing layer needs)
 
     /// Reads `buffer.count` bytes at `offset`; the range must lie inside ``virtualSize``.
@@ -63,9 +81,22 @@ public protocol Disk: AnyObject, Sendable {
     func close() throws
 }
 
-/// The former name of the read-only part of ``Disk``, kept while callers move over.
-@available(*, deprecated, renamed: "Disk")
-public typealias DiskReader = Disk
+/// A backing file as a disk's metadata names it (`qemu-img info`'s backing fields).
+public struct BackingFileReference: Sendable, Equatable {
+    /// The name as stored in the disk's metadata.
+    public var name: String
+    /// The name resolved against the directory of the disk that names it: the path it is opened at.
+    public var path: String
+    /// The format the metadata records for it, or nil (it is probed when opened).
+    public var format: DiskFormat?
+
+    /// A reference with every field given.
+    public init(name: String, path: String, format: DiskFormat?) {
+        self.name = name
+        self.path = path
+        self.format = format
+    }
+}
 
 extension Disk {
     /// Reads `count` bytes at guest byte `offset` into a new array (inside the disk).

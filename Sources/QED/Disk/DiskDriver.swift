@@ -1,5 +1,5 @@
-/// One format's entry in ``DiskOpener``'s registry: how to recognise a file of the format and how
-/// to open it, at the top of a chain or as a backing layer. Each format defines its driver in its
+/// One format's entry in ``DiskOpener``'s registry: how to recognise a file of the format, how
+/// to open it (at the top of a chain or as a backing layer) and how to create an empty one. Each format defines its driver in its
 /// own folder (`DiskDriver.qed` in Engine/, `DiskDriver.raw` in Raw/).
 struct DiskDriver: Sendable {
     /// The format this driver opens.
@@ -15,4 +15,7 @@ struct DiskDriver: Sendable {
     /// it and of `file` itself, for the loop check of its own backing file. The disk owns `file`.
     let openLayer: @Sendable (_ file: any BlockFile, _ options: OpenOptions, _ seen: Set<FileIdentity>) throws
         -> any Disk
+    /// Creates (or truncates) the file at `path` as an empty disk of this format, or throws a
+    /// typed error for options the format cannot honour (a backing file for raw).
+    let create: @Sendable (_ path: String, _ options: NewDiskOptions) throws -> Void
 }

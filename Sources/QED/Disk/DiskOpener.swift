@@ -5,6 +5,28 @@ public enum DiskOpener {
     /// takes any file) last. Adding a format is one line here.
     static let drivers: [DiskDriver] = [.qed, .raw]
 
+    /// The formats the engine knows, in probing order: the names `-f`/`-O` accept.
+    public static var formats: [DiskFormat] { drivers.map(\.format) }
+
+    /// The known format named `name` (qemu-img's spelling, e.g. `"qed"`), or nil.
+    public static func format(named name: String) -> DiskFormat? {
+        drivers.first { $0.format.rawValue == name }?.format
+    }
+
+    /// The known formats' names for messages, the last joined with `conjunction`: "qed and raw".
+    public static func formatNames(conjunction: String) -> String {
+        let names = formats.map(\.rawValue)
+        guard let last = names.last else { return "" }
+        guard names.count > 1 else { return last }
+        return names.dropLast().joined(separator: ", ") + " \(conjunction) " + last
+    }
+
+    /// Creates (or truncates) the file at `path` as an empty disk of `format`, with its driver.
+    /// Throws ``QEDError/Code/unsupported`` for a format no driver knows.
+    public static func create(path: String, format: DiskFormat, options: NewDiskOptions) throws {
+        try driver(for: format).create(path, options)
+    }
+
     /// The driver of `format`.
     static func driver(for format: DiskFormat) throws -> DiskDriver {
         guard let driver = drivers.first(where: { $0.format == format }) else {

@@ -276,8 +276,6 @@ public final class Image: Sendable {
 
     /// Guest-visible size in bytes.
     public var virtualSize: UInt64 { sizeMirror.load(ordering: .acquiring) }
-    /// Cluster size in bytes.
-    public var clusterSize: UInt64 { geometry.clusterSize }
     /// The header as it is now (in memory; equal to the disk after every metadata call returns).
     public var currentHeader: Header { header.current }
     /// Whether NEED_CHECK is set (QEMU's `dirty-flag`).

@@ -3,6 +3,16 @@ extension Image: Disk {
     public var format: DiskFormat { .qed }
     /// Host bytes of the image file (`st_blocks`·512), or nil when its file does not know.
     public func allocatedBytes() -> UInt64? { (try? file.allocatedBytes()) ?? nil }
+    /// The cluster size in bytes (never nil for QED).
+    public var clusterSize: UInt64? { geometry.clusterSize }
+    /// The backing file the header names: its name, resolved path, and `.raw` when the header
+    /// records BACKING_FORMAT_NO_PROBE (nil: probed).
+    public var backingFile: BackingFileReference? {
+        let state = backingState.withLock { ($0.name, $0.format) }
+        guard let name = state.0 else { return nil }
+        return BackingFileReference(name: name, path: BackingResolver.resolve(name, relativeTo: path),
+                                    format: state.1.map(DiskFormat.init))
+    }
 }
 
 extension DiskDriver {
@@ -11,15 +21,25 @@ extension DiskDriver {
         format: .qed,
         recognizes: { file in try file.readBytes(count: 4, at: 0) == [0x51, 0x45, 0x44, 0x00] },
         open: { path, options in try Image.open(path: path, options: options) },
-        openLayer: { file, options, seen in try Image.open(file: file, options: options, lockHeld: true, seen: seen) })
+        openLayer: { file, options, seen in try Image.open(file: file, options: options, lockHeld: true, seen: seen) },
+        create: { path, options in
+            // QED's size is whole 512-byte sectors: rounded up, as qemu-img does.
+            guard let size = options.size.roundedUp(toMultipleOf: 512) else {
+                throw QEDError(.invalidImageSize, "image size \(options.size) overflows when rounded up to whole sectors",
+                               value: options.size, path: path)
+            }
+            // The header can record only "raw, never probe"; any other backing format is probed.
+            let backingFormat: BackingFormat? = options.backingFormat.map { $0 == .raw ? .raw : .qed }
+            try Image.create(path: path, options: CreateOptions(size: size, clusterSize: options.clusterSize,
+                                                                tableSize: options.tableSize,
+                                                                backingFile: options.backingFile,
+                                                                backingFormat: backingFormat))
+        })
 }
 
 extension DiskFormat {
     /// The disk format a QED header's backing format names.
     init(_ backing: BackingFormat) {
-        switch backing {
-        case .raw: self = .raw
-        case .qed: self = .qed
-        }
+        self.init(rawValue: backing.rawValue)
     }
 }

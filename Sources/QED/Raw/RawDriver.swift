@@ -4,7 +4,13 @@ extension DiskDriver {
         format: .raw,
         recognizes: { _ in true },
         open: { path, options in try RawImage(path: path, options: options) },
-        openLayer: { file, _, _ in try RawImage(file: file, readOnly: true) })
+        openLayer: { file, _, _ in try RawImage(file: file, readOnly: true) },
+        create: { path, options in
+            guard options.backingFile == nil else {
+                throw QEDError(.invalidArgument, "Backing file not supported for file format 'raw'", path: path)
+            }
+            try RawImage.create(path: path, size: options.size)
+        })
 }
 
 extension BlockFile {

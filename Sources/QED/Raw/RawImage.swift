@@ -71,6 +71,18 @@ public final class RawImage: Disk {
     public var virtualSize: UInt64 { size.load(ordering: .acquiring) }
     /// Always nil: raw files have no backing file.
     public var backing: (any Disk)? { nil }
+    /// Always nil: raw files have no backing file.
+    public var backingFile: BackingFileReference? { nil }
+    /// Always nil: a raw file has no allocation unit of its own.
+    public var clusterSize: UInt64? { nil }
+    /// Always false: a raw file has no "needs a check" mark.
+    public var isDirty: Bool { false }
+
+    /// Always throws ``QEDError/Code/unsupported``: a raw file has no metadata to check (QEMU:
+    /// "This image format does not support checks").
+    public func check(repair: Bool) throws -> CheckReport {
+        throw QEDError(.unsupported, "This image format does not support checks", path: path)
+    }
 
     private func ensureInside(_ offset: UInt64, _ length: UInt64) throws {
         let (end, overflow) = offset.addingReportingOverflow(length)

@@ -31,13 +31,14 @@ public enum Check {
         }
     }
 
-    /// Checks `image` (opened read-write with `autoCheck` off when repairing).
-    public static func run(image: Image, options: Options) throws -> Result {
-        let first = try image.check(repair: options.repair)
+    /// Checks `disk` (opened read-write with `autoCheck` off when repairing). Throws
+    /// ``QEDError/Code/unsupported`` for a format without a check (raw).
+    public static func run(disk: any Disk, options: Options) throws -> Result {
+        let first = try disk.check(repair: options.repair)
         guard options.repair, first.corruptionsFixed > 0 || first.leaksFixed > 0 else {
             return Result(report: first, repairedSomething: false)
         }
-        var second = try image.check(repair: false)
+        var second = try disk.check(repair: false)
         second.corruptionsFixed = first.corruptionsFixed
         second.leaksFixed = first.leaksFixed
         return Result(report: second, repairedSomething: true)

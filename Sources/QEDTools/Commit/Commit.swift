@@ -34,6 +34,9 @@ public enum Commit {
     /// Commits the image at `path`.
     @discardableResult
     public static func run(path: String, options: Options) throws -> Result {
+        // The one QED-specific step is emptying the overlay (`Image.makeEmpty`): QED is the only
+        // format with backing files, so only a QED image can be committed. A second format with
+        // backing files would give `Disk` a way to empty it and open the top with `DiskOpener`.
         let format = try DiskOpener.probe(path: path)
         guard format == .qed else {
             throw QEDError(.invalidArgument, "Image does not have a backing file", path: path)
@@ -81,8 +84,7 @@ public enum Commit {
             }
             pos += step
         }
-        let baseFormat: DiskFormat = chain[baseIndex] is Image ? .qed : .raw
-        let base = try DiskOpener.open(path: basePath, format: baseFormat, options: OpenOptions())
+        let base = try DiskOpener.open(path: basePath, format: chain[baseIndex].format, options: OpenOptions())
         var copied: UInt64 = 0, zeroed: UInt64 = 0
         do {
             if base.virtualSize < size { try base.resize(to: size) }

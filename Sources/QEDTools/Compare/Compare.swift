@@ -44,7 +44,7 @@ public enum Compare {
     static let bufferSize = 1 << 20
 
     /// Compares `a` and `b`.
-    public static func run(_ a: any DiskReader, _ b: any DiskReader, options: Options) throws -> Result {
+    public static func run(_ a: any Disk, _ b: any Disk, options: Options) throws -> Result {
         let strict = options.strict, cancellation = options.cancellation
         let sizeA = a.virtualSize, sizeB = b.virtualSize
         let common = min(sizeA, sizeB)
@@ -145,12 +145,12 @@ public enum Compare {
 
 /// Walks a disk's extents forward, fetching them in windows (so huge disks are not mapped at once).
 struct ExtentCursor {
-    let disk: any DiskReader
+    let disk: any Disk
     private var extents: [Extent] = []
     private var index = 0
     static let window: UInt64 = 1 << 30
 
-    init(disk: any DiskReader) { self.disk = disk }
+    init(disk: any Disk) { self.disk = disk }
 
     /// The extent holding guest byte `pos` (< size), trimmed to start at `pos`.
     mutating func extent(at pos: UInt64) throws -> Extent {

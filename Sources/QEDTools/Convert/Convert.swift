@@ -1,19 +1,21 @@
 public import QED
 
-/// `qemu-img convert`: copies one or more disks (laid end to end) into a new QED or raw image.
+/// `qemu-img convert`: copies one or more disks (laid end to end) into a new image of any format
+/// the ``DiskOpener`` registry can create.
 public enum Convert {
     /// How to convert.
     public struct Options: Sendable {
         /// Output format. Default QED.
         public var format: DiskFormat = .qed
-        /// Cluster size in bytes of a QED target. Default 64 KiB.
+        /// Cluster size in bytes of a target with clusters (QED). Default 64 KiB.
         public var clusterSize: UInt32 = 65536
-        /// Table size in clusters of a QED target. Default 4.
+        /// Table size in clusters of a target with tables (QED). Default 4.
         public var tableSize: UInt32 = 4
-        /// Backing file of a QED target (`-B`): only what differs from it is written.
+        /// Backing file of the target (`-B`; formats with backing files): only what differs from
+        /// it is written.
         public var backingFile: String?
         /// Format of that backing file (probed when nil).
-        public var backingFormat: BackingFormat?
+        public var backingFormat: DiskFormat?
         /// Zero-detection granularity in bytes (`-S`): blocks of this size that read as zeroes
         /// are not written; 0 writes everything. Default 4 KiB. Must be a multiple of 512.
         public var sparseSize: UInt64 = 4096
@@ -53,27 +55,20 @@ public enum Convert {
 
     /// Converts `sources` into `target`, creating it (unless `skipCreate`).
     @discardableResult
-    public static func run(sources: [any DiskReader], target: String, options: Options) throws -> Result {
+    public static func run(sources: [any Disk], target: String, options: Options) throws -> Result {
         guard options.sparseSize % 512 == 0, options.sparseSize <= maxSparseSize else {
             throw QEDError(.invalidArgument,
                            "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",
                            value: options.sparseSize)
         }
         let source = ConcatenatedSource(sources)
-        let size = options.format == .qed ? (source.size + 511) / 512 * 512 : source.size
         if !options.skipCreate {
             try DiskOpener.refuseOverwriting(target, sources: sources)
-            switch options.format {
-            case .qed:
-                let create = CreateOptions(size: size, clusterSize: options.clusterSize, tableSize: options.tableSize,
-                                           backingFile: options.backingFile, backingFormat: options.backingFormat)
-                try Image.create(path: target, options: create)
-            case .raw:
-                guard options.backingFile == nil else {
-                    throw QEDError(.invalidArgument, "Backing file not supported for file format 'raw'", path: target)
-                }
-                try RawImage.create(path: target, size: size)
-            }
+            // The format's driver rounds the size as the format needs (QED: whole sectors).
+            try DiskOpener.create(path: target, format: options.format,
+                                  options: NewDiskOptions(size: source.size, backingFile: options.backingFile,
+                                                          backingFormat: options.backingFormat,
+                                                          clusterSize: options.clusterSize, tableSize: options.tableSize))
         }
         var openOptions = OpenOptions()
         openOptions.ignoreFlushes = !options.durable
@@ -85,10 +80,9 @@ public enum Convert {
                                "Target is smaller than the source (\(out.virtualSize) < \(source.size) bytes)",
                                value: out.virtualSize, path: target)
             }
-            let backing = (out as? Image)?.backing
             let planner = ConvertPlanner(source: source, sparseSize: options.sparseSize,
-                                         targetIsZero: !options.skipCreate, backing: backing,
-                                         clusterSize: (out as? Image)?.clusterSize ?? 65536)
+                                         targetIsZero: !options.skipCreate, backing: out.backing,
+                                         clusterSize: out.clusterSize ?? 65536)
             result = try copy(planner: planner, to: out, options: options)
             result.size = out.virtualSize
             try out.flush()

@@ -12,14 +12,14 @@ import Darwin
 /// Units: guest bytes of the concatenation.
 final class ConcatenatedSource: @unchecked Sendable {
     /// The disks, in order.
-    let disks: [any DiskReader]
+    let disks: [any Disk]
     /// Where each disk starts in the concatenation.
     let starts: [UInt64]
     /// Sum of the disks' sizes, bytes.
     let size: UInt64
 
     /// The concatenation of `disks`.
-    init(_ disks: [any DiskReader]) {
+    init(_ disks: [any Disk]) {
         self.disks = disks
         var starts: [UInt64] = []
         var total: UInt64 = 0
@@ -34,7 +34,7 @@ final class ConcatenatedSource: @unchecked Sendable {
     /// Calls `body(disk, offsetInDisk, offsetInBuffer, length)` for each disk piece of
     /// `[offset, offset+length)` (which must lie inside ``size``).
     func pieces(_ offset: UInt64, _ length: UInt64,
-                _ body: (any DiskReader, UInt64, Int, UInt64) throws -> Void) rethrows {
+                _ body: (any Disk, UInt64, Int, UInt64) throws -> Void) rethrows {
         let end = offset + length
         for (i, disk) in disks.enumerated() {
             let s = starts[i], e = s + disk.virtualSize
@@ -90,14 +90,14 @@ struct ConvertPlanner: @unchecked Sendable {
     /// Whether the target already reads as zeroes everywhere (a fresh target without backing).
     let targetIsZero: Bool
     /// The target's backing disk: blocks equal to it are skipped.
-    let backing: (any DiskReader)?
+    let backing: (any Disk)?
     /// Bytes per chunk (a multiple of `sparseSize` when it is set).
     let chunkSize: UInt64
     /// Windowed read-only mappings of the mappable source files.
     private let mappedSources: [ObjectIdentifier: WindowedMapping]
 
     /// `mapSources`: whether source data may be mapped instead of read (``MappableDisk``).
-    init(source: ConcatenatedSource, sparseSize: UInt64, targetIsZero: Bool, backing: (any DiskReader)?,
+    init(source: ConcatenatedSource, sparseSize: UInt64, targetIsZero: Bool, backing: (any Disk)?,
          clusterSize: UInt64, mapSources: Bool = true,
          windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
         self.source = source
@@ -154,11 +154,9 @@ struct ConvertPlanner: @unchecked Sendable {
         }
         var backingView: UnsafeRawBufferPointer?
         if let backing {
+            // The backing file may be shorter than the target: past its end the target reads zeroes.
             let bb = UnsafeMutableRawBufferPointer(rebasing: backingBuffer[0..<n])
-            let size = backing.virtualSize
-            let inside = start < size ? Int(min(length, size - start)) : 0
-            if inside > 0 { try backing.read(into: UnsafeMutableRawBufferPointer(rebasing: bb[0..<inside]), at: start) }
-            if inside < n { UnsafeMutableRawBufferPointer(rebasing: bb[inside...]).initializeMemory(as: UInt8.self, repeating: 0) }
+            try backing.readZeroFillingPastEnd(into: bb, at: start)
             backingView = UnsafeRawBufferPointer(bb)
         }
         func emit(_ lo: Int, _ hi: Int, zero: Bool, _ bytes: UnsafeRawPointer?) {

@@ -14,9 +14,9 @@ public enum DD {
         public var skip: UInt64 = 0
         /// Output format. Default raw.
         public var format: DiskFormat = .raw
-        /// Cluster size of a QED output, bytes.
+        /// Cluster size of an output with clusters (QED), bytes.
         public var clusterSize: UInt32 = 65536
-        /// Table size of a QED output, clusters.
+        /// Table size of an output with tables (QED), clusters.
         public var tableSize: UInt32 = 4
         /// Stops between blocks; the output is flushed and closed.
         public var cancellation: Cancellation?
@@ -45,21 +45,21 @@ public enum DD {
 
     /// Copies `input` into a new image at `output`.
     @discardableResult
-    public static func run(input: any DiskReader, output: String, options: Options) throws -> Result {
+    public static func run(input: any Disk, output: String, options: Options) throws -> Result {
         guard options.blockSize > 0, options.blockSize <= Int32.max else {
             throw QEDError(.invalidArgument, "invalid number for bs", value: options.blockSize)
         }
         let size = outputSize(inputSize: input.virtualSize, options: options)
         try DiskOpener.refuseOverwriting(output, sources: [input])
-        switch options.format {
-        case .qed:
-            try Image.create(path: output, options: CreateOptions(size: (size + 511) / 512 * 512,
-                                                                  clusterSize: options.clusterSize,
-                                                                  tableSize: options.tableSize))
-        case .raw:
-            // qemu-img rounds new images up to whole 512-byte sectors.
-            try RawImage.create(path: output, size: (size + 511) / 512 * 512)
+        // qemu-img rounds new images up to whole 512-byte sectors.
+        let (padded, overflow) = size.addingReportingOverflow(511)
+        guard !overflow else {
+            throw QEDError(.invalidArgument, "output size \(size) overflows when rounded up to whole sectors", value: size)
         }
+        let outputSize = padded / 512 * 512
+        try DiskOpener.create(path: output, format: options.format,
+                              options: NewDiskOptions(size: outputSize, clusterSize: options.clusterSize,
+                                                      tableSize: options.tableSize))
         let out = try DiskOpener.open(path: output, format: options.format, options: OpenOptions())
         let bs = options.blockSize
         let start = size == 0 ? 0 : options.skip * bs

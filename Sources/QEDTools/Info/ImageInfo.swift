@@ -6,21 +6,21 @@ public import QED
 public struct ImageInfo: Sendable, Equatable {
     /// The path as given (or, for backing files, as resolved against the overlay's directory).
     public var filename: String
-    /// `qed` or `raw`.
+    /// The image's format.
     public var format: DiskFormat
     /// Guest-visible size, bytes.
     public var virtualSize: UInt64
     /// Host bytes the file occupies (`st_blocks`·512), nil if unknown.
     public var actualSize: UInt64?
-    /// Cluster size in bytes (QED only).
+    /// Cluster size in bytes (nil for raw).
     public var clusterSize: UInt64?
-    /// Whether NEED_CHECK is set (QEMU's `dirty-flag`).
+    /// Whether the image is marked as needing a check (QED's NEED_CHECK; QEMU's `dirty-flag`).
     public var dirty: Bool
     /// The backing file name as stored in the header.
     public var backingFilename: String?
     /// The backing file name resolved against the image's directory.
     public var fullBackingFilename: String?
-    /// `raw` when the header records a raw backing file (QED can record nothing else).
+    /// The backing file's format as the image records it (QED records only `raw`), nil if none.
     public var backingFilenameFormat: String?
 
     /// Collects the info of the open `disk`.
@@ -29,14 +29,12 @@ public struct ImageInfo: Sendable, Equatable {
         format = disk.format
         virtualSize = disk.virtualSize
         actualSize = disk.allocatedBytes()
-        dirty = false
-        if let image = disk as? Image {
-            clusterSize = image.clusterSize
-            dirty = image.isDirty
-            backingFilename = image.backingName
-            fullBackingFilename = image.backingPath
-            backingFilenameFormat = image.backingFormat?.rawValue
-        }
+        clusterSize = disk.clusterSize
+        dirty = disk.isDirty
+        let backing = disk.backingFile
+        backingFilename = backing?.name
+        fullBackingFilename = backing?.path
+        backingFilenameFormat = backing?.format?.rawValue
     }
 
     /// The info of the image at `path` and, with `backingChain`, of every image below it (top
@@ -68,7 +66,7 @@ public struct ImageInfo: Sendable, Equatable {
                                path: current)
             }
             nextPath = full
-            nextFormat = info.backingFilenameFormat.flatMap(DiskFormat.init(rawValue:))
+            nextFormat = info.backingFilenameFormat.flatMap(DiskOpener.format(named:))
         }
         return out
     }

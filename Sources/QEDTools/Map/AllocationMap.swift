@@ -26,13 +26,12 @@ public enum AllocationMap {
     }
 
     /// The allocation runs of `disk`.
-    public static func run(disk: any DiskReader, options: Options) throws -> Result {
+    public static func run(disk: any Disk, options: Options) throws -> Result {
         var runs: [Run] = []
         let size = disk.virtualSize
         guard size > 0 else { return Result(runs: runs) }
-        let extents: [Extent] = disk is Image ? try disk.extents(at: 0, length: size)
-            : [Extent(offset: 0, length: size, depth: 0, present: true, zero: false, data: true, hostOffset: 0)]
-        for e in extents {
+        // A raw disk's extents are all present at depth 0 (holes included), so allocated throughout.
+        for e in try disk.extents(at: 0, length: size) {
             let allocated = e.depth == 0 && e.present
             if let last = runs.last, last.allocated == allocated {
                 runs[runs.count - 1].length += e.length

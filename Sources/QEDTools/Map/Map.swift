@@ -46,7 +46,7 @@ public enum Map {
     }
 
     /// Maps `[options.start, options.start + options.length)` of `disk`, clipped to the disk.
-    public static func run(disk: any DiskReader, options: Options) throws -> Result {
+    public static func run(disk: any Disk, options: Options) throws -> Result {
         let size = disk.virtualSize
         let from = min(options.start, size)
         let count = min(options.length ?? (size - from), size - from)

@@ -7,7 +7,7 @@ public enum Measure {
         /// An empty image of this many bytes (`--size`).
         case empty(size: UInt64)
         /// The conversion of these disks, laid end to end like ``Convert``'s sources.
-        case sources([any DiskReader])
+        case sources([any Disk])
     }
 
     /// The image to measure for.
@@ -67,11 +67,13 @@ public enum Measure {
             try checkGeometry(size: size, clusterSize: clusterSize, tableSize: tableSize)
             return Result(required: qedFileSize(clusterSize: clusterSize, tableSize: tableSize, l2Tables: 0, dataClusters: 0),
                           fullyAllocated: full(size: size, clusterSize: clusterSize, tableSize: tableSize))
+        default:
+            throw unmeasurable(format)
         }
     }
 
     /// Measures converting `sources` (laid end to end) to `format`.
-    static func convert(sources: [any DiskReader], format: DiskFormat, clusterSize: UInt32, tableSize: UInt32,
+    static func convert(sources: [any Disk], format: DiskFormat, clusterSize: UInt32, tableSize: UInt32,
                         sparseSize: UInt64, cancellation: Cancellation?) throws -> Result {
         let source = ConcatenatedSource(sources)
         switch format {
@@ -99,7 +101,15 @@ public enum Measure {
             return Result(required: qedFileSize(clusterSize: clusterSize, tableSize: tableSize, l2Tables: UInt64(tables),
                                                 dataClusters: UInt64(clusters.count)),
                           fullyAllocated: full(size: size, clusterSize: clusterSize, tableSize: tableSize))
+        default:
+            throw unmeasurable(format)
         }
+    }
+
+    /// The error for a format whose file sizes this verb cannot compute (each format's layout is
+    /// its own arithmetic).
+    static func unmeasurable(_ format: DiskFormat) -> QEDError {
+        QEDError(.unsupported, "measure does not know the layout of the format '\(format.rawValue)'")
     }
 
     static func full(size: UInt64, clusterSize: UInt32, tableSize: UInt32) -> UInt64 {

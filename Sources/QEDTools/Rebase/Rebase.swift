@@ -89,7 +89,7 @@ public enum Rebase {
             pos += step
         }
         let counter = ProgressCounter(total: ranges.reduce(0) { $0 + $1.1 }, handler: options.progress)
-        let cs = image.clusterSize
+        let cs = image.geometry.clusterSize
         let step = max(cs, 1 << 20)
         let old = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
         let new = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
@@ -104,7 +104,12 @@ public enum Rebase {
                 let o = UnsafeMutableRawBufferPointer(rebasing: old[0..<n])
                 let w = UnsafeMutableRawBufferPointer(rebasing: new[0..<n])
                 try image.read(into: o, at: at)
-                try readOrZero(newDisk, into: w, at: at)
+                // No new backing file, or one shorter than the image: zeroes there.
+                if let newDisk {
+                    try newDisk.readZeroFillingPastEnd(into: w, at: at)
+                } else {
+                    w.initializeMemory(as: UInt8.self, repeating: 0)
+                }
                 // Copy the clusters that differ (whole clusters: allocation is per cluster anyway).
                 var c = 0
                 while c < n {
@@ -123,17 +128,6 @@ public enum Rebase {
         try image.setBacking(name: name, format: recorded == .raw ? .raw : nil, open: false)
         counter.finish()
         return Result(bytesCopied: copied)
-    }
-
-    static func readOrZero(_ disk: (any DiskReader)?, into buffer: UnsafeMutableRawBufferPointer, at pos: UInt64) throws {
-        let size = disk?.virtualSize ?? 0
-        let inside = pos < size ? Int(min(UInt64(buffer.count), size - pos)) : 0
-        if inside > 0, let disk {
-            try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<inside]), at: pos)
-        }
-        if inside < buffer.count {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[inside...]).initializeMemory(as: UInt8.self, repeating: 0)
-        }
     }
 }
 
