@@ -87,7 +87,7 @@ let package = Package(
         // temporary directories, file bytes, JSON, a retrying open, and waits that cannot race
         // (a qemu-io holder, /proc/locks, inotify opens, a process watch, a narrow pipe).
         .target(name: "TestSupport", dependencies: ["QED"], path: "Tests/TestSupport", swiftSettings: strict),
-        .testTarget(name: "QEDTests", dependencies: ["QED", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "QEDTests", dependencies: ["QED", "QEDTools", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "QEDToolsTests", dependencies: ["QEDTools", "QED", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "NBDTests",

@@ -245,13 +245,21 @@ struct QEDNBD: ParsableCommand {
         try server.run()
     }
 
+    /// Writes the pid to `path` atomically: into a temporary file beside it, then renamed over it,
+    /// so whoever sees the file exist (a supervisor, a test waiting for readiness) sees it complete
+    /// and closed — never empty, and never holding one of the server's descriptors.
     static func writePIDFile(_ path: String) throws {
         let text = "\(getpid())\n"
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let temporary = "\(path).\(getpid()).tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { throw Failure("cannot write pid file \(path): \(errnoText())") }
-        defer { close(descriptor) }
         let written = text.utf8CString.withUnsafeBufferPointer { write(descriptor, $0.baseAddress, text.utf8.count) }
-        guard written == text.utf8.count else { throw Failure("cannot write pid file \(path): \(errnoText())") }
+        close(descriptor)
+        guard written == text.utf8.count, rename(temporary, path) == 0 else {
+            let reason = errnoText()
+            _ = unlink(temporary)
+            throw Failure("cannot write pid file \(path): \(reason)")
+        }
     }
 }
 

@@ -1,11 +1,18 @@
 import NBD
 import NIOCore
+import NIOEmbedded
 import Testing
 import TestSupport
 
-/// Random input must never trap; decoders may only fail with ``NBDDecodingError``.
-@Suite("Fuzz: random bytes never trap")
+/// Random and mutated input must never trap or hang; decoders may only fail with
+/// ``NBDDecodingError``, the negotiation always answers, and every reply encodes.
+///
+/// `QED_FUZZ_ITERATIONS` sets the iterations of each target (default 10,000, as CI runs them),
+/// `QED_TEST_SEED` the seed; `QED_FUZZ_FIRST=n QED_FUZZ_ITERATIONS=1` replays iteration n.
+@Suite("Fuzz: random and mutated bytes never trap")
 struct FuzzTests {
+    static let ciIterations = 10_000
+
     /// Random bytes, often starting with a valid magic and small lengths so parsing goes deep.
     private func randomInput(_ rng: inout SplitMix64) -> ByteBuffer {
         var buffer = ByteBuffer()
@@ -40,10 +47,16 @@ struct FuzzTests {
     }
 
     @Test func decodersNeverTrapAndOnlyThrowTypedErrors() {
-        var rng = SplitMix64(seed: 0x4E42_4421)
+        let base = SplitMix64.seed(0x4E42_4421, salt: 2)
+        let iterations = FuzzSettings.iterations(default: Self.ciIterations)
+        let watchdog = StallWatchdog(label: "NBD decoder fuzz, base seed \(base)")
+        defer { watchdog.stop() }
+        let start = ContinuousClock.now
         var messages = 0
         var errors = 0
-        for _ in 0..<3000 {
+        for iteration in iterations {
+            watchdog.tick(iteration)
+            var rng = FuzzSettings.generator(base: base, iteration: iteration)
             let input = self.randomInput(&rng)
             for phase in [NBDServerDecoder.Phase.clientFlags, .options, .transmission] {
                 var decoder = NBDServerDecoder(startingAt: phase, maximumOptionLength: 64, maximumPayloadLength: 32)
@@ -67,20 +80,27 @@ struct FuzzTests {
                 }
             }
         }
+        print("NBD decoder fuzz (random bytes): \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): \(messages) messages, \(errors) errors")
         #expect(
-            messages > 1000 && errors > 1000,
+            iterations.count < 1000 || (messages > iterations.count / 3 && errors > iterations.count / 3),
             "the fuzzer reached both outcomes (\(messages) messages, \(errors) errors)"
         )
     }
 
     @Test func negotiationNeverTrapsAndEveryReplyEncodes() {
-        var rng = SplitMix64(seed: 0x5EED)
+        let base = SplitMix64.seed(0x5EED, salt: 3)
+        let iterations = FuzzSettings.iterations(default: Self.ciIterations)
+        let watchdog = StallWatchdog(label: "NBD negotiation fuzz, base seed \(base)")
+        defer { watchdog.stop() }
+        let start = ContinuousClock.now
         let exports = [
             NBDExport(name: "", size: 1 << 20, flags: [.sendFlush, .sendDF], offersAllocationDepth: true),
             NBDExport(name: "a", description: "é", size: .max, flags: .readOnly),
         ]
         var outcomes: Set<String> = []
-        for iteration in 0..<3000 {
+        for iteration in iterations {
+            watchdog.tick(iteration)
+            var rng = FuzzSettings.generator(base: base, iteration: iteration)
             let tls: NBDTLSMode = [.disabled, .optional, .required][iteration % 3]
             var negotiation = NBDNegotiation(configuration: NBDServerConfiguration(exports: exports, tls: tls))
             _ = encoded(negotiation.greeting)
@@ -143,6 +163,90 @@ struct FuzzTests {
             }
             outcomes.insert("\(step.action)".prefix(12).description)
         }
-        #expect(outcomes.count >= 3, "several kinds of outcome were reached: \(outcomes)")
+        print("NBD negotiation fuzz: \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): outcomes \(outcomes.sorted())")
+        #expect(iterations.count < 100 || outcomes.count >= 3, "several kinds of outcome were reached: \(outcomes)")
+    }
+
+    /// Feeds `input` through a `ByteToMessageHandler` on an `EmbeddedChannel` in random pieces,
+    /// then ends the stream (so `decodeLast` runs too); returns 1 if it failed. Failures must be
+    /// ``NBDDecodingError``s.
+    private static func throughChannel(_ input: ByteBuffer, _ rng: inout SplitMix64) -> Int {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(
+            NBDServerDecoder(maximumOptionLength: 4096, maximumPayloadLength: Int(FuzzConversation.maximumPayload))))
+        var remaining = input
+        do {
+            while remaining.readableBytes > 0 {
+                let size = min(remaining.readableBytes, Int.random(in: 1...200, using: &rng))
+                try channel.writeInbound(remaining.readSlice(length: size) ?? ByteBuffer())
+                while (try channel.readInbound(as: NBDClientMessage.self)) != nil {}
+            }
+            _ = try channel.finish()
+            return 0
+        } catch {
+            #expect(error is NBDDecodingError, "the pipeline failed with \(type(of: error)): \(error)")
+            _ = try? channel.finish()
+            return 1
+        }
+    }
+
+    /// Well-formed client conversations (``FuzzConversation``), mutated, through the decoder, the
+    /// negotiation, the request validator and the reply encoders, as a server would run them; and
+    /// the same bytes through a decoder starting at each phase. Every tenth conversation goes
+    /// through unmutated and must then decode completely and reach transmission.
+    @Test func mutatedConversationsNeverTrap() {
+        let base = SplitMix64.seed(0xC0_4E42, salt: 4)
+        let iterations = FuzzSettings.iterations(default: Self.ciIterations)
+        let watchdog = StallWatchdog(label: "NBD conversation fuzz, base seed \(base)")
+        defer { watchdog.stop() }
+        let start = ContinuousClock.now
+        var total = FuzzServer.Outcome()
+        var phaseErrors = 0
+        var channelErrors = 0
+        for iteration in iterations {
+            watchdog.tick(iteration)
+            var rng = FuzzSettings.generator(base: base, iteration: iteration)
+            let conversation = FuzzConversation(&rng)
+            var input = conversation.bytes
+            let pristine = iteration % 10 == 0
+            if !pristine { FuzzConversation.mutate(&input, &rng) }
+
+            var server = FuzzServer()
+            server.feed(input, &rng)
+            let o = server.outcome
+            if pristine {
+                #expect(o.decodingErrors == 0, "base seed \(base) iteration \(iteration): a valid conversation failed to decode")
+                if conversation.entersTransmission {
+                    #expect(o.transmissions == 1 && o.requests == conversation.requests,
+                            "base seed \(base) iteration \(iteration): \(o), expected \(conversation.requests) requests")
+                }
+            }
+            total.decodingErrors += o.decodingErrors
+            total.messages += o.messages
+            total.closes += o.closes
+            total.transmissions += o.transmissions
+            total.requests += o.requests
+            total.accepted += o.accepted
+            total.rejected += o.rejected
+            total.replyBytes += o.replyBytes
+            if iteration % 8 == 0 { channelErrors += Self.throughChannel(input, &rng) }
+
+            for phase in [NBDServerDecoder.Phase.options, .transmission] {
+                var decoder = NBDServerDecoder(startingAt: phase, maximumOptionLength: 4096, maximumPayloadLength: 4096)
+                var pending = input
+                do {
+                    while (try decoder.decodeNext(from: &pending)) != nil {}
+                } catch {
+                    let typed: NBDDecodingError = error
+                    _ = typed
+                    phaseErrors += 1
+                }
+            }
+        }
+        print("NBD conversation fuzz (mutated valid streams): \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): \(total), \(phaseErrors) errors from other start phases, \(channelErrors) from the channel pipeline")
+        if iterations.count >= 1000 {
+            #expect(channelErrors > 0, "the channel pipeline met damaged input")
+            #expect(total.decodingErrors > iterations.count / 10 && total.closes > 0, "\(total)")
+            #expect(total.transmissions > iterations.count / 4 && total.accepted > 0 && total.rejected > 0, "\(total)")
+        }
     }
 }

@@ -34,10 +34,26 @@ struct GeometryTests {
 
     @Test(arguments: [(UInt32(4 << 20), UInt32(4)), (2 << 20, 16), (64 << 20, 16), (16 << 20, 1)])
     func qemuMaximumWrapsToZero(_ cs: UInt32, _ ts: UInt32) {
-        // 2·log2(ts) + 3·log2(cs) ≥ 70 → N²·cs ≡ 0 mod 2^64 (§9.4); we saturate instead.
+        // 2·log2(ts) + 3·log2(cs) ≥ 70 → N²·cs ≡ 0 mod 2^64 (§9.4); we saturate instead, and cap
+        // what we accept at the engine's (and QEMU's block layer's) 2^63 − 2^30.
         let g = Geometry(clusterSize: cs, tableSize: ts)
         #expect(g.qemuMaxImageSize == 0)
-        #expect(g.maxImageSize == UInt64.max)
+        #expect(g.tablesMaxImageSize == UInt64.max)
+        #expect(g.maxImageSize == Geometry.maxAddressableSize)
+    }
+
+    @Test func maximumIsCappedAtTheAddressableSize() {
+        let twoTo63: UInt64 = 1 << 63
+        #expect(Geometry.maxAddressableSize == twoTo63 - (1 << 30), "QEMU's BDRV_MAX_LENGTH")
+        // 2 MiB clusters, table_size 8: N = 2^21 entries, N²·cs = 2^63 exactly (QEMU's product does
+        // not wrap, but its block layer refuses more than 2^63 − 2^30 with "File too large").
+        let g = Geometry(clusterSize: 2 << 20, tableSize: 8)
+        #expect(g.tablesMaxImageSize == twoTo63)
+        #expect(g.qemuMaxImageSize == twoTo63)
+        #expect(g.maxImageSize == twoTo63 - (1 << 30))
+        // Below the cap the tables decide.
+        let small = Geometry(clusterSize: 1 << 20, tableSize: 16)
+        #expect(small.maxImageSize == small.tablesMaxImageSize && small.maxImageSize == 1 << 62)
     }
 
     @Test func indexMath() {

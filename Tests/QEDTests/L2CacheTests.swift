@@ -5,7 +5,7 @@ import Testing
 /// ``L2Cache``: one table object per offset, placeholder load failures, pinning and LRU eviction.
 @Suite("L2 cache")
 struct L2CacheTests {
-    static func table(_ offset: UInt64) -> Table { Table(fileOffset: offset, count: 8) }
+    static func table(_ offset: UInt64) throws -> Table { try Table(fileOffset: offset, count: 8) }
 
     /// Pins and unpins the table at `offset` (loading it on a miss); returns whether it loaded.
     @discardableResult
@@ -13,7 +13,7 @@ struct L2CacheTests {
         var loaded = false
         let t = try cache.pin(offset: offset) {
             loaded = true
-            return table(offset)
+            return try table(offset)
         }
         cache.unpin(t)
         return loaded
@@ -36,7 +36,7 @@ struct L2CacheTests {
         let second = BackgroundThread { () throws -> Table in
             try cache.pin(offset: 4096) {
                 _ = secondLoaded.setOnce()
-                return Self.table(4096)
+                return try Self.table(4096)
             }
         }
         // The second lookup found the placeholder (a hit) and waits on it instead of loading.
@@ -58,7 +58,7 @@ struct L2CacheTests {
     @Test("pinned tables are never evicted, even far over capacity")
     func pinnedNeverEvicted() throws {
         let cache = L2Cache(capacity: 2)
-        let tables = (1...5).map { Self.table(UInt64($0) << 16) }
+        let tables = try (1...5).map { try Self.table(UInt64($0) << 16) }
         for t in tables { cache.insert(t) }  // inserted pinned
         #expect(cache.count == 5)
         // Lookups of pinned tables find the very same objects.

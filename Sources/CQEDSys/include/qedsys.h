@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <endian.h>
 
 /// Deallocates [offset, offset+length) keeping the file size. errno EOPNOTSUPP where unsupported.
 int qedsys_punch_hole(int fd, long long offset, long long length);
@@ -42,5 +43,20 @@ int qedsys_has_ofd_locks(void);
 static inline uint64_t qedsys_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 /// Atomic 64-bit store with release ordering (table entries written under the table lock).
 static inline void qedsys_store_release_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+/// Index of the first entry of p[from..<end] that is not `value` (acquire loads), or `end`. One
+/// tight loop: skipping the empty stretches of a big table without a Swift call per entry.
+static inline size_t qedsys_find_unequal_u64(const uint64_t *p, size_t from, size_t end, uint64_t value) {
+    size_t i = from;
+    while (i < end && __atomic_load_n(p + i, __ATOMIC_ACQUIRE) == value) i++;
+    return i;
+}
+/// Index of the first little-endian entry of p[from..<end] above 1 (neither unallocated nor a
+/// zero cluster), or `end`: the check's skip over the empty part of an L2 table.
+static inline size_t qedsys_find_allocated_le64(const uint64_t *p, size_t from, size_t end) {
+    size_t i = from;
+    while (i < end && le64toh(p[i]) <= 1) i++;
+    return i;
+}
 
 #endif

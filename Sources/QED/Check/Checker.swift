@@ -1,3 +1,12 @@
+import CQEDSys
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The consistency check (`qed_check`): walks L1 and every L2 table, marks each referenced
 /// cluster in a bitmap, and reports invalid offsets, double references and leaks.
 ///
@@ -16,20 +25,32 @@ final class Checker {
     private var tableBuffer: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(table) }
     var report = CheckReport()
 
-    init(image: Image, repair: Bool) {
+    /// Allocates the bitmap (one bit per cluster of the file) and the scratch table. The file length
+    /// comes from the file system, so a sparse file can ask for more bitmap than memory holds: that
+    /// is a typed ``QEDError/Code/io`` error (ENOMEM), as in QEMU, not a crash.
+    init(image: Image, repair: Bool) throws(QEDError) {
         self.image = image
         self.repair = repair
         self.fileSize = image.allocator.fileSize
         self.clusterCount = fileSize >> image.geometry.clusterBits
         self.words = Int((clusterCount + 63) / 64)
-        self.used = .allocate(capacity: max(1, words))
-        used.initialize(repeating: 0, count: max(1, words))
-        self.table = .allocate(capacity: Int(image.geometry.entriesPerTable))
+        guard let bitmap = calloc(max(1, words), MemoryLayout<UInt64>.stride) else {
+            throw QEDError(.io, "cannot allocate the check's bitmap of \(words * 8) bytes for a file of \(fileSize) bytes",
+                           value: fileSize, path: image.path, errno: ENOMEM)
+        }
+        let entries = Int(image.geometry.entriesPerTable)
+        guard let scratch = malloc(entries * MemoryLayout<UInt64>.stride) else {
+            free(bitmap)
+            throw QEDError(.io, "cannot allocate the check's table buffer of \(entries * 8) bytes",
+                           value: UInt64(entries * 8), path: image.path, errno: ENOMEM)
+        }
+        self.used = bitmap.bindMemory(to: UInt64.self, capacity: max(1, words))
+        self.table = UnsafeMutableBufferPointer(start: scratch.bindMemory(to: UInt64.self, capacity: entries), count: entries)
     }
 
     deinit {
-        used.deallocate()
-        table.deallocate()
+        free(used)
+        free(table.baseAddress)
     }
 
     /// Marks `count` clusters from byte `offset`; returns false (and counts a corruption per
@@ -54,9 +75,14 @@ final class Checker {
         _ = mark(header.l1TableOffset, count: g.tableSize)
 
         var l1Changed = false
-        for i in 0..<Int(g.entriesPerTable) {
+        let l1Count = Int(g.entriesPerTable)
+        var next = 0
+        while next < l1Count {
+            // Skip the empty entries in one scan (an L1 table can hold 2^27 entries).
+            let i = image.l1.firstIndex(unequalTo: TableEntry.unallocated, from: next, to: l1Count)
+            next = i + 1
+            guard i < l1Count else { break }
             let tableOffset = image.l1.entry(i)
-            if tableOffset == TableEntry.unallocated { continue }
             guard g.isValidTableOffset(tableOffset, fileSize: fileSize) else {
                 if repair {
                     image.l1.withEntries { $0[i] = TableEntry.unallocated }
@@ -69,7 +95,11 @@ final class Checker {
             }
             guard mark(tableOffset, count: g.tableSize) else { continue }
             do {
-                try file.readFully(into: tableBuffer, at: tableOffset)
+                if tableBuffer.count >= Table.sparseLoadThreshold {
+                    try file.readSkippingHoles(into: tableBuffer, at: tableOffset, zeroed: false)
+                } else {
+                    try file.readFully(into: tableBuffer, at: tableOffset)
+                }
             } catch {
                 report.checkErrors += 1
                 continue
@@ -89,7 +119,9 @@ final class Checker {
         let (leaks, lastUsed) = countLeaks(from: g.headerSize)
         report.leaks = leaks
         let trailing = clusterCount > lastUsed + 1 ? clusterCount - (lastUsed + 1) : 0
-        if repair && trailing > 0 {
+        // Only a consistent image gives space back: with a double reference left, a table was
+        // skipped (its entries are not marked) and the "leaked" tail may be data it maps.
+        if repair && trailing > 0 && report.corruptions == 0 {
             let newSize = (lastUsed + 1) << g.clusterBits
             try file.setLength(newSize)
             try image.flusher.sync(file)
@@ -177,7 +209,7 @@ final class Checker {
         while j < count {
             let entry = UInt64(littleEndian: entries[j])
             if entry <= TableEntry.zeroCluster {
-                j &+= 1
+                j = qedsys_find_allocated_le64(entries.baseAddress!, j &+ 1, count)
                 continue
             }
             tally.allocated &+= 1
@@ -210,9 +242,9 @@ final class Checker {
 }
 
 extension Image {
-    /// Checks the image's metadata. With `repair`, invalid L1/L2 offsets are cleared, leaked
-    /// clusters at the end of the file are truncated away, and NEED_CHECK is cleared if no
-    /// corruption remains. Expects no other I/O in flight.
+    /// Checks the image's metadata. With `repair`, invalid L1/L2 offsets are cleared, and if no
+    /// corruption remains (double references cannot be repaired), leaked clusters at the end of the
+    /// file are truncated away and NEED_CHECK is cleared. Expects no other I/O in flight.
     public func check(repair: Bool = false) throws -> CheckReport {
         try ensureOpen()
         if repair { try ensureWritable() }

@@ -25,8 +25,12 @@ extension Image {
     /// offsets throw, naming the bad value, and are never followed. With `cachedOnly`, an L2 table
     /// that is not in the cache is not loaded: ``NotCached`` is thrown instead.
     func lookup(_ pos: UInt64, maxLength: UInt64, cachedOnly: Bool = false) throws -> Run {
+        let l1Index = geometry.l1Index(pos)
+        guard l1Index < UInt64(l1.count) else {
+            throw QEDError(.outOfRange, "guest offset \(pos) lies past what the L1 table maps", value: pos, path: path)
+        }
         let limit = min(maxLength, geometry.bytesToL2Boundary(pos))
-        let tableOffset = l1.entry(Int(geometry.l1Index(pos)))
+        let tableOffset = l1.entry(Int(l1Index))
         if tableOffset == TableEntry.unallocated { return Run(kind: .unallocated, length: limit) }
         let fileSize = allocator.fileSize
         guard geometry.isValidTableOffset(tableOffset, fileSize: fileSize) else {
@@ -56,9 +60,11 @@ extension Image {
         var covered = cs - inCluster
         switch first {
         case TableEntry.unallocated, TableEntry.zeroCluster:
-            while covered < limit && index + 1 < table.count && table.entry(index + 1) == first {
-                index += 1
-                covered += cs
+            if covered < limit {
+                // Take the following equal entries, as many as `limit` needs, in one scan.
+                let wanted = (limit - covered + cs - 1) / cs
+                let end = index + 1 + Int(min(wanted, UInt64(table.count - index - 1)))
+                covered += UInt64(table.firstIndex(unequalTo: first, from: index + 1, to: end) - index - 1) * cs
             }
             return Run(kind: first == TableEntry.zeroCluster ? .zero : .unallocated, length: min(covered, limit))
         default:
@@ -83,6 +89,17 @@ extension Image {
             }
             return Run(kind: .data(host: first + inCluster), length: min(covered, limit))
         }
+    }
+
+    /// Guest bytes from `pos` (the start of an L2 table's range) up to `limit` whose L1 entries are
+    /// all empty: a stretch that maps nothing, whatever its size, found without a lookup per table.
+    func unmappedTablesSpan(from pos: UInt64, limit: UInt64) -> UInt64 {
+        let first = geometry.l1Index(pos)
+        guard first < UInt64(l1.count) else { return 0 }
+        let tables = min(UInt64(l1.count) - first, (limit + geometry.bytesPerL2 - 1) >> geometry.l1Shift)
+        let end = l1.firstIndex(unequalTo: TableEntry.unallocated, from: Int(first), to: Int(first + tables))
+        // (end − first) tables of at most 2^53 bytes each, at most limit + 2^53 ≤ 2^63 + 2^53 bytes.
+        return min(UInt64(end - Int(first)) << geometry.l1Shift, limit)
     }
 
     /// The L2 table at `offset`, pinned in the cache (balance with `cache.unpin`).

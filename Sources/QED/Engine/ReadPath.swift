@@ -33,7 +33,7 @@ extension Image {
                     try file.readFully(into: slice, at: host)
                 }
             case .zero:
-                slice.initializeMemory(as: UInt8.self, repeating: 0)
+                slice.zeroFill()
             case .unallocated:
                 if cachedOnly && backing != nil { throw NotCached() }
                 try readBacking(into: slice, at: pos)
@@ -52,7 +52,7 @@ extension Image {
     /// Reads guest bytes from the backing chain, zeroes where it has none or ends.
     func readBacking(into buffer: UnsafeMutableRawBufferPointer, at pos: UInt64) throws {
         guard let disk = backing else {
-            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            buffer.zeroFill()
             return
         }
         try disk.readZeroFillingPastEnd(into: buffer, at: pos)
@@ -78,7 +78,15 @@ extension Image {
                 out.appendMerging(Extent(offset: pos, length: run.length, depth: 0, present: true, zero: true,
                                          data: false, hostOffset: nil))
             case .unallocated:
-                try appendBackingExtents(&out, at: pos, length: run.length)
+                var length = run.length
+                let next = pos + length
+                if next < end && next % geometry.bytesPerL2 == 0 {
+                    // Empty L1 entries after this run: one extent, not one lookup per table.
+                    length += unmappedTablesSpan(from: next, limit: end - next)
+                }
+                try appendBackingExtents(&out, at: pos, length: length)
+                pos += length
+                continue
             }
             pos += run.length
         }

@@ -1,4 +1,11 @@
 import CQEDSys
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Synchronization
 
 /// One L1 or L2 table in memory: `entriesPerTable` host-endian offsets, guarded by ``lock``.
@@ -17,24 +24,41 @@ final class Table: @unchecked Sendable {
     /// The entries; touch only with `lock` held.
     private let entries: UnsafeMutableBufferPointer<UInt64>
 
-    /// A table of `count` zero entries at `fileOffset`.
-    init(fileOffset: UInt64, count: Int) {
+    /// Tables at least this big (bytes) are read around the file's holes (``load(from:at:count:)``).
+    static let sparseLoadThreshold = 4 << 20
+
+    /// A table of `count` zero entries at `fileOffset`. The memory comes from `calloc`, so the
+    /// untouched part of a big table (up to 1 GiB) costs no resident memory. Throws
+    /// ``QEDError/Code/io`` (ENOMEM) when the memory cannot be had.
+    init(fileOffset: UInt64, count: Int) throws(QEDError) {
         self.fileOffset = fileOffset
-        entries = .allocate(capacity: count)
-        entries.initialize(repeating: 0)
+        guard let memory = calloc(max(1, count), MemoryLayout<UInt64>.stride) else {
+            throw QEDError(.io, "cannot allocate \(count * 8) bytes for the table at \(fileOffset)",
+                           value: fileOffset, errno: ENOMEM)
+        }
+        entries = UnsafeMutableBufferPointer(start: memory.bindMemory(to: UInt64.self, capacity: count), count: count)
     }
 
-    /// Reads a table of `count` entries from `file` at `fileOffset`.
+    /// Reads a table of `count` entries from `file` at `fileOffset`, straight into the table's
+    /// memory. Big tables skip the file's holes (they are zero entries already), so opening an
+    /// image whose 1 GiB L1 table is a hole neither reads nor touches 1 GiB.
     static func load(from file: any BlockFile, at fileOffset: UInt64, count: Int) throws -> Table {
-        let table = Table(fileOffset: fileOffset, count: count)
-        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: count * 8, alignment: 8)
-        defer { raw.deallocate() }
-        try file.readFully(into: raw, at: fileOffset)
-        table.lock.withLock { _ in TableEntry.decode(UnsafeRawBufferPointer(raw), into: table.entries) }
+        let table = try Table(fileOffset: fileOffset, count: count)
+        try table.lock.withLock { _ in
+            let raw = UnsafeMutableRawBufferPointer(table.entries)
+            if raw.count >= sparseLoadThreshold {
+                try file.readSkippingHoles(into: raw, at: fileOffset, zeroed: true)
+            } else {
+                try file.readFully(into: raw, at: fileOffset)
+            }
+            #if !_endian(little)
+            for i in table.entries.indices { table.entries[i] = UInt64(littleEndian: table.entries[i]) }
+            #endif
+        }
         return table
     }
 
-    deinit { entries.deallocate() }
+    deinit { free(entries.baseAddress) }
 
     /// Number of entries.
     var count: Int { entries.count }
@@ -52,8 +76,19 @@ final class Table: @unchecked Sendable {
         return qedsys_load_acquire_u64(entries.baseAddress! + index)
     }
 
+    /// The first index in `from..<end` whose entry is not `value`, or `end`; entries are read
+    /// without the lock, as ``entry(_:)`` reads them.
+    func firstIndex(unequalTo value: UInt64, from: Int, to end: Int) -> Int {
+        precondition(from >= 0 && from <= end && end <= entries.count)
+        return qedsys_find_unequal_u64(entries.baseAddress!, from, end, value)
+    }
+
     /// Sets `values` starting at `index` and writes the sectors that hold them, all under the lock.
     func update(at index: Int, values: some Collection<UInt64>, file: any BlockFile) throws {
+        guard index >= 0, values.count <= entries.count - min(index, entries.count) else {
+            throw QEDError(.corrupt, "table update of \(values.count) entries at index \(index) overruns the \(entries.count)-entry table at \(fileOffset)",
+                           value: UInt64(truncatingIfNeeded: index), path: file.path)
+        }
         try lock.withLock { _ in
             var i = index
             for v in values { qedsys_store_release_u64(entries.baseAddress! + i, v); i += 1 }

@@ -42,7 +42,12 @@ extension Image {
         let cs = geometry.clusterSize
         let bits = geometry.clusterBits
         let firstCluster = pos >> bits
-        let clusters = firstCluster..<((pos + length + cs - 1) >> bits)
+        let requestEnd = try pos.adding(length, or: .outOfRange, "guest offset \(pos) plus length \(length)")
+        guard let requestClusterEnd = requestEnd.roundedUp(toMultipleOf: cs) else {
+            throw QEDError(.outOfRange, "guest offset \(requestEnd) rounded up to a cluster overflows 64 bits",
+                           value: requestEnd, path: path)
+        }
+        let clusters = firstCluster..<(requestClusterEnd >> bits)
         inflight.acquire(clusters)
         defer { inflight.release(clusters) }
 
@@ -53,9 +58,9 @@ extension Image {
         default: break
         }
         let n = run.length
-        let end = pos + n
+        let end = pos + n  // n ≤ length: inside the range checked above
         let clusterStart = firstCluster << bits
-        let clusterEnd = (end + cs - 1) & ~(cs - 1)
+        let clusterEnd = end.roundedUp(toMultipleOf: cs) ?? requestClusterEnd
         let count = (clusterEnd - clusterStart) >> bits
         let index = Int(geometry.l2Index(pos))
 
@@ -116,7 +121,7 @@ extension Image {
             try flusher.sync(file)
             // Cache the table before L1 points at it: a concurrent lookup that sees the new L1 entry
             // must find this object, not load a second copy whose sector writes would drop our entries.
-            let table = Table(fileOffset: offset, count: Int(geometry.entriesPerTable))
+            let table = try Table(fileOffset: offset, count: Int(geometry.entriesPerTable))
             cache.insert(table)
             do {
                 try failure.recording { try l1.update(at: l1Index, values: CollectionOfOne(offset), file: file) }

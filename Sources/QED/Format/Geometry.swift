@@ -2,7 +2,8 @@
 ///
 /// Units are stated per member: "bytes" or "clusters" or "entries". All members are derived from
 /// validated header fields, so they never overflow (a validated cluster size is at most 2^26 and a
-/// table holds at most 16 clusters, so a table is at most 2^30 bytes).
+/// table holds at most 16 clusters, so a table is at most 2^30 bytes and an L2 table maps at most
+/// 2^53 bytes). The guest offsets passed in must be below ``maxImageSize``.
 public struct Geometry: Sendable, Equatable {
     /// Smallest allowed cluster size, bytes.
     public static let minClusterSize: UInt64 = 4096
@@ -53,9 +54,19 @@ public struct Geometry: Sendable, Equatable {
     /// log2(bytesPerL2): the shift that gives an L1 index.
     public var l1Shift: UInt64 { clusterBits + entryBits }
 
-    /// The largest virtual size the tables can address, bytes (N·N·clusterSize), saturated to
-    /// `UInt64.max` where QEMU's 64-bit product wraps (docs/qed-format.md §9.4).
-    public var maxImageSize: UInt64 {
+    /// The largest virtual size the engine addresses, bytes: 2^63 − 2^30, QEMU's block-layer limit
+    /// (`BDRV_MAX_LENGTH`; QEMU refuses to open larger images with "File too large"). Below it every
+    /// guest offset, every offset plus a request length, and every offset rounded up to a cluster
+    /// fits 64 bits, so the I/O paths cannot overflow on a validated image.
+    public static let maxAddressableSize: UInt64 = (1 << 63) - (1 << 30)
+
+    /// The largest virtual size the tables can address, bytes (N·N·clusterSize), computed without
+    /// QEMU's 64-bit wrap (docs/qed-format.md §9.4) and capped at ``maxAddressableSize``. Opening,
+    /// creating and resizing all refuse larger sizes.
+    public var maxImageSize: UInt64 { min(tablesMaxImageSize, Geometry.maxAddressableSize) }
+
+    /// N·N·clusterSize bytes, saturated to `UInt64.max` where the product does not fit 64 bits.
+    public var tablesMaxImageSize: UInt64 {
         let (perL2, o1) = entriesPerTable.multipliedReportingOverflow(by: clusterSize)
         let (total, o2) = perL2.multipliedReportingOverflow(by: entriesPerTable)
         return (o1 || o2) ? UInt64.max : total

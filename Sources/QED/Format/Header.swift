@@ -90,7 +90,8 @@ public struct Header: Sendable, Equatable {
     ///
     /// Deliberate differences from QEMU: table_size 1 is accepted (QEMU's overflow guard wrongly
     /// rejects every such image), `header_size` 0 is refused (its L1 could overlap the header), and
-    /// the maximum image size is computed without wrapping.
+    /// the maximum image size is computed without wrapping; like QEMU's block layer, sizes above
+    /// ``Geometry/maxAddressableSize`` are refused.
     public func validate(fileLength: UInt64) throws(QEDError) -> Geometry {
         guard magic == Header.magic else {
             throw QEDError(.notQED, "Image not in QED format", value: UInt64(magic))
@@ -110,8 +111,14 @@ public struct Header: Sendable, Equatable {
             throw QEDError(.headerSizeTooLarge, "QED header size is invalid", value: UInt64(headerSize))
         }
         let geometry = Geometry(clusterSize: clusterSize, tableSize: tableSize, headerSize: headerSize)
-        guard imageSize % 512 == 0, imageSize <= geometry.maxImageSize else {
-            throw QEDError(.invalidImageSize, "QED image size is invalid", value: imageSize)
+        guard imageSize % 512 == 0 else {
+            throw QEDError(.invalidImageSize, "QED image size is invalid: \(imageSize) is not a multiple of 512",
+                           value: imageSize)
+        }
+        guard imageSize <= geometry.maxImageSize else {
+            throw QEDError(.invalidImageSize,
+                           "QED image size is invalid: \(imageSize) exceeds the \(geometry.maxImageSize) bytes this engine can address with cluster_size=\(clusterSize) and table_size=\(tableSize)",
+                           value: imageSize)
         }
         let fileSize = fileLength.roundedDown(toMultipleOf: geometry.clusterSize)
         guard geometry.isValidTableOffset(l1TableOffset, fileSize: fileSize) else {

@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The file layer under the engine: positioned reads and writes, durability, length and holes.
 ///
 /// Every engine syscall goes through this protocol, so tests can swap in ``MemoryFile`` or a
@@ -58,7 +66,26 @@ extension BlockFile {
             done += n
         }
         if done < buffer.count {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).initializeMemory(as: UInt8.self, repeating: 0)
+            UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).zeroFill()
+        }
+    }
+
+    /// Reads like ``readFully(into:at:)`` but asks ``allocation(at:limit:)`` where the file's holes
+    /// are and does not read them: they are zero-filled, or left as they are when `zeroed` says the
+    /// buffer holds zeroes already. For big, mostly sparse metadata (a 1 GiB table that is a hole).
+    public func readSkippingHoles(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, zeroed: Bool) throws {
+        let total = UInt64(buffer.count)
+        var done: UInt64 = 0
+        while done < total {
+            let (isData, length) = try allocation(at: offset + done, limit: total - done)
+            let step = max(1, min(length, total - done))
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(done)..<Int(done + step)])
+            if isData {
+                try readFully(into: slice, at: offset + done)
+            } else if !zeroed {
+                slice.zeroFill()
+            }
+            done += step
         }
     }
 

@@ -43,7 +43,8 @@ public final class MemoryFile: BlockFile {
 
     public func write(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws {
         guard isWritable else { throw QEDError(.readOnly, "file is read-only", path: path) }
-        guard let end = Int(exactly: offset + UInt64(data.count)) else {
+        let (sum, overflow) = offset.addingReportingOverflow(UInt64(data.count))
+        guard !overflow, let end = Int(exactly: sum) else {
             throw QEDError(.noSpace, "write past the end of a memory file", value: offset, path: path)
         }
         bytes.withLock { b in
