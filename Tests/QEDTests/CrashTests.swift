@@ -310,7 +310,6 @@ struct LoggedOperation: Sendable {
     var changes: [PendingChange]
     /// Ticket taken when the operation returned; nil if it failed at the cut.
     var end: Int?
-    var start: Int = 0
 
     func apply(to model: inout ReferenceDisk) {
         switch kind {
@@ -334,8 +333,6 @@ final class ConcurrentLog: @unchecked Sendable {
     func ticket() -> Int { lock.lock(); defer { lock.unlock() }; counter += 1; return counter }
     func record(_ op: LoggedOperation) { lock.lock(); operations.append(op); lock.unlock() }
     func flushCompleted(startedAt start: Int) { lock.lock(); completedFlushStarts.append(start); lock.unlock() }
-    var notes: [String] = []
-    func note(_ s: String) { lock.lock(); notes.append(s); lock.unlock() }
 }
 
 /// Three workers on interleaved 2-cluster blocks of one image on a FaultInjectingFile, a cut at a
@@ -365,7 +362,7 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
             if j >= blocks { j -= UInt64(workers) }
             return (j * blockBytes)..<min(config.diskSize, (j + 1) * blockBytes)
         }
-        for k in 0..<opsPerWorker {
+        for _ in 0..<opsPerWorker {
             let block = myBlock()
             var start = block.lowerBound + rng.next() % UInt64(block.count)
             if rng.chance(0.5) { start = start / 512 * 512 }
@@ -382,10 +379,8 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
                 }
                 if roll >= 87 {
                     let t = log.ticket()
-                    Thread.current.name = "w\(w)#\(k) flush t\(t)"
-                    do { try live.flush() } catch { log.note("w\(w)#\(k) flush t\(t) threw"); throw error }
+                    try live.flush()
                     log.flushCompleted(startedAt: t)
-                    log.note("w\(w)#\(k) flush t\(t) done t\(log.ticket())")
                     continue
                 }
                 var op: LoggedOperation
@@ -402,8 +397,6 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
                     op = LoggedOperation(worker: w, kind: .discard(start, length),
                                          changes: zeroed.map { PendingChange(offset: $0.lowerBound, length: Int($0.count), bytes: nil) })
                 }
-                op.start = log.ticket()
-                Thread.current.name = "w\(w)#\(k) \(op.kind) t\(op.start)".prefix(60).description
                 do {
                     switch op.kind {
                     case .write(let at, let data): try live.write(data, at: at)
@@ -429,8 +422,6 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
         return CutOutcome(failures: failures.messages.map { "\($0) [seed \(seed) \(config)]" })
     }
     let mode = FaultInjectingFile.CrashMode.random(using: &rng)
-    var traceRNG = rng
-    let keptTrace = FaultInjectingFile.survivorTrace(pending: file.pendingOperations, mode: mode, rng: &traceRNG)
     let durable = file.crash(mode: mode, rng: &rng)
     image = nil
 
@@ -450,21 +441,6 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
     verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
                    flushed: flushed, pending: pending, crashView: crashView, outcome: &outcome, rng: &rng)
     outcome.failures = outcome.failures.map { "\($0) [\(context)]" }
-    if !outcome.failures.isEmpty {
-        var t = "OPS:\n"
-        for op in log.operations {
-            let kind: String
-            switch op.kind {
-            case .write(let at, let d): kind = "write [\(at), \(at + UInt64(d.count))) \(ModelKit.hex(d, at: 0))"
-            case .zero(let at, let n): kind = "zero [\(at), \(at + n))"
-            case .discard(let at, let n): kind = "discard [\(at), \(at + n)) zeroed \(op.changes.map { $0.range })"
-            }
-            t += "  w\(op.worker) start t\(op.start) end \(op.end.map { "t\($0)" } ?? "nil") \(kind)\n"
-        }
-        t += "FLUSHES: \(log.notes)\nlastFlush t\(lastFlush)\nHISTORY:\n" + file.history.joined(separator: "\n")
-        t += "\nKEPT: " + keptTrace.joined(separator: "; ")
-        outcome.trace = t
-    }
     return outcome
 }
 
@@ -477,7 +453,6 @@ struct CutOutcome {
     /// The check on open repaired invalid offsets.
     var repairedOnOpen = false
     var failures: [String] = []
-    var trace: String?
 }
 
 /// Reopens the surviving bytes and checks everything the crash guarantees. An error thrown on the
@@ -598,26 +573,6 @@ struct CrashTests {
 
     @Test("power cuts during concurrent workloads", arguments: [CrashConfig.small(backing: false), .small(backing: true), .large(backing: true)])
     func concurrentCuts(config: CrashConfig) throws {
-        if let s = ProcessInfo.processInfo.environment["CRASH_REPRO_SEED"], let reproSeed = UInt64(s) {
-            guard ProcessInfo.processInfo.environment["CRASH_REPRO_CONFIG"] == config.description else { return }
-            let runs = ProcessInfo.processInfo.environment["CRASH_REPRO_RUNS"].flatMap { Int($0) } ?? 1000
-            let base = ModelRNG.seed(0xC0C7_0000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 8)
-            var rng = ModelRNG(seed: base)
-            let setup = try CrashSetup(config, directoryName: "crash-repro", rng: &rng)
-            defer { setup.directory.remove() }
-            var failed = 0
-            for i in 0..<runs {
-                let outcome = try runConcurrentCut(config: config, backingPath: setup.backingPath, backing: setup.backing, seed: reproSeed)
-                if !outcome.failures.isEmpty {
-                    failed += 1
-                    FileHandle.standardError.write(Data("REPRO run \(i) FAILED: \(outcome.failures.joined(separator: "\n"))\n\(outcome.trace ?? "")\nBACKING at 171971: \(ModelKit.hex(setup.backing, at: 171971))\n".utf8))
-                    if failed >= 3 { break }
-                }
-            }
-            FileHandle.standardError.write(Data("REPRO: \(failed) failures of \(runs)\n".utf8))
-            #expect(failed == 0)
-            return
-        }
         let base = ModelRNG.seed(0xC0C7_0000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 8)
         var rng = ModelRNG(seed: base)
         let setup = try CrashSetup(config, directoryName: "crash-conc", rng: &rng)

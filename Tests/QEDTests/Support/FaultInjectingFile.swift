@@ -77,14 +77,7 @@ final class FaultInjectingFile: BlockFile {
         var failingSyncs = 0
         /// How many syncs were attempted, failed ones included.
         var syncs = 0
-        /// REPRO: every mutation, tagged with the calling thread's name.
-        var history: [String] = []
     }
-
-    /// REPRO: the mutation history.
-    var history: [String] { state.withLock { $0.history } }
-    private static func tag() -> String { Thread.current.name ?? "?" }
-    private static func hex2(_ b: [UInt8]) -> String { b.prefix(2).map { String(format: "%02x", $0) }.joined(separator: " ") }
 
     let path: String
     let isWritable = true
@@ -168,33 +161,6 @@ final class FaultInjectingFile: BlockFile {
         return out
     }
 
-    /// REPRO: which pending operations (pieces) `survivor` keeps, consuming `rng` the same way.
-    static func survivorTrace(pending: [Operation], mode: CrashMode, rng: inout ModelRNG) -> [String] {
-        var out: [String] = []
-        for (i, op) in pending.enumerated() {
-            switch mode {
-            case .loseAll: return ["none"]
-            case .keepAll: out.append("p\(i)")
-            case .keepSubset(let p): if rng.chance(p) { out.append("p\(i)") }
-            case .torn(let p):
-                guard case .write(let offset, let bytes) = op else {
-                    if rng.chance(p) { out.append("p\(i)") }
-                    continue
-                }
-                var start = 0
-                var pieces: [String] = []
-                while start < bytes.count {
-                    let sectorEnd = (offset + UInt64(start)) / 512 * 512 + 512
-                    let n = min(bytes.count - start, Int(sectorEnd - (offset + UInt64(start))))
-                    if rng.chance(p) { pieces.append("\(offset + UInt64(start))+\(n)") }
-                    start += n
-                }
-                if !pieces.isEmpty { out.append("p\(i){\(pieces.joined(separator: ","))}") }
-            }
-        }
-        return out
-    }
-
     static func apply(_ op: Operation, to bytes: inout [UInt8]) {
         switch op {
         case .write(let offset, let data):
@@ -231,7 +197,6 @@ final class FaultInjectingFile: BlockFile {
         if s.frozen { throw QEDError(.io, "\(what) after the crash: the device is gone", path: path, errno: 5) }
         defer { s.mutations += 1 }
         if let cut = s.cutAt, s.mutations >= cut {
-            s.history.append("CUT at m\(s.mutations) \(Self.tag()) \(what)")
             s.frozen = true
             throw QEDError(.io, "\(what) at the cut: the power went out", path: path, errno: 5)
         }
@@ -262,7 +227,6 @@ final class FaultInjectingFile: BlockFile {
             try admit(&s, "write")
             let op = Operation.write(offset: offset, bytes: data)
             Self.apply(op, to: &s.volatile)
-            s.history.append("m\(s.mutations - 1) \(Self.tag()) write [\(offset), \(offset + UInt64(data.count))) p\(s.pending.count) \(Self.hex2(data))")
             s.pending.append(op)
         }
     }
@@ -270,7 +234,6 @@ final class FaultInjectingFile: BlockFile {
     func sync() throws {
         try state.withLock { s in
             try admit(&s, "sync")
-            s.history.append("m\(s.mutations - 1) \(Self.tag()) SYNC")
             s.syncs += 1
             if s.failingSyncs > 0 {
                 s.failingSyncs -= 1
@@ -293,7 +256,6 @@ final class FaultInjectingFile: BlockFile {
             try admit(&s, "setLength")
             let op = Operation.setLength(length)
             Self.apply(op, to: &s.volatile)
-            s.history.append("m\(s.mutations - 1) \(Self.tag()) setLength \(length) p\(s.pending.count)")
             s.pending.append(op)
         }
     }
@@ -303,7 +265,6 @@ final class FaultInjectingFile: BlockFile {
             try admit(&s, "punchHole")
             let op = Operation.punchHole(offset: offset, length: length)
             Self.apply(op, to: &s.volatile)
-            s.history.append("m\(s.mutations - 1) \(Self.tag()) punchHole [\(offset), \(offset + length)) p\(s.pending.count)")
             s.pending.append(op)
         }
     }
