@@ -41,8 +41,8 @@ struct QEDNBD: ParsableCommand {
     /// `-b -p -k`.
     @OptionGroup var listen: ListenOptions
 
-    @Option(name: [.customShort("f"), .customLong("format")], help: "Image format: \(DiskOpener.formatNames(conjunction: "or")) (probed if omitted).")
-    var format: String?
+    @Option(name: [.customShort("f"), .customLong("format")], help: "Image format (probed if omitted).")
+    var format: DiskFormat?
 
     /// `--cache --discard --detect-zeroes -A`.
     @OptionGroup var requests: RequestOptions
@@ -71,12 +71,6 @@ struct QEDNBD: ParsableCommand {
         return options
     }
 
-    func validate() throws {
-        if let format = self.format, DiskOpener.format(named: format) == nil {
-            throw ValidationError("unknown format '\(format)' (\(DiskOpener.formatNames(conjunction: "or")))")
-        }
-    }
-
     /// Starts the server in the order that matters, then serves until it stops.
     func run() throws {
         // A socket passed by socket activation is taken first: LISTEN_PID names this process, and
@@ -99,7 +93,7 @@ struct QEDNBD: ParsableCommand {
 
         var openOptions = OpenOptions(readOnly: self.export.readOnly)
         openOptions.logger = logger
-        let disk = try DiskOpener.open(path: self.file, format: self.format.flatMap(DiskOpener.format(named:)), options: openOptions)
+        let disk = try DiskOpener.open(path: self.file, format: self.format, options: openOptions)
 
         let address = self.listen.address(activated: activated)
         let server = NBDServer(disk: disk, options: self.serverOptions, tls: credentials, logger: logger)
