@@ -1,16 +1,7 @@
 import ArgumentParser
 import Logging
-import NBD
 import NBDServer
 import QED
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Musl)
-    import Musl
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// `qed-nbd`: serves a QED or raw image over NBD, with qemu-nbd's options where it has them.
 ///
