@@ -148,6 +148,14 @@ public final class NBDServer: Sendable {
         self.stopPromise.succeed(())
     }
 
+    /// Stops a server that will not serve (``start(listeningOn:)`` failed, or the caller cannot go on
+    /// after starting it): ``shutdown()`` then ``run()``, so the threads are released and the image is
+    /// closed. An error closing the image is dropped: the caller is reporting the failure that stopped it.
+    public func abandon() {
+        self.shutdown()
+        try? self.run()
+    }
+
     /// Blocks until the server stops (see the type's documentation), then drains connections, flushes and
     /// closes the disk and releases the threads. Call from a thread that is not an event loop (e.g. main).
     /// - Throws: The error of flushing or closing the disk, if any.

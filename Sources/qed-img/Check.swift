@@ -51,7 +51,7 @@ struct Check: ParsableCommand {
         if !verbosity.quiet {
             switch output.format {
             case .json: Console.out(Check.json(outcome.report, filename: file, format: fmt).pretty() + "\n")
-            default: Console.out(Check.human(outcome))
+            case .human: Console.out(Check.human(outcome))
             }
         }
         if outcome.report.checkErrors > 0 { throw CLIError("Check failed") }

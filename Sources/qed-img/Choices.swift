@@ -76,7 +76,12 @@ enum Preallocation: String, CaseIterable, QemuChoice {
     static func refusal(_ text: String) -> String { "Unsupported preallocation mode '\(text)'" }
 }
 
-/// `--output=human|json` (and `picture` for map).
+/// `--output=human|json` of info, check and measure (qemu-img refuses anything else).
 enum OutputFormat: String, ExpressibleByArgument {
+    case human, json
+}
+
+/// map's `--output`: qemu-img's human and json, and qed-img's own picture.
+enum MapOutputFormat: String, ExpressibleByArgument {
     case human, json, picture
 }

@@ -33,7 +33,7 @@ struct Info: ParsableCommand {
             let values = infos.map(Info.json)
             let text = backingChain ? QemuJSON.array(values).pretty() : values[0].pretty()
             Console.out(text + "\n")
-        default:
+        case .human:
             Console.out(infos.map(Info.human).joined(separator: "\n"))
         }
     }

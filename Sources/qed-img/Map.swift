@@ -16,7 +16,7 @@ struct Map: ParsableCommand {
     @OptionGroup var opening: OpeningOptions
 
     @Option(help: "Output format: human, json or picture.")
-    var output: OutputFormat = .human
+    var output: MapOutputFormat = .human
 
     @Option(help: "First guest byte to map.")
     var startOffset: String?

@@ -59,7 +59,7 @@ struct Measure: ParsableCommand {
             let json = QemuJSON.object([("required", .uint(result.required)),
                                         ("fully-allocated", .uint(result.fullyAllocated))])
             Console.out(json.pretty() + "\n")
-        default:
+        case .human:
             Console.out("required size: \(result.required)\nfully allocated size: \(result.fullyAllocated)\n")
         }
     }

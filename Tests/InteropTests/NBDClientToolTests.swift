@@ -174,6 +174,12 @@ import TestSupport
         #expect(tls.status == 1 && tls.stderr.contains("qed-nbd: TLS: \(box.path("keys")): No such file"), "\(tls)")
         let detect = try box.run(NBDSandbox.qedNBD, ["--detect-zeroes=unmap", box.path("a.qed")])
         #expect(detect.status != 0 && detect.stderr.contains("--discard=unmap"), "\(detect)")
+        // A mode or format no option knows is refused as a usage error naming the value and the option.
+        for (option, value) in [("--cache", "unsafe"), ("--discard", "trim"), ("--detect-zeroes", "yes"), ("-f", "vmdk")] {
+            let refused = try box.run(NBDSandbox.qedNBD, [option, value, box.path("a.qed")])
+            #expect(refused.status == 64 && refused.stderr.contains("'\(value)' is invalid for '\(option) "),
+                    "\(refused)")
+        }
         let both = try box.run(NBDSandbox.qedNBD, ["-k", box.path("x.sock"), "-p", "1234", box.path("a.qed")])
         #expect(both.status != 0, "\(both)")
         // A second writer is refused by the image lock.

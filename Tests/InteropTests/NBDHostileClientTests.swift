@@ -4,82 +4,11 @@ import TestSupport
 
 /// Clients that connect and never negotiate, connect and drop at once, or send garbage, against the real
 /// `qed-nbd`: none of them may lock out a client that negotiates, leak memory or descriptors, or wedge
-/// the listener. The clients are Python with raw sockets and socket timeouts, so a server that stops
-/// answering makes a script fail instead of hang.
+/// the listener. The clients are Python with raw sockets and socket timeouts (``NBDRawClient``), so a
+/// server that stops answering makes a script fail instead of hang.
 @Suite struct NBDHostileClientTests {
-    /// Raw-socket NBD client pieces shared by the scripts (fixed newstyle, GO, simple replies).
-    static let client = #"""
-import json, random, socket, struct, sys, time
-
-def connect(path, timeout):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(path)
-    return s
-
-def recv_exact(s, n):
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise EOFError("EOF after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
-
-def greeting(s):
-    g = recv_exact(s, 18)
-    assert g[:16] == b"NBDMAGICIHAVEOPT", g
-
-def go(s):
-    """Reads the greeting, negotiates NBD_OPT_GO for the default export; returns its size."""
-    greeting(s)
-    s.sendall(struct.pack(">I", 3))
-    data = struct.pack(">IH", 0, 0)
-    s.sendall(b"IHAVEOPT" + struct.pack(">II", 7, len(data)) + data)
-    size = None
-    while True:
-        magic, option, rtype, length = struct.unpack(">QIII", recv_exact(s, 20))
-        payload = recv_exact(s, length)
-        if rtype == 3 and length >= 12 and struct.unpack(">H", payload[:2])[0] == 0:
-            size = struct.unpack(">Q", payload[2:10])[0]
-        if rtype == 1:
-            return size
-        if rtype & 0x80000000:
-            raise RuntimeError("GO refused: 0x%x" % rtype)
-
-def read(s, cookie, offset, length):
-    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, cookie, offset, length))
-    magic, error, got = struct.unpack(">IIQ", recv_exact(s, 16))
-    if magic != 0x67446698 or got != cookie or error != 0:
-        raise RuntimeError("bad reply: magic 0x%x error %d cookie %d" % (magic, error, got))
-    return recv_exact(s, length)
-
-def disconnect(s):
-    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 2, 0, 0, 0))
-
-def served(path, timeout):
-    """A complete session (GO, one READ, DISC); returns the seconds it took."""
-    start = time.monotonic()
-    s = connect(path, timeout)
-    try:
-        go(s)
-        read(s, 1, 0, 512)
-        disconnect(s)
-    finally:
-        s.close()
-    return time.monotonic() - start
-
-def wait_for_eof(s):
-    """Returns once the server closed `s` (EOF); raises socket.timeout if it does not in time."""
-    while s.recv(4096):
-        pass
-"""#
-
-    /// The shared client code followed by `body` (a multi-line literal has no final newline).
-    static func script(_ body: String) -> String { client + "\n" + body }
-
     /// Idle connections (greeted, never negotiating), then a real client, then when the idle ones get EOF.
-    static let idleScript = script(#"""
+    static let idleScript = NBDRawClient.script(#"""
 path, idle, client_timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 start = time.monotonic()
 idlers = []
@@ -130,7 +59,7 @@ print(json.dumps(result))
 
     /// 16 idle connections fill the places for connections still negotiating; the next client waits in
     /// the listen queue until the handshake limit frees one.
-    static let capScript = script(#"""
+    static let capScript = NBDRawClient.script(#"""
 path = sys.argv[1]
 start = time.monotonic()
 idlers = [connect(path, 60) for _ in range(16)]
@@ -156,7 +85,7 @@ for s in idlers:
     }
 
     /// Connect and drop, in a bounded loop; a quarter send a few bytes first, half read the greeting.
-    static let dropScript = script(#"""
+    static let dropScript = NBDRawClient.script(#"""
 path, cycles = sys.argv[1], int(sys.argv[2])
 start = time.monotonic()
 for i in range(cycles):
@@ -196,7 +125,7 @@ print(json.dumps({"loop_seconds": loop, "served_in": served(path, 30)}))
     /// Churn at the `-e` limit: each round opens `limit` connections, a random mix of full sessions
     /// (GO, sometimes a READ) and raw ones that send garbage before reading the greeting, then closes them
     /// in random order. Afterwards a new client must be served.
-    static let churnScript = script(#"""
+    static let churnScript = NBDRawClient.script(#"""
 path, limit, rounds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)
 sessions = garbage = 0

@@ -5,8 +5,8 @@ import Testing
 /// crashes, keeps serving other clients, and the image stays intact.
 @Suite struct NBDMalformedInputTests {
     /// Python driving libnbd with strict mode off (requests reach the server unchecked) plus raw sockets
-    /// for what libnbd cannot send. Prints one line per case: `ok NAME` or `FAIL NAME: why`.
-    static let script = #"""
+    /// (``NBDRawClient``) for what libnbd cannot send. Prints one line per case: `ok NAME` or `FAIL NAME: why`.
+    static let script = NBDRawClient.script(#"""
 import errno, os, socket, struct, sys
 import nbd
 
@@ -85,41 +85,7 @@ expect_error("read-only trim", errno.EPERM, lambda: r.trim(512, 0))
 expect_ok("read-only flush", lambda: r.flush())
 r.shutdown()
 
-# Raw sockets for what libnbd will not send.
-def recvn(s, n):
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise EOFError("closed after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
-
-def raw_go(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(120)  # bounds a hung server only
-    s.connect(path)
-    greeting = recvn(s, 18)
-    assert greeting[:16] == b"NBDMAGICIHAVEOPT", greeting
-    s.sendall(struct.pack(">I", 3))
-    data = struct.pack(">IH", 0, 0)
-    s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, len(data)) + data)
-    while True:
-        magic, opt, rtype, length = struct.unpack(">QIII", recvn(s, 20))
-        recvn(s, length)
-        if rtype == 1:
-            return s
-        if rtype & 0x80000000:
-            raise RuntimeError("GO failed: %x" % rtype)
-
-def simple_reply(s):
-    magic, err, cookie = struct.unpack(">IIQ", recvn(s, 16))
-    assert magic == 0x67446698, hex(magic)
-    return err, cookie
-
-def request(s, cmd, cookie, offset=0, length=0, flags=0, payload=b""):
-    s.sendall(struct.pack(">IHHQQI", 0x25609513, flags, cmd, cookie, offset, length) + payload)
-
+# Raw sockets (NBDRawClient) for what libnbd will not send.
 def closed(s):
     try:
         return s.recv(1) == b""
@@ -129,7 +95,7 @@ def closed(s):
         return False  # still open: the server did not hang up
 
 try:
-    s = raw_go(sock_path)
+    s = negotiated(sock_path, 120)
     for cmd in (8, 9, 0x100, 0xffff):
         request(s, cmd, 1000 + cmd, 0, 512)
         err, cookie = simple_reply(s)
@@ -140,7 +106,7 @@ try:
     seen = set()
     for i in range(40):
         err, cookie = simple_reply(s)
-        recvn(s, 4096)
+        recv_exact(s, 4096)
         seen.add(cookie)
     report("pipelined reads answered", seen == set(range(5000, 5040)), str(sorted(seen)[:5]))
     # An oversized write is answered EINVAL after its payload is skipped; the stream stays in sync.
@@ -149,7 +115,7 @@ try:
     err, cookie = simple_reply(s)
     request(s, 0, 78, 0, 4)
     err2, cookie2 = simple_reply(s)
-    data = recvn(s, 4)
+    data = recv_exact(s, 4)
     report("oversized write drained", (err, cookie, err2, cookie2, data) == (errno.EINVAL, 77, 0, 78, b"\x5a" * 4),
            str((err, cookie, err2, cookie2, data)))
     # A bad request magic drops the connection.
@@ -159,10 +125,8 @@ except Exception as e:
     report("raw transmission", False, repr(e))
 
 def raw_options(path, payload):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(120)  # bounds a hung server only
-    s.connect(path)
-    recvn(s, 18)
+    s = connect(path, 120)  # the timeout bounds a hung server only
+    greeting(s)
     s.sendall(payload)
     return s
 
@@ -178,14 +142,14 @@ try:
     report("oversized option disconnects", closed(s))
     # An unknown option gets ERR_UNSUP and negotiation goes on; then ABORT gets an ACK.
     s = raw_options(sock_path, struct.pack(">I", 3) + struct.pack(">QII", 0x49484156454F5054, 0x7654321, 4) + b"abcd")
-    magic, opt, rtype, length = struct.unpack(">QIII", recvn(s, 20))
-    recvn(s, length)
+    magic, opt, rtype, length = struct.unpack(">QIII", recv_exact(s, 20))
+    recv_exact(s, length)
     s.sendall(struct.pack(">QII", 0x49484156454F5054, 2, 0))
-    magic2, opt2, rtype2, length2 = struct.unpack(">QIII", recvn(s, 20))
+    magic2, opt2, rtype2, length2 = struct.unpack(">QIII", recv_exact(s, 20))
     report("unknown option ERR_UNSUP then ABORT", (opt, rtype, opt2, rtype2) == (0x7654321, 0x80000001, 2, 1),
            str((hex(opt), hex(rtype), opt2, rtype2)))
     # A client that hangs up in the middle of a request.
-    s = raw_go(sock_path)
+    s = negotiated(sock_path, 120)
     s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 9, 0, 65536) + b"\x00" * 1000)
     s.close()
 except Exception as e:
@@ -195,7 +159,7 @@ except Exception as e:
 h = handle()
 report("server still serving", h.pread(4, 0) == b"\x5a" * 4)
 h.shutdown()
-"""#
+"""#)
 
     @Test func invalidRequestsGetTheRightErrorsAndTheServerSurvives() throws {
         let box = try NBDSandbox()

@@ -40,15 +40,22 @@ import Testing
         #expect(server.admission.transmitting == 1 && server.admission.notTransmitting == 2)
     }
 
-    @Test func clientsPastTheLimitWaitAndAreGrantedInArrivalOrder() {
+    /// One `-e 1` slot taken by `a`, with `b` then `c` waiting for it.
+    func oneServedTwoWaiting(sourceLocation: SourceLocation = #_sourceLocation)
+        -> (server: Server, a: Connection, b: Connection, c: Connection)
+    {
         let server = Server(limit: 1)
         let (a, b, c) = (Connection(), Connection(), Connection())
         server.admit(a, b, c)
-        #expect(server.request(a, "a"))
-        #expect(!server.request(b, "b"))
-        #expect(!server.request(c, "c"))
-        #expect(server.stage(b) == .waiting)
+        #expect(server.request(a, "a"), sourceLocation: sourceLocation)
+        #expect(!server.request(b, "b"), sourceLocation: sourceLocation)
+        #expect(!server.request(c, "c"), sourceLocation: sourceLocation)
+        #expect(server.stage(b) == .waiting && server.stage(c) == .waiting, sourceLocation: sourceLocation)
+        return (server, a, b, c)
+    }
 
+    @Test func clientsPastTheLimitWaitAndAreGrantedInArrivalOrder() {
+        let (server, a, b, c) = oneServedTwoWaiting()
         #expect(server.remove(a) == ["b"])
         #expect(server.stage(b) == .transmitting)
         #expect(server.stage(c) == .waiting)
@@ -59,12 +66,7 @@ import Testing
     }
 
     @Test func aWaiterThatLeavesIsSkipped() {
-        let server = Server(limit: 1)
-        let (a, b, c) = (Connection(), Connection(), Connection())
-        server.admit(a, b, c)
-        #expect(server.request(a, "a"))
-        #expect(!server.request(b, "b"))
-        #expect(!server.request(c, "c"))
+        let (server, a, b, _) = oneServedTwoWaiting()
         #expect(server.remove(b) == [])
         #expect(server.remove(a) == ["c"])
         #expect(server.admission.notTransmitting == 0 && server.admission.transmitting == 1)

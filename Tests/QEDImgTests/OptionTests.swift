@@ -62,5 +62,11 @@ import Testing
         // --output stays ArgumentParser's (a usage error, status 1).
         let output = try box.ours("info", "--output=xml", "a.qed")
         #expect(output.status == 1 && output.stderr.contains("'xml' is invalid for '--output <output>'"), "\(output)")
+        // picture is map's alone: info, check and measure take qemu-img's human and json only.
+        for verb in [["info"], ["check"], ["measure", "-O", "qed"]] {
+            let picture = try box.ours(verb + ["--output=picture", "a.qed"])
+            #expect(picture.status == 1 && picture.stderr.contains("'picture' is invalid for '--output <output>'"),
+                    "\(verb): \(picture)")
+        }
     }
 }

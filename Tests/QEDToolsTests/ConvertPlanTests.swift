@@ -48,7 +48,7 @@ import TestSupport
         let a = try RawImage(path: dir + "/a.raw", options: OpenOptions(readOnly: true))
         let b = try RawImage(path: dir + "/b.raw", options: OpenOptions(readOnly: true))
         defer { try? a.close(); try? b.close() }
-        let source = ConcatenatedSource([a, b])
+        let source = try ConcatenatedSource([a, b])
         for sparse: UInt64 in [512, 4096, 65536] {
             let mapped = ConvertPlanner(source: source, sparseSize: sparse, targetIsZero: true, backing: nil,
                                         clusterSize: 65536, windowSize: 64 << 10)

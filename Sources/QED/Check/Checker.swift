@@ -85,7 +85,7 @@ final class Checker {
             let tableOffset = image.l1.entry(i)
             guard g.isValidTableOffset(tableOffset, fileSize: fileSize) else {
                 if repair {
-                    image.l1.withEntries { $0[i] = TableEntry.unallocated }
+                    image.l1.clear(at: i)
                     l1Changed = true
                     report.corruptionsFixed += 1
                 } else {
@@ -244,10 +244,13 @@ final class Checker {
 extension Image {
     /// Checks the image's metadata. With `repair`, invalid L1/L2 offsets are cleared, and if no
     /// corruption remains (double references cannot be repaired), leaked clusters at the end of the
-    /// file are truncated away and NEED_CHECK is cleared. Expects no other I/O in flight.
+    /// file are truncated away and NEED_CHECK is cleared. Exclusive: waits for running requests to
+    /// finish and holds new ones back until it returns.
     public func check(repair: Bool = false) throws -> CheckReport {
-        try ensureOpen()
-        if repair { try ensureWritable() }
-        return try Checker(image: self, repair: repair).run()
+        try gate.exclusive {
+            try ensureOpen()
+            if repair { try ensureWritable() }
+            return try Checker(image: self, repair: repair).run()
+        }
     }
 }

@@ -43,7 +43,8 @@ public protocol Disk: AnyObject, Sendable {
     /// Checks the disk's metadata for inconsistencies, in `qemu-img check`'s terms, and with
     /// `repair` (the disk opened writable) repairs what it can. Throws ``QEDError/Code/unsupported``
     /// for formats without metadata to check (raw: QEMU's "This image format does not support
-    /// checks"). Expects no other I/O in flight.
+    /// checks"). A format whose check cannot run beside requests makes it wait for them (QED:
+    /// its check is an exclusive operation).
     func check(repair: Bool) throws -> CheckReport
 
     // MARK: Reading (everything a backing layer needs)

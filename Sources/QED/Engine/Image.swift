@@ -7,8 +7,9 @@ import Synchronization
 /// call them from threads or a thread pool, not from a cooperative async executor). Reads and
 /// in-place writes take only short table locks; allocating writes hold just their own guest
 /// clusters (``InflightClusters``), so allocations in different clusters run in parallel.
-/// ``check(repair:)``, ``resize(to:)``, ``setBacking(name:format:)`` and ``close()`` expect no other
-/// I/O in flight.
+/// ``check(repair:)``, ``makeEmpty()``, ``resize(to:)``, ``setBacking(name:format:open:)`` and
+/// ``close()`` are exclusive: each waits for the requests running to finish and holds new ones
+/// back until it returns (``OperationGate``).
 ///
 /// Failure: once a sync or a header or table write fails, the image is *failed* (its data may not
 /// be durable, or its metadata on disk may differ from memory): every later write, zero write,
@@ -42,6 +43,8 @@ public final class Image: Sendable {
     let cache: L2Cache
     let allocator: Allocator
     let inflight = InflightClusters()
+    /// Keeps exclusive operations (check, makeEmpty, resize, setBacking, close) apart from requests.
+    let gate = OperationGate()
     let flusher: FlushCoordinator
     let needCheck: NeedCheckTimer
     /// Serialises creating L2 tables (rare: once per table's worth of guest space).
@@ -306,7 +309,12 @@ public final class Image: Sendable {
     ///
     /// Whatever fails, the NEED_CHECK timer is stopped before the file is closed (so it never
     /// touches the file after this returns) and the file is closed; the first error is thrown.
+    /// Exclusive: waits for running requests to finish first.
     public func close() throws {
+        try gate.exclusive { try closeExclusively() }
+    }
+
+    private func closeExclusively() throws {
         guard closed.setOnce() else { return }
         var firstError: (any Error)?
         if !isReadOnly {

@@ -2,6 +2,10 @@ extension Image {
     /// Grows the virtual disk to `newSize` bytes (a multiple of 512). Only the header changes: the
     /// new space reads from the backing file or as zeroes. Shrinking is refused, as QEMU does.
     public func resize(to newSize: UInt64) throws {
+        try gate.exclusive { try resizeExclusively(to: newSize) }
+    }
+
+    private func resizeExclusively(to newSize: UInt64) throws {
         try ensureWritable()
         let current = virtualSize
         guard newSize >= current else {
@@ -21,7 +25,12 @@ extension Image {
     /// later (QED has no format field). The name goes at byte 64 and must fit the header area.
     /// With `open` true (default) the new backing file is opened first and an error leaves the
     /// image unchanged; with false the name is recorded as given (`rebase -u` to a missing file).
+    /// Exclusive: waits for running requests to finish.
     public func setBacking(name: String?, format: BackingFormat?, open: Bool = true) throws {
+        try gate.exclusive { try setBackingExclusively(name: name, format: format, open: open) }
+    }
+
+    private func setBackingExclusively(name: String?, format: BackingFormat?, open: Bool) throws {
         try ensureWritable()
         let nameBytes = Array((name ?? "").utf8)
         if let name {

@@ -3,15 +3,16 @@ extension Image {
     /// clusters as zeroes, unallocated ones from the backing chain (zeroes past its end or
     /// without one). Contiguous clusters are read with one system call.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        try readRuns(into: buffer, at: offset, cachedOnly: false)
+        try gate.request { try readRuns(into: buffer, at: offset, cachedOnly: false) }
     }
 
     /// ``read(into:at:)`` only if it needs no waiting for the disk: every L2 table involved is in
     /// the cache and every data byte in the page cache; no backing file is read. Returns false
     /// otherwise (also for errors and out-of-range requests), leaving `buffer` unspecified; the
-    /// caller then does a normal read. For event loops, which must not block.
+    /// caller then does a normal read. For event loops, which must not block (it also returns false
+    /// while an exclusive operation runs, instead of waiting for it).
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
-        (try? readRuns(into: buffer, at: offset, cachedOnly: true)) != nil
+        gate.requestIfFree { (try? readRuns(into: buffer, at: offset, cachedOnly: true)) != nil } ?? false
     }
 
     /// The read loop of both: with `cachedOnly`, whatever would wait for the disk (an uncached L2
@@ -63,6 +64,10 @@ extension Image {
     /// or nothing (reads zeroes). Adjacent equal ranges are merged. The basis of `map` and NBD
     /// block status.
     public func extents(at offset: UInt64, length: UInt64) throws -> [Extent] {
+        try gate.request { try extentsOfRequest(at: offset, length: length) }
+    }
+
+    private func extentsOfRequest(at offset: UInt64, length: UInt64) throws -> [Extent] {
         try ensureOpen()
         try ensureInside(offset, length)
         var out: [Extent] = []

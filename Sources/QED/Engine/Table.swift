@@ -67,9 +67,19 @@ final class Table: @unchecked Sendable {
     /// Number of entries.
     var count: Int { entries.count }
 
-    /// Runs `body` with the entries, under the lock.
-    func withEntries<T>(_ body: (UnsafeMutableBufferPointer<UInt64>) throws -> T) rethrows -> T {
-        try lock.withLock { _ in try body(entries) }
+    /// Marks entry `index` unallocated in memory only (check's repair writes the table afterwards
+    /// with ``writeAll(to:)``); a release store under the lock, like ``update(at:values:file:)``.
+    func clear(at index: Int) {
+        precondition(index >= 0 && index < entries.count)
+        lock.withLock { _ in qedsys_store_release_u64(entries.baseAddress! + index, TableEntry.unallocated) }
+    }
+
+    /// Marks every entry unallocated and writes the whole table, under the lock.
+    func clearAll(writingTo file: any BlockFile) throws {
+        try lock.withLock { _ in
+            for i in entries.indices { qedsys_store_release_u64(entries.baseAddress! + i, TableEntry.unallocated) }
+            try writeSectorsLocked(entries: 0..<entries.count, file: file)
+        }
     }
 
     /// One entry, read without the lock (atomically: the old or the new value of a concurrent

@@ -2,6 +2,10 @@ extension Image {
     /// Writes `bytes` at guest `offset`. Allocated clusters are written in place; others get new
     /// clusters at the end of the file (see ``allocatingWrite(at:data:length:)`` for the ordering).
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        try gate.request { try writeRequest(bytes, at: offset) }
+    }
+
+    private func writeRequest(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try ensureWritable()
         try ensureInside(offset, UInt64(bytes.count))
         var done = 0
@@ -149,6 +153,10 @@ extension Image {
     /// by punching a hole when `unmap` allows it, else by writing zeroes. Partial clusters at
     /// either end are written as ordinary zero data.
     public func writeZeroes(at offset: UInt64, length: UInt64, unmap: Bool = false) throws {
+        try gate.request { try writeZeroesRequest(at: offset, length: length, unmap: unmap) }
+    }
+
+    private func writeZeroesRequest(at offset: UInt64, length: UInt64, unmap: Bool) throws {
         try ensureWritable()
         try ensureInside(offset, length)
         let cs = geometry.clusterSize
@@ -182,7 +190,7 @@ extension Image {
         let zeroes = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(length), alignment: 4096)
         defer { zeroes.deallocate() }
         zeroes.initializeMemory(as: UInt8.self, repeating: 0)
-        try write(UnsafeRawBufferPointer(zeroes), at: offset)
+        try writeRequest(UnsafeRawBufferPointer(zeroes), at: offset)
     }
 
     private func zeroInPlace(host: UInt64, length: UInt64, unmap: Bool) throws {
@@ -201,6 +209,10 @@ extension Image {
     /// punching); their mapping stays, so the image stays consistent, and they read as zeroes.
     /// Partial clusters and unallocated or zero clusters are left alone (discard is a hint).
     public func discard(at offset: UInt64, length: UInt64) throws {
+        try gate.request { try discardRequest(at: offset, length: length) }
+    }
+
+    private func discardRequest(at offset: UInt64, length: UInt64) throws {
         try ensureWritable()
         try ensureInside(offset, length)
         let cs = geometry.clusterSize
@@ -226,8 +238,10 @@ extension Image {
     /// Makes every write that completed before this call durable (metadata is written through,
     /// so this is one shared `fdatasync`).
     public func flush() throws {
-        try ensureOpen()
-        guard !isReadOnly else { return }
-        try flusher.sync(file)
+        try gate.request {
+            try ensureOpen()
+            guard !isReadOnly else { return }
+            try flusher.sync(file)
+        }
     }
 }

@@ -26,6 +26,9 @@ extension PosixFile: MappableFile {
 /// Only for files nobody can shrink meanwhile (touching a page past the end of the file raises
 /// SIGBUS): `convert` maps sources it holds QEMU's read lock on (which keeps writers out), never
 /// force-shared or unlocked ones.
+///
+/// `@unchecked Sendable`: every property is a `let` set in `init`, and the pages are mapped
+/// read-only (`PROT_READ`), so any thread may read ``bytes`` while the object lives.
 package final class FileMapping: @unchecked Sendable {
     /// The requested bytes.
     let bytes: UnsafeRawBufferPointer

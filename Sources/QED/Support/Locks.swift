@@ -57,6 +57,9 @@ package final class ConditionLock: @unchecked Sendable {
 
 /// A further condition variable used with a ``ConditionLock``'s mutex, so that waiters for
 /// different events can be woken apart (one `signal` per event instead of waking everyone).
+///
+/// `@unchecked Sendable`: like ``ConditionLock``, it owns a heap-allocated pthread object that is
+/// only touched through pthread calls.
 package final class Condition: @unchecked Sendable {
     fileprivate let cond: UnsafeMutablePointer<pthread_cond_t>
 

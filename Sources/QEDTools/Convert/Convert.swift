@@ -61,7 +61,7 @@ public enum Convert {
                            "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",
                            value: options.sparseSize)
         }
-        let source = ConcatenatedSource(sources)
+        let source = try ConcatenatedSource(sources)
         if !options.skipCreate {
             try DiskOpener.refuseOverwriting(target, sources: sources)
             // The format's driver rounds the size as the format needs (QED: whole sectors).

@@ -9,8 +9,9 @@ import Darwin
 
 /// Disks laid end to end: what `convert` reads when given several sources.
 ///
-/// Units: guest bytes of the concatenation.
-final class ConcatenatedSource: @unchecked Sendable {
+/// Units: guest bytes of the concatenation. Immutable after `init` (every stored property is a
+/// `let` of a `Sendable` type), hence `Sendable`.
+final class ConcatenatedSource: Sendable {
     /// The disks, in order.
     let disks: [any Disk]
     /// Where each disk starts in the concatenation.
@@ -18,14 +19,16 @@ final class ConcatenatedSource: @unchecked Sendable {
     /// Sum of the disks' sizes, bytes.
     let size: UInt64
 
-    /// The concatenation of `disks`.
-    init(_ disks: [any Disk]) {
+    /// The concatenation of `disks`; throws ``QEDError/Code/outOfRange`` when their sizes add up
+    /// to more than 64 bits can count.
+    init(_ disks: [any Disk]) throws {
         self.disks = disks
         var starts: [UInt64] = []
         var total: UInt64 = 0
         for d in disks {
             starts.append(total)
-            total += d.virtualSize
+            total = try total.adding(d.virtualSize, or: .outOfRange,
+                                     "the total size of the sources up to \(d.path)")
         }
         self.starts = starts
         self.size = total
@@ -55,7 +58,7 @@ final class ConcatenatedSource: @unchecked Sendable {
 /// anything else (backing-file data, -S 0) is read into the worker's buffer.
 ///
 /// Units: bytes; offsets are target (= concatenated source) offsets.
-struct ConvertPlanner: @unchecked Sendable {
+struct ConvertPlanner: Sendable {
     /// One write: `zero` means "make it read as zeroes", else write the `length` bytes at `bytes`.
     struct Action: Equatable {
         var offset: UInt64

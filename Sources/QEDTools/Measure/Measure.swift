@@ -75,7 +75,7 @@ public enum Measure {
     /// Measures converting `sources` (laid end to end) to `format`.
     static func convert(sources: [any Disk], format: DiskFormat, clusterSize: UInt32, tableSize: UInt32,
                         sparseSize: UInt64, cancellation: Cancellation?) throws -> Result {
-        let source = ConcatenatedSource(sources)
+        let source = try ConcatenatedSource(sources)
         switch format {
         case .raw:
             return Result(required: source.size, fullyAllocated: source.size)
