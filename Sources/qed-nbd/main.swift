@@ -114,6 +114,12 @@ struct QEDNBD: ParsableCommand {
     )
     var tlsVerifyPeer = false
 
+    @Flag(
+        name: .customLong("no-extended-headers"),
+        help: "Refuse NBD extended headers (clients then use compact 28-byte requests, as before QEMU 8.2)."
+    )
+    var noExtendedHeaders = false
+
     @Flag(name: [.customShort("v"), .customLong("verbose")], help: "Log connections and requests to stderr.")
     var verbose = false
 
@@ -205,6 +211,7 @@ struct QEDNBD: ParsableCommand {
         options.discard = NBDDiscardMode(rawValue: self.discard) ?? .ignore
         options.detectZeroes = NBDDetectZeroesMode(rawValue: self.detectZeroes) ?? .off
         options.allocationDepth = self.allocationDepth
+        options.extendedHeaders = !self.noExtendedHeaders
         options.sharedClients = self.shared
         options.handshakeLimit = Double(self.handshakeLimit)
         options.persistent = self.persistent

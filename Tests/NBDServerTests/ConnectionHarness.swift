@@ -102,7 +102,9 @@ struct ConnectionUnderTest {
         self.slots = SlotOffice(grantsImmediately: grantsSlots)
         let backend = NBDDiskBackend(disk: disk, options: options)
         let mode: NBDTLSMode = tls == nil ? .disabled : .required
-        let configuration = NBDServerConfiguration(exports: [backend.export], tls: mode, blockSize: options.blockSize)
+        let configuration = NBDServerConfiguration(
+            exports: [backend.export], tls: mode, blockSize: options.blockSize,
+            offersExtendedHeaders: options.extendedHeaders)
         self.handler = NBDConnectionHandler(
             configuration: configuration,
             tls: tls,
@@ -188,7 +190,7 @@ enum Wire {
         _ command: NBDCommand,
         cookie: UInt64,
         offset: UInt64 = 0,
-        length: UInt32 = 0,
+        length: UInt64 = 0,
         payload: [UInt8]? = nil
     ) -> ByteBuffer {
         let header = NBDRequestHeader(command: command, cookie: cookie, offset: offset, length: length)

@@ -69,7 +69,7 @@ struct FuzzConversation {
             let commands: [NBDCommand] = [.read, .write, .flush, .trim, .writeZeroes, .blockStatus, .cache]
             let command = commands[Int.random(in: 0..<commands.count, using: &rng)]
             let flags: NBDCommandFlags = Int.random(in: 0..<4, using: &rng) == 0 ? .fua : []
-            let header = NBDRequestHeader(command: command, flags: flags, cookie: cookie, offset: offset, length: length)
+            let header = NBDRequestHeader(command: command, flags: flags, cookie: cookie, offset: offset, length: UInt64(length))
             let payload: NBDRequestPayload = command == .write ? .data(ByteBuffer(bytes: rng.bytes(Int(length)))) : .none
             bytes.writeNBDRequest(NBDRequest(header: header, payload: payload))
         }

@@ -155,7 +155,7 @@ struct FuzzTests {
                             offset: [0, .max, UInt64.random(in: 0...UInt64.max, using: &rng)][
                                 Int.random(in: 0..<3, using: &rng)
                             ],
-                            length: UInt32.random(in: 0...UInt32.max, using: &rng)
+                            length: UInt64(UInt32.random(in: 0...UInt32.max, using: &rng))
                         )
                         _ = validator.validate(header, payloadDiscarded: Bool.random(using: &rng))
                     }
