@@ -63,10 +63,12 @@ public struct NBDRequestHeader: Hashable, Sendable {
         self.isExtended = isExtended
     }
 
-    /// Whether a payload of ``length`` bytes follows this header on the wire: a WRITE in the compact form,
-    /// any command with ``NBDCommandFlags/payloadLength`` in the extended form.
+    /// Whether a payload of ``length`` bytes follows this header on the wire: a WRITE in either form, and in
+    /// the extended form any command with ``NBDCommandFlags/payloadLength``. (The protocol says an extended
+    /// WRITE must set `PAYLOAD_LEN`, but QEMU 10's client leaves it clear and QEMU's server reads the data
+    /// anyway; so does this module.)
     public var carriesPayload: Bool {
-        self.isExtended ? self.flags.contains(.payloadLength) : self.command == .write
+        self.command == .write || (self.isExtended && self.flags.contains(.payloadLength))
     }
 }
 

@@ -13,8 +13,6 @@ public enum NBDRequestRule: Hashable, Sendable {
     case unknownCommand
     /// 2: an unknown flag, or one that does not apply to the command.
     case inapplicableFlag
-    /// 2: an extended WRITE without `NBD_CMD_FLAG_PAYLOAD_LEN` (it carried no data).
-    case payloadLengthMissing
     /// 3: a change to a read-only export.
     case readOnly
     /// 4: a flag or command the export did not advertise (or BLOCK_STATUS without a context).
@@ -67,7 +65,7 @@ extension NBDRequest {
 /// 1. unknown command (including RESIZE) → EINVAL;
 /// 2. unknown flag, or a flag that does not apply to the command (`NO_HOLE`/`FAST_ZERO` outside WRITE_ZEROES,
 ///    `DF` outside READ, `REQ_ONE` outside BLOCK_STATUS, `PAYLOAD_LEN` with compact headers or outside WRITE
-///    and BLOCK_STATUS) → EINVAL; an extended WRITE without `PAYLOAD_LEN` → EINVAL;
+///    and BLOCK_STATUS) → EINVAL (an extended WRITE without `PAYLOAD_LEN` is accepted: QEMU 10 sends those);
 /// 3. WRITE/TRIM/WRITE_ZEROES on a read-only export → EPERM (even though such an export advertises
 ///    neither TRIM nor WRITE_ZEROES);
 /// 4. a flag or command the export did not advertise (`FUA` without `SEND_FUA`, `DF` without `SEND_DF`,
@@ -213,9 +211,6 @@ public struct NBDRequestValidator: Hashable, Sendable {
         // 2. Known, applicable flags?
         guard Self.knownFlags.isSuperset(of: flags), flags.subtracting(.fua).isSubset(of: commandSpecificFlags) else {
             return (.invalid, .inapplicableFlag)
-        }
-        if header.isExtended && command == .write && !flags.contains(.payloadLength) {
-            return (.invalid, .payloadLengthMissing)
         }
 
         // 3. Read-only? Checked before the advertised features: a read-only export advertises neither TRIM

@@ -17,9 +17,9 @@ public import NIOCore
 ///
 /// Transmission requests may come in either header form: compact (28 bytes, magic `0x25609513`) or extended
 /// (32 bytes, magic `0x21e41c71`); the header records which (``NBDRequestHeader/isExtended``) and the server
-/// drops a connection whose form does not match what was negotiated. A payload follows a compact WRITE,
-/// or an extended request with `NBD_CMD_FLAG_PAYLOAD_LEN` (whatever its command, so the stream stays in sync
-/// even when the command then gets EINVAL).
+/// drops a connection whose form does not match what was negotiated. A payload follows every WRITE, and
+/// any extended request with `NBD_CMD_FLAG_PAYLOAD_LEN` (whatever its command, so the stream stays in sync
+/// even when the command then gets EINVAL); see ``NBDRequestHeader/carriesPayload``.
 ///
 /// Payloads up to ``maximumPayloadLength`` bytes are delivered as a slice of the receive buffer.
 /// Longer payloads (up to 2³² − 1 bytes) are read and thrown away without being buffered, and the request is

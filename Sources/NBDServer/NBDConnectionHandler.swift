@@ -558,7 +558,6 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         switch rule {
         case .unknownCommand: return "unknown command \(header.command)"
         case .inapplicableFlag: return "\(what): flags 0x\(String(header.flags.rawValue, radix: 16)) do not apply to it"
-        case .payloadLengthMissing: return "\(what): an extended WRITE must set NBD_CMD_FLAG_PAYLOAD_LEN"
         case .invalidBlockStatusPayload:
             return "BLOCK_STATUS payload must be an effect length and distinct ids of selected contexts"
         case .readOnly: return "\(what): the export is read-only"
