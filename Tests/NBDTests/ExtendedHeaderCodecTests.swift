@@ -185,6 +185,17 @@ struct ExtendedHeaderCodecTests {
         #expect(advertised == [session.transmissionFlags], "GO advertises what the session uses")
     }
 
+    @Test func startTLSForgetsExtendedHeaders() {
+        var n = Self.negotiation(NBDServerConfiguration(exports: Self.configuration.exports, tls: .optional))
+        #expect(Self.replyType(n.receive(.option(optionRequest(.extendedHeaders)))) == .ack)
+        #expect(n.receive(.option(optionRequest(.startTLS))).action == .startTLS)
+        n.tlsHandshakeCompleted()
+        #expect(!n.extendedHeadersNegotiated, "the protocol asks for negotiating again after STARTTLS")
+        #expect(Self.replyType(n.receive(.option(optionRequest(.structuredReply)))) == .ack, "no longer superseded")
+        #expect(Self.replyType(n.receive(.option(optionRequest(.extendedHeaders)))) == .ack, "and it can be asked again")
+        #expect(n.extendedHeadersNegotiated)
+    }
+
     @Test func exportNameAfterExtendedHeadersCloses() {
         var n = Self.negotiation()
         _ = n.receive(.option(optionRequest(.extendedHeaders)))
