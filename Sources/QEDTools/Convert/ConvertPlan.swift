@@ -27,8 +27,12 @@ final class ConcatenatedSource: Sendable {
         var total: UInt64 = 0
         for d in disks {
             starts.append(total)
-            total = try total.adding(d.virtualSize, or: .outOfRange,
-                                     "the total size of the sources up to \(d.path)")
+            let (sum, overflow) = total.addingReportingOverflow(d.virtualSize)
+            guard !overflow else {
+                throw QEDError(.outOfRange, "the total size of the sources up to \(d.path) overflows 64 bits",
+                               value: d.virtualSize, path: d.path)
+            }
+            total = sum
         }
         self.starts = starts
         self.size = total
