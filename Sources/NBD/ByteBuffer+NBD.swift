@@ -137,105 +137,6 @@ extension ByteBuffer {
         return self.writeNBDSimpleReplyHeader(cookie: reply.cookie, error: nil) + self.writeBuffer(&data)
     }
 
-    /// Writes the 20-byte structured reply chunk header; the caller appends `length` payload bytes.
-    /// - Parameters:
-    ///   - cookie: The cookie of the request being answered.
-    ///   - flags: Chunk flags.
-    ///   - type: Chunk type.
-    ///   - length: Payload length in bytes.
-    /// - Returns: Number of bytes written (20).
-    @discardableResult
-    public mutating func writeNBDStructuredReplyHeader(
-        cookie: UInt64,
-        flags: NBDReplyFlags,
-        type: NBDReplyChunkType,
-        length: UInt32
-    ) -> Int {
-        self.writeMultipleIntegers(NBD.structuredReplyMagic, flags.rawValue, type.rawValue, cookie, length)
-    }
-
-    /// Writes the header and offset of an `OFFSET_DATA` chunk (28 bytes); the caller then writes
-    /// `dataLength` bytes of data, here or as a separate buffer on the channel.
-    /// - Parameters:
-    ///   - cookie: The cookie of the request.
-    ///   - flags: Chunk flags.
-    ///   - offset: Export offset of the data, in bytes.
-    ///   - dataLength: Length of the data that follows, in bytes (1 ... 2³² − 9).
-    /// - Returns: Number of bytes written (28).
-    @discardableResult
-    public mutating func writeNBDOffsetDataChunkHeader(
-        cookie: UInt64,
-        flags: NBDReplyFlags,
-        offset: UInt64,
-        dataLength: Int
-    ) -> Int {
-        precondition(dataLength >= 0 && UInt64(dataLength) <= UInt64(UInt32.max) - 8, "OFFSET_DATA chunk too long")
-        return self.writeNBDStructuredReplyHeader(
-            cookie: cookie,
-            flags: flags,
-            type: .offsetData,
-            length: UInt32(8 + dataLength)
-        ) + self.writeInteger(offset)
-    }
-
-    /// Writes a complete structured reply chunk (header and payload; `OFFSET_DATA` data is copied).
-    /// Error messages are cut to 4096 bytes.
-    /// - Parameter chunk: The chunk.
-    /// - Returns: Number of bytes written.
-    @discardableResult
-    public mutating func writeNBDStructuredReplyChunk(_ chunk: NBDStructuredReplyChunk) -> Int {
-        switch chunk.content {
-        case .none:
-            return self.writeNBDStructuredReplyHeader(cookie: chunk.cookie, flags: chunk.flags, type: .none, length: 0)
-        case .offsetData(let offset, var data):
-            self.reserveCapacity(minimumWritableBytes: NBD.structuredReplyHeaderLength + 8 + data.readableBytes)
-            return self.writeNBDOffsetDataChunkHeader(
-                cookie: chunk.cookie,
-                flags: chunk.flags,
-                offset: offset,
-                dataLength: data.readableBytes
-            ) + self.writeBuffer(&data)
-        case .offsetHole(let offset, let length):
-            return self.writeNBDStructuredReplyHeader(
-                cookie: chunk.cookie,
-                flags: chunk.flags,
-                type: .offsetHole,
-                length: 12
-            ) + self.writeMultipleIntegers(offset, length)
-        case .blockStatus(let contextID, let extents):
-            precondition(extents.count <= (Int(UInt32.max) - 4) / 8, "too many extents for one chunk")
-            self.reserveCapacity(minimumWritableBytes: NBD.structuredReplyHeaderLength + 4 + 8 * extents.count)
-            var written = self.writeNBDStructuredReplyHeader(
-                cookie: chunk.cookie,
-                flags: chunk.flags,
-                type: .blockStatus,
-                length: UInt32(4 + 8 * extents.count)
-            )
-            written += self.writeInteger(contextID)
-            for extent in extents {
-                written += self.writeMultipleIntegers(extent.length, extent.flags)
-            }
-            return written
-        case .error(let error, let message):
-            let bytes = NBD.utf8Bytes(message)
-            return self.writeNBDStructuredReplyHeader(
-                cookie: chunk.cookie,
-                flags: chunk.flags,
-                type: .error,
-                length: UInt32(6 + bytes.count)
-            ) + self.writeMultipleIntegers(error.rawValue, UInt16(bytes.count)) + self.writeBytes(bytes)
-        case .errorOffset(let error, let message, let offset):
-            let bytes = NBD.utf8Bytes(message)
-            return self.writeNBDStructuredReplyHeader(
-                cookie: chunk.cookie,
-                flags: chunk.flags,
-                type: .errorOffset,
-                length: UInt32(14 + bytes.count)
-            ) + self.writeMultipleIntegers(error.rawValue, UInt16(bytes.count)) + self.writeBytes(bytes)
-                + self.writeInteger(offset)
-        }
-    }
-
     /// Writes any server message in full (bulk data is copied; see ``NBDServerMessageEncoder`` for the
     /// copy-free path).
     /// - Parameter message: The message.
@@ -248,6 +149,8 @@ extension ByteBuffer {
         case .exportNameReply(let reply): return self.writeNBDExportNameReply(reply)
         case .simpleReply(let reply): return self.writeNBDSimpleReply(reply)
         case .structuredReply(let chunk): return self.writeNBDStructuredReplyChunk(chunk)
+        case .extendedReply(let chunk, let requestOffset):
+            return self.writeNBDExtendedReplyChunk(chunk, requestOffset: requestOffset)
         }
     }
 }
@@ -276,22 +179,34 @@ extension ByteBuffer {
         ) + self.writeBuffer(&data)
     }
 
-    /// Writes a transmission request header (28 bytes).
+    /// Writes a transmission request header: 28 bytes in the compact form, 32 in the extended form
+    /// (``NBDRequestHeader/isExtended``). A compact header's length must fit in 32 bits.
     /// - Parameter header: The header.
-    /// - Returns: Number of bytes written (28).
+    /// - Returns: Number of bytes written (28 or 32).
     @discardableResult
     public mutating func writeNBDRequestHeader(_ header: NBDRequestHeader) -> Int {
-        self.writeMultipleIntegers(
+        if header.isExtended {
+            return self.writeMultipleIntegers(
+                NBD.extendedRequestMagic,
+                header.flags.rawValue,
+                header.command.rawValue,
+                header.cookie,
+                header.offset,
+                header.length
+            )
+        }
+        precondition(header.length <= UInt64(UInt32.max), "a compact request header carries a 32-bit length")
+        return self.writeMultipleIntegers(
             NBD.requestMagic,
             header.flags.rawValue,
             header.command.rawValue,
             header.cookie,
             header.offset,
-            header.length
+            UInt32(truncatingIfNeeded: header.length)
         )
     }
 
-    /// Writes a transmission request: header, then the WRITE payload if any. A ``NBDRequestPayload/discarded(length:)``
+    /// Writes a transmission request: header, then the payload if any. A ``NBDRequestPayload/discarded(length:)``
     /// payload is written as that many zero bytes.
     /// - Parameter request: The request.
     /// - Returns: Number of bytes written.

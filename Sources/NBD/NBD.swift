@@ -7,7 +7,8 @@
 /// 2. writes ``NBDNegotiation/greeting`` and feeds every decoded ``NBDClientMessage`` to
 ///    ``NBDNegotiation/receive(_:)`` until it yields ``NBDNegotiation/Action/enterTransmission(_:)``,
 /// 3. checks every transmission request with ``NBDRequestValidator`` and answers with
-///    ``NBDSimpleReply`` or ``NBDStructuredReplyChunk`` values.
+///    ``NBDSimpleReply`` or ``NBDStructuredReplyChunk`` values, through the ``NBDSession`` helpers that pick
+///    the header style negotiated (simple, structured, or extended after `NBD_OPT_EXTENDED_HEADERS`).
 public enum NBD {
     /// The IANA-registered TCP port for NBD.
     public static let defaultPort: Int = 10809
@@ -24,6 +25,14 @@ public enum NBD {
     /// The magic of a compact (28-byte) transmission request header.
     public static let requestMagic: UInt32 = 0x2560_9513
 
+    /// The magic of an extended (32-byte) transmission request header, used once `NBD_OPT_EXTENDED_HEADERS`
+    /// was acknowledged.
+    public static let extendedRequestMagic: UInt32 = 0x21e4_1c71
+
+    /// The magic of an extended (32-byte) reply chunk header, the only reply form once extended headers
+    /// were negotiated.
+    public static let extendedReplyMagic: UInt32 = 0x6e8a_278c
+
     /// The magic of a simple reply header.
     public static let simpleReplyMagic: UInt32 = 0x6744_6698
 
@@ -35,6 +44,12 @@ public enum NBD {
 
     /// Size in bytes of a compact transmission request header.
     public static let requestHeaderLength: Int = 28
+
+    /// Size in bytes of an extended transmission request header.
+    public static let extendedRequestHeaderLength: Int = 32
+
+    /// Size in bytes of an extended reply chunk header.
+    public static let extendedReplyHeaderLength: Int = 32
 
     /// Size in bytes of a simple reply header.
     public static let simpleReplyHeaderLength: Int = 16

@@ -21,7 +21,8 @@ public struct NBDOptionRequest: Hashable, Sendable {
     }
 }
 
-/// The fixed 28-byte header of a transmission request.
+/// The header of a transmission request: 28 bytes in the compact form, 32 in the extended form that
+/// `NBD_OPT_EXTENDED_HEADERS` switches a session to.
 public struct NBDRequestHeader: Hashable, Sendable {
     /// Command flags.
     public var flags: NBDCommandFlags
@@ -31,8 +32,12 @@ public struct NBDRequestHeader: Hashable, Sendable {
     public var cookie: UInt64
     /// Offset into the export, in bytes.
     public var offset: UInt64
-    /// Length of the range in bytes (for WRITE also the payload length).
-    public var length: UInt32
+    /// The length field, in bytes: at most 2³² − 1 in the compact form. It is the payload length for a compact
+    /// WRITE and for an extended request with ``NBDCommandFlags/payloadLength``; otherwise the effect length
+    /// (how much of the export the command covers; up to 2⁶⁴ − 1 in the extended form).
+    public var length: UInt64
+    /// Whether the request came in the extended (32-byte) form.
+    public var isExtended: Bool
 
     /// Creates a request header.
     /// - Parameters:
@@ -40,32 +45,50 @@ public struct NBDRequestHeader: Hashable, Sendable {
     ///   - flags: Command flags; none by default.
     ///   - cookie: Value echoed in the reply.
     ///   - offset: Offset into the export, in bytes.
-    ///   - length: Length of the range, in bytes.
-    public init(command: NBDCommand, flags: NBDCommandFlags = [], cookie: UInt64, offset: UInt64, length: UInt32) {
+    ///   - length: Payload or effect length, in bytes (compact headers carry at most 2³² − 1).
+    ///   - isExtended: Whether the header is (or is to be written in) the extended form.
+    public init(
+        command: NBDCommand,
+        flags: NBDCommandFlags = [],
+        cookie: UInt64,
+        offset: UInt64,
+        length: UInt64,
+        isExtended: Bool = false
+    ) {
         self.flags = flags
         self.command = command
         self.cookie = cookie
         self.offset = offset
         self.length = length
+        self.isExtended = isExtended
+    }
+
+    /// Whether a payload of ``length`` bytes follows this header on the wire: a WRITE in either form, and in
+    /// the extended form any command with ``NBDCommandFlags/payloadLength``. (The protocol says an extended
+    /// WRITE must set `PAYLOAD_LEN`, but QEMU 10's client leaves it clear and QEMU's server reads the data
+    /// anyway; so does this module.)
+    public var carriesPayload: Bool {
+        self.command == .write || (self.isExtended && self.flags.contains(.payloadLength))
     }
 }
 
 /// The payload that followed a transmission request header.
 public enum NBDRequestPayload: Hashable, Sendable {
-    /// The command carries no payload (every command but WRITE).
+    /// No payload followed the header.
     case none
-    /// The WRITE payload, exactly `header.length` bytes (a slice of the receive buffer, not a copy).
+    /// The payload, exactly `header.length` bytes (a slice of the receive buffer, not a copy): the data of a
+    /// WRITE, or (extended headers) whatever a command with `NBD_CMD_FLAG_PAYLOAD_LEN` sent.
     case data(ByteBuffer)
-    /// A WRITE payload longer than the decoder's maximum: its bytes were read off the connection and
+    /// A payload longer than the decoder's maximum: its bytes were read off the connection and
     /// thrown away so the stream stays in sync. The server must answer EINVAL. Carries the length in bytes.
-    case discarded(length: UInt32)
+    case discarded(length: UInt64)
 }
 
 /// A decoded transmission request: header plus payload.
 public struct NBDRequest: Hashable, Sendable {
     /// The request header.
     public var header: NBDRequestHeader
-    /// The payload (only WRITE has one).
+    /// The payload (a compact WRITE, or an extended request with `NBD_CMD_FLAG_PAYLOAD_LEN`).
     public var payload: NBDRequestPayload
 
     /// Creates a request.

@@ -28,7 +28,8 @@ public struct NBDOption: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let listMetaContext = NBDOption(rawValue: 9)
     /// `NBD_OPT_SET_META_CONTEXT` (10): select metadata contexts for BLOCK_STATUS.
     public static let setMetaContext = NBDOption(rawValue: 10)
-    /// `NBD_OPT_EXTENDED_HEADERS` (11): 64-bit headers; not supported by this module (answered as unsupported).
+    /// `NBD_OPT_EXTENDED_HEADERS` (11): 32-byte request and reply headers with 64-bit lengths for the rest of
+    /// the session.
     public static let extendedHeaders = NBDOption(rawValue: 11)
 
     /// A readable name, e.g. `"GO"`, or the number for unknown options.
@@ -202,7 +203,8 @@ public struct NBDTransmissionFlags: OptionSet, Hashable, Sendable {
     public static let sendCache = NBDTransmissionFlags(rawValue: 0x0400)
     /// `NBD_FLAG_SEND_FAST_ZERO` (0x0800): `NBD_CMD_FLAG_FAST_ZERO` is accepted; needs `sendWriteZeroes`.
     public static let sendFastZero = NBDTransmissionFlags(rawValue: 0x0800)
-    /// `NBD_FLAG_BLOCK_STATUS_PAYLOAD` (0x1000): extended headers only; never advertised by this module.
+    /// `NBD_FLAG_BLOCK_STATUS_PAYLOAD` (0x1000): BLOCK_STATUS accepts a payload naming the contexts to answer;
+    /// advertised only with extended headers and at least one selected metadata context.
     public static let blockStatusPayload = NBDTransmissionFlags(rawValue: 0x1000)
 }
 
@@ -268,7 +270,9 @@ public struct NBDCommandFlags: OptionSet, Hashable, Sendable {
     public static let requestOne = NBDCommandFlags(rawValue: 0x08)
     /// `NBD_CMD_FLAG_FAST_ZERO` (0x10): WRITE_ZEROES must fail fast with ENOTSUP unless it is cheap.
     public static let fastZero = NBDCommandFlags(rawValue: 0x10)
-    /// `NBD_CMD_FLAG_PAYLOAD_LEN` (0x20): extended headers only; rejected by ``NBDRequestValidator``.
+    /// `NBD_CMD_FLAG_PAYLOAD_LEN` (0x20): extended headers only. The header's length is the length of a payload
+    /// that follows (WRITE must set it; BLOCK_STATUS may, for context filtering); without it the length is an
+    /// effect length and nothing follows.
     public static let payloadLength = NBDCommandFlags(rawValue: 0x20)
 }
 
@@ -300,7 +304,8 @@ public struct NBDReplyChunkType: RawRepresentable, Hashable, Sendable, CustomStr
     public static let offsetHole = NBDReplyChunkType(rawValue: 2)
     /// `NBD_REPLY_TYPE_BLOCK_STATUS` (5): extents of one metadata context.
     public static let blockStatus = NBDReplyChunkType(rawValue: 5)
-    /// `NBD_REPLY_TYPE_BLOCK_STATUS_EXT` (6): extended headers only; not produced by this module.
+    /// `NBD_REPLY_TYPE_BLOCK_STATUS_EXT` (6): extents with 64-bit lengths and status; the only block status
+    /// chunk allowed once extended headers are negotiated.
     public static let blockStatusExtended = NBDReplyChunkType(rawValue: 6)
     /// `NBD_REPLY_TYPE_ERROR` (0x8001): error without offset.
     public static let error = NBDReplyChunkType(rawValue: 0x8001)

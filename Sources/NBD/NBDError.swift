@@ -76,6 +76,9 @@ public enum NBDDecodingError: Error, Hashable, Sendable {
     case optionTooLarge(option: NBDOption, length: UInt32, limit: Int)
     /// A transmission request did not start with the request magic; carries the 4 bytes found instead.
     case invalidRequestMagic(UInt32)
+    /// An extended request announced a payload of 2³² bytes or more (no server advertises such a maximum;
+    /// the protocol asks for a hard disconnect rather than reading it).
+    case payloadTooLarge(command: NBDCommand, length: UInt64)
     /// The client closed its side in the middle of a message; carries the number of bytes left unparsed
     /// (for a WRITE payload being discarded, the bytes still expected).
     case truncatedMessage(missingOrBufferedBytes: Int)

@@ -34,17 +34,26 @@ public struct NBDExport: Hashable, Sendable {
         self.offersAllocationDepth = offersAllocationDepth
     }
 
-    /// The transmission flags to advertise for this export given whether structured replies were negotiated:
-    /// `HAS_FLAGS` is added; `SEND_DF` is removed without structured replies; `SEND_FAST_ZERO` is removed without
-    /// `SEND_WRITE_ZEROES`; `SEND_RESIZE` and `BLOCK_STATUS_PAYLOAD` (unsupported here) are removed.
-    /// - Parameter structuredReplies: Whether structured replies are in use.
-    public func advertisedFlags(structuredReplies: Bool) -> NBDTransmissionFlags {
+    /// The transmission flags to advertise for this export given what was negotiated: `HAS_FLAGS` is added;
+    /// `SEND_DF` is removed unless replies are chunked (structured replies or extended headers);
+    /// `SEND_FAST_ZERO` is removed without `SEND_WRITE_ZEROES`; `SEND_RESIZE` (unsupported here) is removed;
+    /// `BLOCK_STATUS_PAYLOAD` is set exactly when extended headers are on and a metadata context is selected.
+    /// - Parameters:
+    ///   - structuredReplies: Whether replies are chunked (structured replies or extended headers).
+    ///   - extendedHeaders: Whether extended headers were negotiated.
+    ///   - hasMetaContexts: Whether at least one metadata context is selected for this export.
+    public func advertisedFlags(
+        structuredReplies: Bool,
+        extendedHeaders: Bool = false,
+        hasMetaContexts: Bool = false
+    ) -> NBDTransmissionFlags {
         var flags = self.flags
         flags.insert(.hasFlags)
         flags.remove(.sendResize)
         flags.remove(.blockStatusPayload)
-        if !structuredReplies { flags.remove(.sendDF) }
+        if !(structuredReplies || extendedHeaders) { flags.remove(.sendDF) }
         if !flags.contains(.sendWriteZeroes) { flags.remove(.sendFastZero) }
+        if extendedHeaders && hasMetaContexts { flags.insert(.blockStatusPayload) }
         return flags
     }
 }
@@ -91,6 +100,9 @@ public struct NBDServerConfiguration: Hashable, Sendable {
     /// Block size constraints sent in every INFO/GO answer; the maximum is also the largest READ/WRITE
     /// payload accepted in transmission.
     public var blockSize: NBDBlockSizeConstraints
+    /// Whether `NBD_OPT_EXTENDED_HEADERS` is accepted (otherwise it is answered `NBD_REP_ERR_UNSUP` and every
+    /// session keeps compact headers).
+    public var offersExtendedHeaders: Bool
 
     /// Creates a configuration.
     /// - Parameters:
@@ -98,14 +110,17 @@ public struct NBDServerConfiguration: Hashable, Sendable {
     ///     first export if none has that name.
     ///   - tls: TLS policy; ``NBDTLSMode/disabled`` by default.
     ///   - blockSize: Block size constraints; 1 / 4096 / 32 MiB by default.
+    ///   - offersExtendedHeaders: Whether extended headers may be negotiated; true by default.
     public init(
         exports: [NBDExport],
         tls: NBDTLSMode = .disabled,
-        blockSize: NBDBlockSizeConstraints = .default
+        blockSize: NBDBlockSizeConstraints = .default,
+        offersExtendedHeaders: Bool = true
     ) {
         self.exports = exports
         self.tls = tls
         self.blockSize = blockSize
+        self.offersExtendedHeaders = offersExtendedHeaders
     }
 
     /// The export a client means by `name`: an exact (byte-wise) match, else for the empty name the first export.
@@ -121,8 +136,12 @@ public struct NBDServerConfiguration: Hashable, Sendable {
 public struct NBDSession: Hashable, Sendable {
     /// The export selected.
     public var export: NBDExport
-    /// Whether structured replies were negotiated (READ must then be answered with chunks).
+    /// Whether replies are chunks: structured replies or extended headers were negotiated (READ must then be
+    /// answered with chunks).
     public var structuredReplies: Bool
+    /// Whether extended headers were negotiated: requests and reply chunks use the 32-byte headers, no simple
+    /// replies are sent, and block status uses `NBD_REPLY_TYPE_BLOCK_STATUS_EXT`.
+    public var extendedHeaders: Bool
     /// The metadata contexts selected for this export with SET_META_CONTEXT, in reply order.
     public var metaContexts: [NBDMetaContext]
     /// Whether the client set `NBD_FLAG_C_NO_ZEROES`.
@@ -136,14 +155,21 @@ public struct NBDSession: Hashable, Sendable {
     /// The option that entered transmission: ``NBDOption/go`` or ``NBDOption/exportName``.
     public var enteredWith: NBDOption
 
-    /// The transmission flags sent to the client: the export's, for the replies negotiated
-    /// (``NBDExport/advertisedFlags(structuredReplies:)``).
-    public var transmissionFlags: NBDTransmissionFlags { self.export.advertisedFlags(structuredReplies: self.structuredReplies) }
+    /// The transmission flags sent to the client: the export's, for what was negotiated
+    /// (``NBDExport/advertisedFlags(structuredReplies:extendedHeaders:hasMetaContexts:)``).
+    public var transmissionFlags: NBDTransmissionFlags {
+        self.export.advertisedFlags(
+            structuredReplies: self.structuredReplies,
+            extendedHeaders: self.extendedHeaders,
+            hasMetaContexts: !self.metaContexts.isEmpty
+        )
+    }
 
     /// Creates a session (normally produced by ``NBDNegotiation``; public for tests and custom servers).
     /// - Parameters:
     ///   - export: The export.
-    ///   - structuredReplies: Whether structured replies are on.
+    ///   - structuredReplies: Whether replies are chunked (forced on by `extendedHeaders`).
+    ///   - extendedHeaders: Whether extended headers are on; false by default.
     ///   - metaContexts: Selected metadata contexts.
     ///   - clientNoZeroes: Whether the client set `NO_ZEROES`.
     ///   - blockSize: Block size constraints.
@@ -153,6 +179,7 @@ public struct NBDSession: Hashable, Sendable {
     public init(
         export: NBDExport,
         structuredReplies: Bool,
+        extendedHeaders: Bool = false,
         metaContexts: [NBDMetaContext] = [],
         clientNoZeroes: Bool = false,
         blockSize: NBDBlockSizeConstraints = .default,
@@ -161,7 +188,8 @@ public struct NBDSession: Hashable, Sendable {
         enteredWith: NBDOption = .go
     ) {
         self.export = export
-        self.structuredReplies = structuredReplies
+        self.structuredReplies = structuredReplies || extendedHeaders
+        self.extendedHeaders = extendedHeaders
         self.metaContexts = metaContexts
         self.clientNoZeroes = clientNoZeroes
         self.blockSize = blockSize

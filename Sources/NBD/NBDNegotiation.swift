@@ -45,6 +45,9 @@ public struct NBDNegotiation: Sendable {
         case invalidExportName
         /// `EXPORT_NAME` arrived before TLS although TLS is required.
         case tlsRequired
+        /// `EXPORT_NAME` arrived after extended headers were negotiated, which the protocol forbids (and it
+        /// cannot be answered with an error).
+        case exportNameWithExtendedHeaders
         /// A message arrived that the current state does not allow (e.g. a transmission request during the
         /// handshake, or anything after the handshake ended).
         case unexpectedMessage
@@ -84,6 +87,7 @@ public struct NBDNegotiation: Sendable {
     private var state: State = .awaitingClientFlags
     private var clientFlags: NBDClientFlags = []
     private var structuredReplies = false
+    private var extendedHeaders = false
     private var tlsActive = false
     private var metaSelection: MetaSelection?
 
@@ -102,13 +106,18 @@ public struct NBDNegotiation: Sendable {
     /// Whether structured replies have been negotiated so far.
     public var structuredRepliesNegotiated: Bool { self.structuredReplies }
 
+    /// Whether extended headers have been negotiated so far.
+    public var extendedHeadersNegotiated: Bool { self.extendedHeaders }
+
     /// Reports that the TLS handshake that followed a ``Action/startTLS`` succeeded. As the protocol
-    /// requires, everything negotiated before TLS (structured replies, metadata contexts) is forgotten.
+    /// requires, everything negotiated before TLS (structured replies, extended headers, metadata contexts)
+    /// is forgotten and must be negotiated again.
     public mutating func tlsHandshakeCompleted() {
         guard self.state == .awaitingTLSHandshake else { return }
         self.state = .negotiating
         self.tlsActive = true
         self.structuredReplies = false
+        self.extendedHeaders = false
         self.metaSelection = nil
     }
 
@@ -151,6 +160,7 @@ public struct NBDNegotiation: Sendable {
         case .startTLS: return self.handleStartTLS(request)
         case .info, .go: return self.handleInfoOrGo(request)
         case .structuredReply: return self.handleStructuredReply(request)
+        case .extendedHeaders where self.configuration.offersExtendedHeaders: return self.handleExtendedHeaders(request)
         case .listMetaContext, .setMetaContext: return self.handleMetaContext(request)
         default:
             return Step(
@@ -161,6 +171,7 @@ public struct NBDNegotiation: Sendable {
     }
 
     private mutating func handleExportName(_ data: ByteBuffer) -> Step {
+        if self.extendedHeaders { return self.finish(then: .close(.exportNameWithExtendedHeaders)) }
         guard let name = NBD.string(from: data) else { return self.finish(then: .close(.invalidExportName)) }
         guard let export = self.configuration.export(named: name) else {
             return self.finish(then: .close(.unknownExport(name)))
@@ -233,7 +244,11 @@ public struct NBDNegotiation: Sendable {
         case .found(let request, let named): (parsed, export) = (request, named)
         case .refused(let step): return step
         }
-        let flags = export.advertisedFlags(structuredReplies: self.structuredReplies)
+        let flags = export.advertisedFlags(
+            structuredReplies: self.structuredReplies,
+            extendedHeaders: self.extendedHeaders,
+            hasMetaContexts: !self.contexts(for: export).isEmpty
+        )
         var replies: [NBDServerMessage] = []
         if parsed.requests.contains(.name) {
             replies.append(Self.reply(option, .information(.name(export.name))))
@@ -259,6 +274,16 @@ public struct NBDNegotiation: Sendable {
                 action: .continue
             )
         }
+        guard !self.extendedHeaders else {
+            return Step(
+                replies: [
+                    Self.error(
+                        .structuredReply, .errorExtendedHeaderRequired,
+                        "extended headers are already negotiated and take precedence")
+                ],
+                action: .continue
+            )
+        }
         guard !self.structuredReplies else {
             return Step(
                 replies: [Self.error(.structuredReply, .errorInvalid, "structured replies already negotiated")],
@@ -269,15 +294,34 @@ public struct NBDNegotiation: Sendable {
         return Step(replies: [Self.reply(.structuredReply, .ack)], action: .continue)
     }
 
+    /// `NBD_OPT_EXTENDED_HEADERS`: takes no data; accepted with or without structured replies before it (it
+    /// takes precedence over them), once per TLS state.
+    private mutating func handleExtendedHeaders(_ request: NBDOptionRequest) -> Step {
+        guard request.data.readableBytes == 0 else {
+            return Step(
+                replies: [Self.error(.extendedHeaders, .errorInvalid, "EXTENDED_HEADERS takes no data")],
+                action: .continue
+            )
+        }
+        guard !self.extendedHeaders else {
+            return Step(
+                replies: [Self.error(.extendedHeaders, .errorInvalid, "extended headers already negotiated")],
+                action: .continue
+            )
+        }
+        self.extendedHeaders = true
+        return Step(replies: [Self.reply(.extendedHeaders, .ack)], action: .continue)
+    }
+
     private mutating func handleMetaContext(_ request: NBDOptionRequest) -> Step {
         let option = request.option
         let isSet = option == .setMetaContext
         if isSet {
             // A SET replaces the earlier selection, even when it fails.
             self.metaSelection = nil
-            guard self.structuredReplies else {
+            guard self.structuredReplies || self.extendedHeaders else {
                 return Step(
-                    replies: [Self.error(option, .errorInvalid, "negotiate structured replies first")],
+                    replies: [Self.error(option, .errorInvalid, "negotiate structured replies or extended headers first")],
                     action: .continue
                 )
             }
@@ -320,15 +364,20 @@ public struct NBDNegotiation: Sendable {
 
     // MARK: - Helpers
 
-    private func makeSession(export: NBDExport, requestedBlockSize: Bool, enteredWith: NBDOption) -> NBDSession {
-        var contexts: [NBDMetaContext] = []
-        if let selection = self.metaSelection, selection.exportName.utf8.elementsEqual(export.name.utf8) {
-            contexts = selection.contexts
+    /// The contexts the last SET_META_CONTEXT selected, if it named `export`.
+    private func contexts(for export: NBDExport) -> [NBDMetaContext] {
+        guard let selection = self.metaSelection, selection.exportName.utf8.elementsEqual(export.name.utf8) else {
+            return []
         }
-        return NBDSession(
+        return selection.contexts
+    }
+
+    private func makeSession(export: NBDExport, requestedBlockSize: Bool, enteredWith: NBDOption) -> NBDSession {
+        NBDSession(
             export: export,
             structuredReplies: self.structuredReplies,
-            metaContexts: contexts,
+            extendedHeaders: self.extendedHeaders,
+            metaContexts: self.contexts(for: export),
             clientNoZeroes: self.clientFlags.contains(.noZeroes),
             blockSize: self.configuration.blockSize,
             clientRequestedBlockSize: requestedBlockSize,

@@ -19,12 +19,14 @@ public enum NBDRequestRule: Hashable, Sendable {
     case notAdvertised
     /// 5: FLUSH with a range under ``NBDRequestValidator/strictFlush``.
     case flushRange
-    /// 6: a WRITE whose payload was too large and discarded.
+    /// 6: a payload too large that was discarded.
     case payloadDiscarded
     /// 6: longer than ``NBDRequestValidator/maximumPayloadLength``.
     case tooLong
     /// 6: BLOCK_STATUS of length 0.
     case emptyBlockStatus
+    /// 6: a BLOCK_STATUS payload that is malformed or names a context that is not selected (or twice).
+    case invalidBlockStatusPayload
     /// 7: offset + length overflows 64 bits.
     case overflow
     /// 7: ends past the end of the export.
@@ -33,48 +35,87 @@ public enum NBDRequestRule: Hashable, Sendable {
     case misaligned
 }
 
+extension NBDRequest {
+    /// The parsed payload of a BLOCK_STATUS sent with `NBD_CMD_FLAG_PAYLOAD_LEN`; nil for any other request
+    /// or a malformed payload.
+    public var blockStatusPayload: NBDBlockStatusPayload? {
+        guard self.header.command == .blockStatus, self.header.flags.contains(.payloadLength),
+            case .data(let bytes) = self.payload
+        else { return nil }
+        return NBDBlockStatusPayload(parsing: bytes)
+    }
+
+    /// How much of the export the request covers, in bytes: the effect length from a BLOCK_STATUS payload
+    /// when there is one (0 if it is malformed), otherwise the header's length.
+    public var effectLength: UInt64 {
+        if self.header.command == .blockStatus && self.header.flags.contains(.payloadLength) {
+            return self.blockStatusPayload?.effectLength ?? 0
+        }
+        return self.header.length
+    }
+}
+
 /// Checks transmission requests against the negotiated state before they reach the storage. Pure and
 /// cheap; one value per connection.
+///
+/// Lengths are 64-bit: with extended headers TRIM, WRITE_ZEROES, CACHE and BLOCK_STATUS may cover more than
+/// 4 GiB; only the payload-carrying commands (READ's reply, WRITE) are bounded by the maximum payload.
 ///
 /// Rules, in the order applied (first failure wins):
 /// 1. unknown command (including RESIZE) → EINVAL;
 /// 2. unknown flag, or a flag that does not apply to the command (`NO_HOLE`/`FAST_ZERO` outside WRITE_ZEROES,
-///    `DF` outside READ, `REQ_ONE` outside BLOCK_STATUS, `PAYLOAD_LEN`) → EINVAL;
+///    `DF` outside READ, `REQ_ONE` outside BLOCK_STATUS, `PAYLOAD_LEN` with compact headers or outside WRITE
+///    and BLOCK_STATUS) → EINVAL (an extended WRITE without `PAYLOAD_LEN` is accepted: QEMU 10 sends those);
 /// 3. WRITE/TRIM/WRITE_ZEROES on a read-only export → EPERM (even though such an export advertises
 ///    neither TRIM nor WRITE_ZEROES);
 /// 4. a flag or command the export did not advertise (`FUA` without `SEND_FUA`, `DF` without `SEND_DF`,
-///    `FAST_ZERO` without `SEND_FAST_ZERO`, FLUSH/TRIM/WRITE_ZEROES without their flag, any flag on CACHE
-///    without `SEND_CACHE`, BLOCK_STATUS without structured replies or without a selected context) → EINVAL;
-///    CACHE itself is accepted even when not advertised, as some clients send it anyway;
+///    `FAST_ZERO` without `SEND_FAST_ZERO`, `PAYLOAD_LEN` on BLOCK_STATUS without `BLOCK_STATUS_PAYLOAD`,
+///    FLUSH/TRIM/WRITE_ZEROES without their flag, any flag on CACHE without `SEND_CACHE`, BLOCK_STATUS without
+///    chunked replies or without a selected context) → EINVAL; CACHE itself is accepted even when not
+///    advertised, as some clients send it anyway;
 /// 5. DISC is always accepted (it is never answered); FLUSH ignores offset and length unless
 ///    ``strictFlush`` is set (then non-zero → EINVAL);
-/// 6. READ, WRITE or CACHE longer than ``maximumPayloadLength``, or a WRITE whose payload was discarded → EINVAL;
-///    BLOCK_STATUS of length 0 → EINVAL;
-/// 7. offset + length overflowing 64 bits → EINVAL; past the end of the export → ENOSPC for WRITE and
+/// 6. a payload that was discarded as too large → EINVAL; READ or WRITE longer than ``maximumPayloadLength``
+///    → EINVAL with compact headers, EOVERFLOW for an extended READ (the protocol's hint to retry smaller);
+///    CACHE longer than that with compact headers → EINVAL (as qemu); BLOCK_STATUS of effect length 0, or
+///    with a payload that is malformed or names contexts not selected (or one twice) → EINVAL;
+/// 7. offset + effect length overflowing 64 bits → EINVAL; past the end of the export → ENOSPC for WRITE and
 ///    WRITE_ZEROES, EINVAL otherwise;
-/// 8. offset or length not a multiple of the minimum block size (when it is above 1) → EINVAL.
+/// 8. offset or effect length not a multiple of the minimum block size (when it is above 1) → EINVAL.
+///
+/// Whether a request's header form (compact or extended) matches the negotiation is not a rule here: a
+/// mismatch means the two sides disagree on framing, and ``matchesHeaderStyle(_:)`` lets the server drop
+/// the connection.
 public struct NBDRequestValidator: Hashable, Sendable {
     /// Export size in bytes.
     public var exportSize: UInt64
     /// Transmission flags sent to the client.
     public var transmissionFlags: NBDTransmissionFlags
-    /// Whether structured replies were negotiated.
+    /// Whether replies are chunked (structured replies or extended headers).
     public var structuredReplies: Bool
-    /// Whether at least one metadata context is selected.
-    public var hasMetaContexts: Bool
-    /// Largest READ/WRITE/CACHE length accepted, in bytes.
+    /// Whether extended headers were negotiated.
+    public var extendedHeaders: Bool
+    /// The ids of the selected metadata contexts.
+    public var metaContextIDs: [UInt32]
+    /// Largest READ/WRITE payload accepted, in bytes (and CACHE length with compact headers).
     public var maximumPayloadLength: UInt32
     /// Required alignment of offsets and lengths, in bytes (1 = none).
     public var minimumBlockSize: UInt32
     /// Whether FLUSH must carry offset 0 and length 0 (the spec's MUST); off by default, like qemu.
     public var strictFlush: Bool
 
+    /// Whether at least one metadata context is selected.
+    public var hasMetaContexts: Bool { !self.metaContextIDs.isEmpty }
+
     /// Creates a validator from explicit values.
     /// - Parameters:
     ///   - exportSize: Export size in bytes.
     ///   - transmissionFlags: Flags advertised.
-    ///   - structuredReplies: Whether structured replies are on.
-    ///   - hasMetaContexts: Whether a metadata context is selected.
+    ///   - structuredReplies: Whether replies are chunked.
+    ///   - extendedHeaders: Whether extended headers are on; false by default.
+    ///   - hasMetaContexts: Whether a metadata context is selected (`base:allocation`, id 0), when
+    ///     `metaContextIDs` is not given.
+    ///   - metaContextIDs: The selected context ids; overrides `hasMetaContexts`.
     ///   - maximumPayloadLength: Largest payload in bytes; 32 MiB by default.
     ///   - minimumBlockSize: Alignment in bytes; 1 by default.
     ///   - strictFlush: Whether to reject FLUSH with a non-zero range.
@@ -82,15 +123,18 @@ public struct NBDRequestValidator: Hashable, Sendable {
         exportSize: UInt64,
         transmissionFlags: NBDTransmissionFlags,
         structuredReplies: Bool,
+        extendedHeaders: Bool = false,
         hasMetaContexts: Bool,
+        metaContextIDs: [UInt32]? = nil,
         maximumPayloadLength: UInt32 = UInt32(NBD.defaultMaximumPayloadLength),
         minimumBlockSize: UInt32 = 1,
         strictFlush: Bool = false
     ) {
         self.exportSize = exportSize
         self.transmissionFlags = transmissionFlags
-        self.structuredReplies = structuredReplies
-        self.hasMetaContexts = hasMetaContexts
+        self.structuredReplies = structuredReplies || extendedHeaders
+        self.extendedHeaders = extendedHeaders
+        self.metaContextIDs = metaContextIDs ?? (hasMetaContexts ? [NBDMetaContext.baseAllocation.id] : [])
         self.maximumPayloadLength = maximumPayloadLength
         self.minimumBlockSize = minimumBlockSize
         self.strictFlush = strictFlush
@@ -105,50 +149,64 @@ public struct NBDRequestValidator: Hashable, Sendable {
             exportSize: session.export.size,
             transmissionFlags: session.transmissionFlags,
             structuredReplies: session.structuredReplies,
+            extendedHeaders: session.extendedHeaders,
             hasMetaContexts: !session.metaContexts.isEmpty,
+            metaContextIDs: session.metaContexts.map(\.id),
             maximumPayloadLength: session.blockSize.maximum,
             minimumBlockSize: session.blockSize.minimum,
             strictFlush: strictFlush
         )
     }
 
-    /// Checks a decoded request (including whether its WRITE payload was discarded).
-    /// - Parameter request: The request.
-    public func validate(_ request: NBDRequest) -> NBDRequestVerdict {
-        self.validate(request.header, payloadDiscarded: request.isOversized)
+    /// Whether `header` came in the form the session uses (extended exactly when extended headers were
+    /// negotiated). A mismatch is a framing violation: drop the connection.
+    public func matchesHeaderStyle(_ header: NBDRequestHeader) -> Bool {
+        header.isExtended == self.extendedHeaders
     }
 
-    /// Checks a request header.
-    /// - Parameters:
-    ///   - header: The request header.
-    ///   - payloadDiscarded: Whether the decoder discarded the WRITE payload as too large.
-    public func validate(_ header: NBDRequestHeader, payloadDiscarded: Bool = false) -> NBDRequestVerdict {
-        if let (error, _) = self.check(header, payloadDiscarded: payloadDiscarded) { return .reject(error) }
+    /// Checks a decoded request (including whether its payload was discarded).
+    /// - Parameter request: The request.
+    public func validate(_ request: NBDRequest) -> NBDRequestVerdict {
+        if let (error, _) = self.rejection(of: request) { return .reject(error) }
         return .accept
     }
 
-    /// The error to answer a request with and the rule it broke, or nil when it may be executed.
-    /// - Parameter request: The request (including whether its WRITE payload was discarded).
-    public func rejection(of request: NBDRequest) -> (error: NBDError, rule: NBDRequestRule)? {
-        self.check(request.header, payloadDiscarded: request.isOversized)
+    /// Checks a request header alone (no payload: a BLOCK_STATUS with `PAYLOAD_LEN` is judged on its header).
+    /// - Parameters:
+    ///   - header: The request header.
+    ///   - payloadDiscarded: Whether the decoder discarded the payload as too large.
+    public func validate(_ header: NBDRequestHeader, payloadDiscarded: Bool = false) -> NBDRequestVerdict {
+        let request = NBDRequest(header: header, payload: payloadDiscarded ? .discarded(length: header.length) : .none)
+        return self.validate(request)
     }
 
-    private static let knownFlags: NBDCommandFlags = [.fua, .noHole, .dontFragment, .requestOne, .fastZero]
+    /// The error to answer a request with and the rule it broke, or nil when it may be executed.
+    /// - Parameter request: The request (including whether its payload was discarded).
+    public func rejection(of request: NBDRequest) -> (error: NBDError, rule: NBDRequestRule)? {
+        self.check(request)
+    }
 
-    private func check(_ header: NBDRequestHeader, payloadDiscarded: Bool) -> (NBDError, NBDRequestRule)? {
+    private static let knownFlags: NBDCommandFlags = [
+        .fua, .noHole, .dontFragment, .requestOne, .fastZero, .payloadLength,
+    ]
+
+    private func check(_ request: NBDRequest) -> (NBDError, NBDRequestRule)? {
+        let header = request.header
         let command = header.command
         let flags = header.flags
         let advertised = self.transmissionFlags
 
         // 1. Known command?
-        let commandSpecificFlags: NBDCommandFlags
+        var commandSpecificFlags: NBDCommandFlags
         switch command {
         case .read: commandSpecificFlags = .dontFragment
         case .writeZeroes: commandSpecificFlags = [.noHole, .fastZero]
-        case .blockStatus: commandSpecificFlags = .requestOne
-        case .write, .disconnect, .flush, .trim, .cache: commandSpecificFlags = []
+        case .blockStatus: commandSpecificFlags = [.requestOne, .payloadLength]
+        case .write: commandSpecificFlags = .payloadLength
+        case .disconnect, .flush, .trim, .cache: commandSpecificFlags = []
         default: return (.invalid, .unknownCommand)
         }
+        if !header.isExtended { commandSpecificFlags.remove(.payloadLength) }
 
         // 2. Known, applicable flags?
         guard Self.knownFlags.isSuperset(of: flags), flags.subtracting(.fua).isSubset(of: commandSpecificFlags) else {
@@ -172,6 +230,8 @@ public struct NBDRequestValidator: Hashable, Sendable {
         case .writeZeroes where !advertised.contains(.sendWriteZeroes): return notAdvertised
         case .cache where !flags.isEmpty && !advertised.contains(.sendCache): return notAdvertised
         case .blockStatus where !self.structuredReplies || !self.hasMetaContexts: return notAdvertised
+        case .blockStatus where flags.contains(.payloadLength) && !advertised.contains(.blockStatusPayload):
+            return notAdvertised
         default: break
         }
 
@@ -183,14 +243,26 @@ public struct NBDRequestValidator: Hashable, Sendable {
         }
 
         // 6. Lengths.
-        if command == .write && payloadDiscarded { return (.invalid, .payloadDiscarded) }
-        if (command == .read || command == .write || command == .cache) && header.length > self.maximumPayloadLength {
+        if request.isOversized { return (.invalid, .payloadDiscarded) }
+        let maximum = UInt64(self.maximumPayloadLength)
+        switch command {
+        case .read where header.length > maximum:
+            return (header.isExtended ? .overflow : .invalid, .tooLong)
+        case .write where header.length > maximum,
+            .cache where !header.isExtended && header.length > maximum:
             return (.invalid, .tooLong)
+        default: break
         }
-        if command == .blockStatus && header.length == 0 { return (.invalid, .emptyBlockStatus) }
+        if command == .blockStatus && flags.contains(.payloadLength) {
+            guard let payload = request.blockStatusPayload,
+                payload.contextIDs.allSatisfy(self.metaContextIDs.contains)
+            else { return (.invalid, .invalidBlockStatusPayload) }
+        }
+        let length = request.effectLength
+        if command == .blockStatus && length == 0 { return (.invalid, .emptyBlockStatus) }
 
         // 7. Bounds, without overflow.
-        let (end, overflow) = header.offset.addingReportingOverflow(UInt64(header.length))
+        let (end, overflow) = header.offset.addingReportingOverflow(length)
         if overflow { return (.invalid, .overflow) }
         if end > self.exportSize {
             return ((command == .write || command == .writeZeroes) ? .noSpace : .invalid, .pastEnd)
@@ -199,7 +271,7 @@ public struct NBDRequestValidator: Hashable, Sendable {
         // 8. Alignment.
         if self.minimumBlockSize > 1 {
             let alignment = UInt64(self.minimumBlockSize)
-            if header.offset % alignment != 0 || UInt64(header.length) % alignment != 0 { return (.invalid, .misaligned) }
+            if header.offset % alignment != 0 || length % alignment != 0 { return (.invalid, .misaligned) }
         }
         return nil
     }

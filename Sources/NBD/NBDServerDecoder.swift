@@ -15,9 +15,17 @@ public import NIOCore
 /// arrives before it entered transmission, and the server must drop a connection that sends `.option`
 /// after it entered transmission.
 ///
-/// WRITE payloads up to ``maximumPayloadLength`` bytes are delivered as a slice of the receive buffer.
-/// Longer payloads are read and thrown away without being buffered, and the request is delivered afterwards
-/// with ``NBDRequestPayload/discarded(length:)`` so the server can answer EINVAL and stay in sync.
+/// Transmission requests may come in either header form: compact (28 bytes, magic `0x25609513`) or extended
+/// (32 bytes, magic `0x21e41c71`); the header records which (``NBDRequestHeader/isExtended``) and the server
+/// drops a connection whose form does not match what was negotiated. A payload follows every WRITE, and
+/// any extended request with `NBD_CMD_FLAG_PAYLOAD_LEN` (whatever its command, so the stream stays in sync
+/// even when the command then gets EINVAL); see ``NBDRequestHeader/carriesPayload``.
+///
+/// Payloads up to ``maximumPayloadLength`` bytes are delivered as a slice of the receive buffer.
+/// Longer payloads (up to 2³² − 1 bytes) are read and thrown away without being buffered, and the request is
+/// delivered afterwards with ``NBDRequestPayload/discarded(length:)`` so the server can answer EINVAL and stay
+/// in sync; an extended payload length of 2³² or more is a framing error
+/// (``NBDDecodingError/payloadTooLarge(command:length:)``).
 ///
 /// Framing errors (``NBDDecodingError``) are thrown; `ByteToMessageHandler` then fires them down the
 /// pipeline and discards further input. The server must close the connection.
@@ -49,7 +57,7 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
     /// ``NBDDecodingError/optionTooLarge(option:length:limit:)``.
     public let maximumOptionLength: Int
 
-    /// Largest WRITE payload buffered, in bytes; longer payloads are discarded.
+    /// Largest payload buffered, in bytes; longer payloads are discarded.
     public let maximumPayloadLength: Int
 
     /// Creates a decoder.
@@ -134,33 +142,57 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
     private mutating func decodeRequest(from buffer: inout ByteBuffer) throws(NBDDecodingError) -> NBDClientMessage? {
         let start = buffer.readerIndex
         guard let magic = buffer.getInteger(at: start, as: UInt32.self) else { return nil }
-        guard magic == NBD.requestMagic else { throw .invalidRequestMagic(magic) }
-        guard buffer.readableBytes >= NBD.requestHeaderLength,
-            let (_, rawFlags, rawCommand, cookie, offset, length) = buffer.getMultipleIntegers(
+        let header: NBDRequestHeader
+        let headerLength: Int
+        switch magic {
+        case NBD.requestMagic:
+            guard let (_, rawFlags, rawCommand, cookie, offset, length) = buffer.getMultipleIntegers(
                 at: start,
                 as: (UInt32, UInt16, UInt16, UInt64, UInt64, UInt32).self
+            ) else { return nil }
+            headerLength = NBD.requestHeaderLength
+            header = NBDRequestHeader(
+                command: NBDCommand(rawValue: rawCommand),
+                flags: NBDCommandFlags(rawValue: rawFlags),
+                cookie: cookie,
+                offset: offset,
+                length: UInt64(length)
             )
-        else { return nil }
-        let header = NBDRequestHeader(
-            command: NBDCommand(rawValue: rawCommand),
-            flags: NBDCommandFlags(rawValue: rawFlags),
-            cookie: cookie,
-            offset: offset,
-            length: length
-        )
-        guard header.command == .write else {
-            buffer.moveReaderIndex(forwardBy: NBD.requestHeaderLength)
+        case NBD.extendedRequestMagic:
+            guard let (_, rawFlags, rawCommand, cookie, offset, length) = buffer.getMultipleIntegers(
+                at: start,
+                as: (UInt32, UInt16, UInt16, UInt64, UInt64, UInt64).self
+            ) else { return nil }
+            headerLength = NBD.extendedRequestHeaderLength
+            header = NBDRequestHeader(
+                command: NBDCommand(rawValue: rawCommand),
+                flags: NBDCommandFlags(rawValue: rawFlags),
+                cookie: cookie,
+                offset: offset,
+                length: length,
+                isExtended: true
+            )
+        default:
+            throw .invalidRequestMagic(magic)
+        }
+        guard header.carriesPayload else {
+            buffer.moveReaderIndex(forwardBy: headerLength)
             self.state = .requests
             return .request(NBDRequest(header: header))
         }
-        guard UInt64(length) <= UInt64(self.maximumPayloadLength) else {
-            buffer.moveReaderIndex(forwardBy: NBD.requestHeaderLength)
-            self.state = .discardingPayload(header, remaining: UInt64(length))
+        // A payload no 32-bit maximum could allow (the block size reply caps it at 2³² − 1): the spec says
+        // to drop the connection rather than read that many bytes.
+        guard header.length <= UInt64(UInt32.max) else {
+            throw .payloadTooLarge(command: header.command, length: header.length)
+        }
+        guard header.length <= UInt64(self.maximumPayloadLength) else {
+            buffer.moveReaderIndex(forwardBy: headerLength)
+            self.state = .discardingPayload(header, remaining: header.length)
             return try self.decodeNext(from: &buffer)
         }
-        let payloadLength = Int(length)
-        guard buffer.readableBytes >= NBD.requestHeaderLength + payloadLength else { return nil }
-        buffer.moveReaderIndex(forwardBy: NBD.requestHeaderLength)
+        let payloadLength = Int(header.length)  // at most maximumPayloadLength, an Int
+        guard buffer.readableBytes >= headerLength + payloadLength else { return nil }
+        buffer.moveReaderIndex(forwardBy: headerLength)
         guard let payload = buffer.readSlice(length: payloadLength) else { return nil }  // unreachable: checked above
         self.state = .requests
         return .request(NBDRequest(header: header, payload: .data(payload)))

@@ -2,7 +2,7 @@ public import NIOCore
 
 /// Turns ``NBDServerMessage`` values into bytes on the channel.
 ///
-/// Bulk data (READ data in a simple reply or an `OFFSET_DATA` chunk) larger than ``copyThreshold`` bytes is
+/// Bulk data (READ data in a simple reply or an `OFFSET_DATA` chunk, structured or extended) larger than ``copyThreshold`` bytes is
 /// not copied: the header is written as its own buffer, followed by the caller's data buffer, and the
 /// write promise completes with the data write. Smaller messages are written as one buffer.
 public final class NBDServerMessageEncoder: ChannelOutboundHandler, Sendable {
@@ -39,6 +39,20 @@ public final class NBDServerMessageEncoder: ChannelOutboundHandler, Sendable {
                 header.writeNBDOffsetDataChunkHeader(
                     cookie: chunk.cookie,
                     flags: chunk.flags,
+                    offset: offset,
+                    dataLength: payload.readableBytes
+                )
+                context.write(Self.wrapOutboundOut(header), promise: nil)
+                context.write(Self.wrapOutboundOut(payload), promise: promise)
+                return
+            }
+        case .extendedReply(let chunk, let requestOffset):
+            if case .offsetData(let offset, let payload) = chunk.content, payload.readableBytes > self.copyThreshold {
+                var header = context.channel.allocator.buffer(capacity: NBD.extendedReplyHeaderLength + 8)
+                header.writeNBDExtendedOffsetDataChunkHeader(
+                    cookie: chunk.cookie,
+                    flags: chunk.flags,
+                    requestOffset: requestOffset,
                     offset: offset,
                     dataLength: payload.readableBytes
                 )

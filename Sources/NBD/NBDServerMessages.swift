@@ -145,7 +145,25 @@ public struct NBDExtent: Hashable, Sendable {
     public static let stateZero: UInt32 = 0x2
 }
 
-/// One chunk of a structured reply.
+/// One extent of an `NBD_REPLY_TYPE_BLOCK_STATUS_EXT` chunk (extended headers): 64-bit length and status.
+public struct NBDExtendedExtent: Hashable, Sendable {
+    /// Extent length in bytes (never zero on the wire); may exceed 4 GiB.
+    public var length: UInt64
+    /// Context-specific status; the contexts served here use only the low 32 bits.
+    public var flags: UInt64
+
+    /// Creates an extent.
+    /// - Parameters:
+    ///   - length: Length in bytes.
+    ///   - flags: Status flags.
+    public init(length: UInt64, flags: UInt64) {
+        self.length = length
+        self.flags = flags
+    }
+}
+
+/// One chunk of a structured reply. With extended headers the same chunk goes out behind the 32-byte
+/// extended header (see ``NBDServerMessage/extendedReply(_:requestOffset:)``).
 public struct NBDStructuredReplyChunk: Hashable, Sendable {
     /// The chunk payload, one case per chunk type.
     public enum Content: Hashable, Sendable {
@@ -156,7 +174,11 @@ public struct NBDStructuredReplyChunk: Hashable, Sendable {
         /// `NBD_REPLY_TYPE_OFFSET_HOLE`: a range of `length` bytes at `offset` that reads as zeroes.
         case offsetHole(offset: UInt64, length: UInt32)
         /// `NBD_REPLY_TYPE_BLOCK_STATUS`: extents of one metadata context. Build with ``NBDBlockStatus``.
+        /// Compact headers only.
         case blockStatus(contextID: UInt32, extents: [NBDExtent])
+        /// `NBD_REPLY_TYPE_BLOCK_STATUS_EXT`: extents of one metadata context with 64-bit lengths. Build with
+        /// ``NBDBlockStatus``. Extended headers only (an ``NBDServerMessage/extendedReply(_:requestOffset:)``).
+        case blockStatusExtended(contextID: UInt32, extents: [NBDExtendedExtent])
         /// `NBD_REPLY_TYPE_ERROR`: an error with an optional message (empty string for none).
         case error(NBDError, message: String)
         /// `NBD_REPLY_TYPE_ERROR_OFFSET`: an error at an export offset (bytes), with a message.
@@ -208,6 +230,9 @@ public enum NBDServerMessage: Hashable, Sendable {
     case exportNameReply(NBDExportNameReply)
     /// A simple transmission reply.
     case simpleReply(NBDSimpleReply)
-    /// One structured reply chunk.
+    /// One structured reply chunk (20-byte header).
     case structuredReply(NBDStructuredReplyChunk)
+    /// One reply chunk behind the 32-byte extended header, which repeats the offset of the request it answers
+    /// (`requestOffset`, bytes). The only reply form once extended headers are negotiated.
+    case extendedReply(NBDStructuredReplyChunk, requestOffset: UInt64)
 }

@@ -316,6 +316,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             metadata: [
                 "export": "\(session.export.name)",
                 "structured-replies": "\(session.structuredReplies)",
+                "extended-headers": "\(session.extendedHeaders)",
                 "contexts": "\(session.metaContexts.map(\.name))",
                 "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
             ]
@@ -358,6 +359,23 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             self.logger.debug("client sent DISC")
             self.beginDraining(context: context)
             return
+        }
+        guard transmission.validator.matchesHeaderStyle(header) else {
+            // The two sides disagree on framing; nothing after this can be parsed reliably.
+            self.logger.info(
+                "closing the connection: request header form does not match the negotiation",
+                metadata: ["extended-request": "\(header.isExtended)", "extended-negotiated": "\(session.extendedHeaders)"]
+            )
+            self.closing = true
+            context.close(promise: nil)
+            return
+        }
+        if header.command == .blockStatus {
+            // One line per BLOCK_STATUS with -v: how tests count a client's round trips.
+            self.logger.debug(
+                "BLOCK_STATUS request",
+                metadata: ["offset": "\(header.offset)", "length": "\(request.effectLength)"]
+            )
         }
         if self.draining {
             self.send(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
@@ -415,7 +433,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     private var batch: [Job] = []
 
     /// Requests at most this long (bytes) may share a thread pool task with others.
-    static let batchableLength: UInt32 = 64 * 1024
+    static let batchableLength: UInt64 = 64 * 1024
     /// A batch is dispatched when it reaches this many requests, even in the middle of a read.
     static let maximumBatchLength = 64
     /// A batch is split into thread pool tasks of at most this many requests.
@@ -540,6 +558,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         switch rule {
         case .unknownCommand: return "unknown command \(header.command)"
         case .inapplicableFlag: return "\(what): flags 0x\(String(header.flags.rawValue, radix: 16)) do not apply to it"
+        case .invalidBlockStatusPayload:
+            return "BLOCK_STATUS payload must be an effect length and distinct ids of selected contexts"
         case .readOnly: return "\(what): the export is read-only"
         case .notAdvertised:
             return "\(what) with flags 0x\(String(header.flags.rawValue, radix: 16)) uses a feature not negotiated"

@@ -72,13 +72,13 @@ public final class NBDDiskBackend: Sendable {
                 try self.disk.flush()
             case .trim:
                 if self.options.discard == .unmap && header.length > 0 {
-                    try self.disk.discard(at: header.offset, length: UInt64(header.length))
+                    try self.disk.discard(at: header.offset, length: header.length)
                 }
                 try self.flushIfRequired(header)
             case .writeZeroes:
                 if let rejection = try self.zeroes(header, session: session) { return rejection }
             case .blockStatus:
-                return try self.blockStatus(header, session: session)
+                return try self.blockStatus(request, session: session)
             case .cache:
                 break  // A prefetch hint: the page cache and the L2 cache fill on the next read anyway.
             case .disconnect:
@@ -99,8 +99,10 @@ public final class NBDDiskBackend: Sendable {
     /// never blocks on I/O. Only reads that get one reply chunk (shorter than
     /// ``sparseReadThreshold``) qualify.
     public func readIfCached(_ header: NBDRequestHeader, session: NBDSession) -> NBDReply? {
-        let length = Int(header.length)
-        guard header.command == .read, length > 0, length < Self.sparseReadThreshold else { return nil }
+        guard header.command == .read, header.length > 0, header.length < UInt64(Self.sparseReadThreshold) else {
+            return nil
+        }
+        let length = Int(header.length)  // below sparseReadThreshold
         var buffer = self.allocator.buffer(capacity: length)
         let served = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { space in
             self.disk.readIfCached(into: UnsafeMutableRawBufferPointer(rebasing: space[0..<length]), at: header.offset)
@@ -113,7 +115,11 @@ public final class NBDDiskBackend: Sendable {
     // MARK: - Commands
 
     private func read(_ header: NBDRequestHeader, session: NBDSession) throws -> NBDReply {
-        let length = Int(header.length)
+        // The validator bounds READ by the maximum payload (a UInt32); this only guards against a caller
+        // that skipped it.
+        guard let length = Int(exactly: header.length), header.length <= UInt64(UInt32.max) else {
+            return .one(session.errorReply(to: header, .overflow, message: "READ of \(header.length) bytes is too long"))
+        }
         var buffer = self.allocator.buffer(capacity: length)
         if length > 0 {
             try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { space in
@@ -126,13 +132,15 @@ public final class NBDDiskBackend: Sendable {
         else {
             return .one(session.readReply(to: header, data: buffer))
         }
-        return .many(try self.sparseReadChunks(header, data: buffer))
+        return .many(try self.sparseReadChunks(header, data: buffer, session: session))
     }
 
     /// `OFFSET_DATA` and `OFFSET_HOLE` chunks for a read: holes where the engine reports zero extents and
     /// the bytes read are indeed zero (so a concurrent write can never be lost), data elsewhere.
-    private func sparseReadChunks(_ header: NBDRequestHeader, data: ByteBuffer) throws -> [NBDServerMessage] {
-        let extents = try self.disk.extents(at: header.offset, length: UInt64(header.length))
+    private func sparseReadChunks(
+        _ header: NBDRequestHeader, data: ByteBuffer, session: NBDSession
+    ) throws -> [NBDServerMessage] {
+        let extents = try self.disk.extents(at: header.offset, length: header.length)
         var chunks: [NBDServerMessage] = []
         var dataStart = 0  // start (relative) of the pending data run
         func emitData(upTo end: Int) {
@@ -143,9 +151,9 @@ public final class NBDDiskBackend: Sendable {
                 flags: [],
                 content: .offsetData(offset: header.offset + UInt64(dataStart), data: slice)
             )
-            chunks.append(.structuredReply(chunk))
+            chunks.append(session.message(chunk, answering: header))
         }
-        let requestEnd = header.offset + UInt64(header.length)
+        let requestEnd = header.offset + header.length  // the validator checked it does not overflow
         for extent in extents where extent.zero && extent.length >= Self.minimumHoleLength {
             // Defensive clipping: the engine reports extents covering exactly the range asked for.
             guard extent.offset >= header.offset, extent.offset < requestEnd else { continue }
@@ -153,19 +161,16 @@ public final class NBDDiskBackend: Sendable {
             let end = Int(min(extent.offset + extent.length, requestEnd) - header.offset)
             guard start >= dataStart, Self.isZero(data, from: start, to: end) else { continue }
             emitData(upTo: start)
-            chunks.append(
-                .structuredReply(
-                    NBDStructuredReplyChunk(
-                        cookie: header.cookie,
-                        flags: [],
-                        content: .offsetHole(offset: extent.offset, length: UInt32(end - start))
-                    )
-                )
+            let hole = NBDStructuredReplyChunk(
+                cookie: header.cookie,
+                flags: [],
+                content: .offsetHole(offset: extent.offset, length: UInt32(end - start))
             )
+            chunks.append(session.message(hole, answering: header))
             dataStart = end
         }
-        emitData(upTo: Int(header.length))
-        chunks.append(.structuredReply(.done(cookie: header.cookie)))
+        emitData(upTo: data.readableBytes)
+        chunks.append(session.message(.done(cookie: header.cookie), answering: header))
         return chunks
     }
 
@@ -173,7 +178,7 @@ public final class NBDDiskBackend: Sendable {
         let detect = self.options.detectZeroes
         if detect != .off && payload.readableBytes > 0 && Self.isZero(payload, from: 0, to: payload.readableBytes) {
             let unmap = detect == .unmap && self.options.discard == .unmap
-            try self.disk.writeZeroes(at: header.offset, length: UInt64(header.length), unmap: unmap)
+            try self.disk.writeZeroes(at: header.offset, length: header.length, unmap: unmap)
         } else {
             try payload.withUnsafeReadableBytes { bytes in
                 try self.disk.write(bytes, at: header.offset)
@@ -185,7 +190,7 @@ public final class NBDDiskBackend: Sendable {
     /// Executes WRITE_ZEROES; returns a reply only when FAST_ZERO refuses the request (engine errors
     /// are thrown, and ``execute(_:session:)`` answers them like any other command's).
     private func zeroes(_ header: NBDRequestHeader, session: NBDSession) throws -> NBDReply? {
-        let length = UInt64(header.length)
+        let length = header.length
         if header.flags.contains(.fastZero) && !self.zeroingIsFast(offset: header.offset, length: length) {
             return .one(
                 session.errorReply(
@@ -212,12 +217,21 @@ public final class NBDDiskBackend: Sendable {
         return offset % granularity == 0 && (end % granularity == 0 || end == self.disk.virtualSize)
     }
 
-    private func blockStatus(_ header: NBDRequestHeader, session: NBDSession) throws -> NBDReply {
-        let extents = try self.disk.extents(at: header.offset, length: UInt64(header.length))
+    /// One status chunk per selected context (or, with a BLOCK_STATUS payload, per context it names), over
+    /// the request's effect length: `BLOCK_STATUS_EXT` with extended headers, so one reply may cover the
+    /// whole export.
+    private func blockStatus(_ request: NBDRequest, session: NBDSession) throws -> NBDReply {
+        let header = request.header
+        let length = request.effectLength
+        var contexts = session.metaContexts
+        if let payload = request.blockStatusPayload {
+            contexts = payload.contextIDs.compactMap { session.metaContext(id: $0) }
+        }
+        let extents = try self.disk.extents(at: header.offset, length: length)
         let requestOne = header.flags.contains(.requestOne)
         var chunks: [NBDServerMessage] = []
-        for (index, context) in session.metaContexts.enumerated() {
-            let isFinal = index == session.metaContexts.count - 1
+        for (index, context) in contexts.enumerated() {
+            let isFinal = index == contexts.count - 1
             let runs: [(length: UInt64, flags: UInt32)]
             if context.id == NBDMetaContext.qemuAllocationDepth.id {
                 runs = extents.map { ($0.length, $0.present ? UInt32(clamping: $0.depth + 1) : 0) }
@@ -229,14 +243,15 @@ public final class NBDDiskBackend: Sendable {
                     cookie: header.cookie,
                     contextID: context.id,
                     runs: runs,
-                    requestLength: header.length,
+                    requestLength: length,
                     requestOne: requestOne,
-                    isFinal: isFinal
+                    isFinal: isFinal,
+                    extended: session.extendedHeaders
                 )
             else {
                 return .one(session.errorReply(to: header, .io, message: "no extents for the requested range"))
             }
-            chunks.append(.structuredReply(chunk))
+            chunks.append(session.message(chunk, answering: header))
         }
         return .many(chunks)
     }

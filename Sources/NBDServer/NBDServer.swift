@@ -69,7 +69,8 @@ public final class NBDServer: Sendable {
         self.configuration = NBDServerConfiguration(
             exports: [self.backend.export],
             tls: tls == nil ? .disabled : .required,
-            blockSize: options.blockSize
+            blockSize: options.blockSize,
+            offersExtendedHeaders: options.extendedHeaders
         )
         self.tls = tls
         self.stopPromise = self.group.next().makePromise(of: Void.self)

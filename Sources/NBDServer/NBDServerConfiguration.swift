@@ -89,6 +89,9 @@ public struct NBDServerOptions: Sendable, Hashable {
     public var drainTimeout: Double = 30
     /// Block size constraints sent in INFO/GO; the maximum is also the largest READ/WRITE accepted.
     public var blockSize: NBDBlockSizeConstraints = .default
+    /// Whether clients may negotiate `NBD_OPT_EXTENDED_HEADERS` (32-byte headers, 64-bit lengths); when
+    /// false it is answered as unsupported and every client uses compact headers.
+    public var extendedHeaders: Bool = true
 
     /// Options with every default (qemu-nbd's defaults); set the fields you need.
     public init() {}

@@ -1,7 +1,8 @@
 import ArgumentParser
 import NBDServer
 
-/// `--cache --discard --detect-zeroes -A`: how requests reach the image, and what block status offers.
+/// `--cache --discard --detect-zeroes -A --no-extended-headers`: how requests reach the image, what
+/// block status offers, and which request header forms are accepted.
 struct RequestOptions: ParsableArguments {
     @Option(name: .customLong("cache"), help: "How writes are made durable.")
     var cache: NBDCacheMode = .writeback
@@ -15,17 +16,25 @@ struct RequestOptions: ParsableArguments {
     @Flag(name: [.customShort("A"), .customLong("allocation-depth")], help: "Offer qemu:allocation-depth.")
     var allocationDepth = false
 
+    @Flag(
+        name: .customLong("no-extended-headers"),
+        help: "Refuse NBD extended headers (clients then use compact 28-byte requests, as before QEMU 8.2)."
+    )
+    var noExtendedHeaders = false
+
     func validate() throws {
         if self.detectZeroes == .unmap && self.discard != .unmap {
             throw ValidationError("--detect-zeroes=unmap is only allowed with --discard=unmap")
         }
     }
 
-    /// Sets the cache, discard and zero-detection policies and whether allocation depth is offered.
+    /// Sets the cache, discard and zero-detection policies, whether allocation depth is offered and
+    /// whether extended headers may be negotiated.
     func apply(to options: inout NBDServerOptions) {
         options.cache = self.cache
         options.discard = self.discard
         options.detectZeroes = self.detectZeroes
         options.allocationDepth = self.allocationDepth
+        options.extendedHeaders = !self.noExtendedHeaders
     }
 }

@@ -61,7 +61,7 @@ import Testing
         let disk = MemoryDisk(size: 1 << 20)
         disk.fail(with: QEDError(.noSpace, "no space left on the host"))
         let backend = NBDDiskBackend(disk: disk, options: NBDServerOptions())
-        let length: UInt32 = command == .flush ? 0 : 4096
+        let length: UInt64 = command == .flush ? 0 : 4096
         let header = NBDRequestHeader(command: command, cookie: 42, offset: command == .flush ? 0 : 8192, length: length)
         let payload: NBDRequestPayload = command == .write ? .data(ByteBuffer(repeating: 1, count: 4096)) : .none
         var session = Self.session

@@ -98,11 +98,23 @@ struct ConnectionUnderTest {
         tls: NBDServerTLS? = nil,
         grantsSlots: Bool = true
     ) throws {
-        self.disk = disk
+        try self.init(options: options, serving: disk, tls: tls, grantsSlots: grantsSlots)
+    }
+
+    /// Serves any disk; ``disk`` is then the disk if it is a `MemoryDisk`, else an empty one.
+    init(
+        options: NBDServerOptions = NBDServerOptions(),
+        serving served: any Disk,
+        tls: NBDServerTLS? = nil,
+        grantsSlots: Bool = true
+    ) throws {
+        self.disk = served as? MemoryDisk ?? MemoryDisk(size: 0)
         self.slots = SlotOffice(grantsImmediately: grantsSlots)
-        let backend = NBDDiskBackend(disk: disk, options: options)
+        let backend = NBDDiskBackend(disk: served, options: options)
         let mode: NBDTLSMode = tls == nil ? .disabled : .required
-        let configuration = NBDServerConfiguration(exports: [backend.export], tls: mode, blockSize: options.blockSize)
+        let configuration = NBDServerConfiguration(
+            exports: [backend.export], tls: mode, blockSize: options.blockSize,
+            offersExtendedHeaders: options.extendedHeaders)
         self.handler = NBDConnectionHandler(
             configuration: configuration,
             tls: tls,
@@ -183,12 +195,34 @@ enum Wire {
         return buffer
     }
 
+    /// An extended (32-byte) transmission request; `PAYLOAD_LEN` is set when there is a payload.
+    static func extendedRequest(
+        _ command: NBDCommand,
+        flags: NBDCommandFlags = [],
+        cookie: UInt64,
+        offset: UInt64 = 0,
+        length: UInt64 = 0,
+        payload: ByteBuffer? = nil
+    ) -> ByteBuffer {
+        let header = NBDRequestHeader(
+            command: command, flags: payload == nil ? flags : flags.union(.payloadLength), cookie: cookie,
+            offset: offset, length: payload.map { UInt64($0.readableBytes) } ?? length, isExtended: true)
+        var buffer = ByteBuffer()
+        buffer.writeNBDRequest(NBDRequest(header: header, payload: payload.map { .data($0) } ?? .none))
+        return buffer
+    }
+
+    /// `NBD_OPT_SET_META_CONTEXT` for `queries` on `name`.
+    static func setMetaContext(_ queries: [String], export name: String = "") -> ByteBuffer {
+        option(.setMetaContext, { _ = NBDMetaContextRequest(exportName: name, queries: queries).write(to: &$0) })
+    }
+
     /// A transmission request.
     static func request(
         _ command: NBDCommand,
         cookie: UInt64,
         offset: UInt64 = 0,
-        length: UInt32 = 0,
+        length: UInt64 = 0,
         payload: [UInt8]? = nil
     ) -> ByteBuffer {
         let header = NBDRequestHeader(command: command, cookie: cookie, offset: offset, length: length)

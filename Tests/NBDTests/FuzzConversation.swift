@@ -12,6 +12,8 @@ struct FuzzConversation {
     var requests = 0
     /// Whether an unmutated copy must reach transmission (no `ABORT` among the options).
     var entersTransmission = true
+    /// Whether the conversation negotiates extended headers (then its requests are 32-byte ones).
+    var extended = false
 
     static let exportSize: UInt64 = 1 << 20
     static let maximumPayload: UInt32 = 64 << 10
@@ -42,7 +44,13 @@ struct FuzzConversation {
                 NBDMetaContextRequest(exportName: export, queries: queries[Int.random(in: 0..<4, using: &rng)])
                     .write(to: &data)
                 option(Bool.random(using: &rng) ? .setMetaContext : .listMetaContext, data)
-            case 5: option(.startTLS)
+            case 5:
+                if Bool.random(using: &rng) {
+                    option(.extendedHeaders)
+                    extended = true
+                } else {
+                    option(.startTLS)
+                }
             case 6: option(NBDOption(rawValue: UInt32.random(in: 11...50, using: &rng)), ByteBuffer(bytes: rng.bytes(6)))
             default:
                 if Int.random(in: 0..<10, using: &rng) == 0 {
@@ -53,7 +61,8 @@ struct FuzzConversation {
                 }
             }
         }
-        if Bool.random(using: &rng) {
+        // EXPORT_NAME is not allowed after extended headers.
+        if extended || Bool.random(using: &rng) {
             var data = ByteBuffer()
             NBDExportInfoRequest(exportName: export, requests: [.blockSize]).write(to: &data)
             option(.go, data)
@@ -68,14 +77,29 @@ struct FuzzConversation {
             let cookie = rng.next()
             let commands: [NBDCommand] = [.read, .write, .flush, .trim, .writeZeroes, .blockStatus, .cache]
             let command = commands[Int.random(in: 0..<commands.count, using: &rng)]
-            let flags: NBDCommandFlags = Int.random(in: 0..<4, using: &rng) == 0 ? .fua : []
-            let header = NBDRequestHeader(command: command, flags: flags, cookie: cookie, offset: offset, length: length)
-            let payload: NBDRequestPayload = command == .write ? .data(ByteBuffer(bytes: rng.bytes(Int(length)))) : .none
+            var flags: NBDCommandFlags = Int.random(in: 0..<4, using: &rng) == 0 ? .fua : []
+            var effect = UInt64(length)
+            if extended && command != .read && command != .write && Int.random(in: 0..<4, using: &rng) == 0 {
+                effect = UInt64.random(in: 0...(size - offset), using: &rng)  // 64-bit effect lengths
+            }
+            var payload: NBDRequestPayload = command == .write ? .data(ByteBuffer(bytes: rng.bytes(Int(length)))) : .none
+            if extended && command == .write && Bool.random(using: &rng) { flags.insert(.payloadLength) }
+            if extended && command == .blockStatus && Bool.random(using: &rng) {
+                // The context-filtering form: effect length and ids in a payload.
+                var filter = ByteBuffer()
+                NBDBlockStatusPayload(effectLength: effect, contextIDs: [UInt32.random(in: 0...2, using: &rng)]).write(to: &filter)
+                flags.insert(.payloadLength)
+                effect = UInt64(filter.readableBytes)
+                payload = .data(filter)
+            }
+            let header = NBDRequestHeader(
+                command: command, flags: flags, cookie: cookie, offset: offset, length: effect, isExtended: extended)
             bytes.writeNBDRequest(NBDRequest(header: header, payload: payload))
         }
         if Bool.random(using: &rng) {
             requests += 1
-            bytes.writeNBDRequest(NBDRequest(header: NBDRequestHeader(command: .disconnect, cookie: 0, offset: 0, length: 0)))
+            bytes.writeNBDRequest(
+                NBDRequest(header: NBDRequestHeader(command: .disconnect, cookie: 0, offset: 0, length: 0, isExtended: extended)))
         }
     }
 
@@ -105,7 +129,11 @@ struct FuzzConversation {
             case 6: b.removeSubrange(at...)
             case 7:
                 var magic = ByteBuffer()
-                if Bool.random(using: &rng) { magic.writeInteger(NBD.optionRequestMagic) } else { magic.writeInteger(NBD.requestMagic) }
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: magic.writeInteger(NBD.optionRequestMagic)
+                case 1: magic.writeInteger(NBD.requestMagic)
+                default: magic.writeInteger(NBD.extendedRequestMagic)
+                }
                 b.insert(contentsOf: magic.readableBytesView, at: at)
             default:
                 for i in 0..<8 where at + i < b.count { b[at + i] = UInt8.random(in: 0...255, using: &rng) }
@@ -179,7 +207,13 @@ struct FuzzServer {
         }
         outcome.requests += 1
         let header = request.header
-        if let (error, _) = NBDRequestValidator(session: session).rejection(of: request) {
+        let validator = NBDRequestValidator(session: session)
+        guard validator.matchesHeaderStyle(header) else {
+            outcome.closes += 1
+            done = true  // the other header form: the server drops the connection
+            return
+        }
+        if let (error, _) = validator.rejection(of: request) {
             outcome.rejected += 1
             send(session.errorReply(to: header, error, message: "rejected"))
             return
@@ -190,15 +224,17 @@ struct FuzzServer {
         case .read:
             send(session.readReply(to: header, data: ByteBuffer(repeating: 0, count: Int(header.length))))
         case .blockStatus:
+            let length = request.effectLength  // validated: within the export
             let runs = (0..<Int.random(in: 0...5, using: &rng)).map { _ in
-                (length: UInt64.random(in: 0...(UInt64(header.length) + 100), using: &rng), flags: UInt32.random(in: 0...3, using: &rng))
+                (length: UInt64.random(in: 0...(length + 100), using: &rng), flags: UInt32.random(in: 0...3, using: &rng))
             }
             for (index, context) in session.metaContexts.enumerated() {
                 if let chunk = NBDBlockStatus.chunk(cookie: header.cookie, contextID: context.id, runs: runs,
-                                                    requestLength: header.length,
+                                                    requestLength: length,
                                                     requestOne: header.flags.contains(.requestOne),
-                                                    isFinal: index == session.metaContexts.count - 1) {
-                    send(.structuredReply(chunk))
+                                                    isFinal: index == session.metaContexts.count - 1,
+                                                    extended: session.extendedHeaders) {
+                    send(session.message(chunk, answering: header))
                 } else {
                     send(session.errorReply(to: header, .invalid))
                 }

@@ -13,6 +13,15 @@ import TestSupport
 struct FuzzTests {
     static let ciIterations = 10_000
 
+    /// Validators for decoded requests: compact, and extended with context filtering advertised.
+    static let validators = [
+        NBDRequestValidator(exportSize: 1 << 40, transmissionFlags: [.hasFlags, .sendTrim, .sendWriteZeroes],
+                            structuredReplies: true, hasMetaContexts: true),
+        NBDRequestValidator(exportSize: 1 << 40,
+                            transmissionFlags: [.hasFlags, .sendTrim, .sendWriteZeroes, .sendDF, .blockStatusPayload],
+                            structuredReplies: true, extendedHeaders: true, hasMetaContexts: true, metaContextIDs: [0, 1]),
+    ]
+
     /// Random bytes, often starting with a valid magic and small lengths so parsing goes deep.
     private func randomInput(_ rng: inout SplitMix64) -> ByteBuffer {
         var buffer = ByteBuffer()
@@ -38,6 +47,18 @@ struct FuzzTests {
                 )
             case 2:
                 buffer.writeInteger(UInt32.random(in: 0...3, using: &rng))
+            case 3:
+                // An extended request: PAYLOAD_LEN (bit 5) often set, 64-bit lengths at the edges.
+                buffer.writeInteger(NBD.extendedRequestMagic)
+                buffer.writeInteger(UInt16.random(in: 0...0x3f, using: &rng))
+                buffer.writeInteger(UInt16.random(in: 0...9, using: &rng))
+                buffer.writeInteger(UInt64.random(in: 0...UInt64.max, using: &rng))
+                buffer.writeInteger([0, UInt64.max, UInt64.random(in: 0...UInt64.max, using: &rng)][Int.random(in: 0..<3, using: &rng)])
+                buffer.writeInteger(
+                    [0, 1, 12, 64, UInt64(UInt32.max), 1 << 32, UInt64.max, UInt64.random(in: 0...200, using: &rng)][
+                        Int.random(in: 0..<8, using: &rng)
+                    ]
+                )
             default:
                 let count = Int.random(in: 0...48, using: &rng)
                 buffer.writeBytes((0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) })
@@ -70,7 +91,13 @@ struct FuzzTests {
                                 length: min(remaining.readableBytes, Int.random(in: 1...17, using: &rng))
                             ) ?? ByteBuffer()
                         pending.writeBuffer(&piece)
-                        while (try decoder.decodeNext(from: &pending)) != nil { messages += 1 }
+                        while let message = try decoder.decodeNext(from: &pending) {
+                            messages += 1
+                            // Whatever decodes must also validate without trapping, in either header mode.
+                            if case .request(let request) = message {
+                                _ = Self.validators[request.header.isExtended ? 1 : 0].rejection(of: request)
+                            }
+                        }
                     }
                 } catch {
                     // `decodeNext` uses typed throws: `error` is statically an NBDDecodingError.
@@ -155,7 +182,7 @@ struct FuzzTests {
                             offset: [0, .max, UInt64.random(in: 0...UInt64.max, using: &rng)][
                                 Int.random(in: 0..<3, using: &rng)
                             ],
-                            length: UInt32.random(in: 0...UInt32.max, using: &rng)
+                            length: UInt64(UInt32.random(in: 0...UInt32.max, using: &rng))
                         )
                         _ = validator.validate(header, payloadDiscarded: Bool.random(using: &rng))
                     }

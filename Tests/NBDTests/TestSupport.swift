@@ -76,7 +76,7 @@ func request(
     payload: NBDRequestPayload = .none
 ) -> NBDRequest {
     NBDRequest(
-        header: NBDRequestHeader(command: command, flags: flags, cookie: cookie, offset: offset, length: length),
+        header: NBDRequestHeader(command: command, flags: flags, cookie: cookie, offset: offset, length: UInt64(length)),
         payload: payload
     )
 }

@@ -23,7 +23,7 @@ struct ValidatorTests {
         offset: UInt64 = 0,
         length: UInt32 = 512
     ) -> NBDRequestVerdict {
-        validator.validate(NBDRequestHeader(command: command, flags: flags, cookie: 1, offset: offset, length: length))
+        validator.validate(NBDRequestHeader(command: command, flags: flags, cookie: 1, offset: offset, length: UInt64(length)))
     }
 
     @Test func ordinaryRequestsAreAccepted() {

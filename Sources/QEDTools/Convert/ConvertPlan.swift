@@ -29,7 +29,8 @@ final class ConcatenatedSource: Sendable {
             starts.append(total)
             let (sum, overflow) = total.addingReportingOverflow(d.virtualSize)
             guard !overflow else {
-                throw QEDError(.outOfRange, "the total size of the sources up to \(d.path) overflows 64 bits", value: total)
+                throw QEDError(.outOfRange, "the total size of the sources up to \(d.path) overflows 64 bits",
+                               value: d.virtualSize, path: d.path)
             }
             total = sum
         }
