@@ -308,6 +308,8 @@ struct LoggedOperation: Sendable {
     var worker: Int
     var kind: Kind
     var changes: [PendingChange]
+    /// Ticket taken just before the operation was issued (for the trace of a failed cut).
+    var start = 0
     /// Ticket taken when the operation returned; nil if it failed at the cut.
     var end: Int?
 
@@ -317,6 +319,17 @@ struct LoggedOperation: Sendable {
         case .zero(let at, let length): model.writeZeroes(at: at, length: length)
         case .discard(let at, let length): model.discard(at: at, length: length)
         }
+    }
+
+    /// "w1 t14–t15 write [171971, 226108)": who, issued and returned when ("cut": failed at the cut).
+    var trace: String {
+        let what: String
+        switch kind {
+        case .write(let at, let data): what = "write [\(at), \(at + UInt64(data.count)))"
+        case .zero(let at, let length): what = "zero [\(at), \(at + length))"
+        case .discard(let at, let length): what = "discard [\(at), \(at + length))"
+        }
+        return "w\(worker) t\(start)–\(end.map { "t\($0)" } ?? "cut") \(what)"
     }
 }
 
@@ -397,6 +410,7 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
                     op = LoggedOperation(worker: w, kind: .discard(start, length),
                                          changes: zeroed.map { PendingChange(offset: $0.lowerBound, length: Int($0.count), bytes: nil) })
                 }
+                op.start = log.ticket()
                 do {
                     switch op.kind {
                     case .write(let at, let data): try live.write(data, at: at)
@@ -440,7 +454,10 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
     var outcome = CutOutcome(cutInsideOperation: log.operations.contains { $0.end == nil })
     verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
                    flushed: flushed, pending: pending, crashView: crashView, outcome: &outcome, rng: &rng)
-    outcome.failures = outcome.failures.map { "\($0) [\(context)]" }
+    if !outcome.failures.isEmpty {  // the interleaving this run had, for the report
+        let trace = "ops: \(log.operations.map(\.trace).joined(separator: "; ")); completed flushes started at \(log.completedFlushStarts.sorted().map { "t\($0)" })"
+        outcome.failures = outcome.failures.map { "\($0) [\(context); \(trace)]" }
+    }
     return outcome
 }
 

@@ -49,6 +49,9 @@ public final class Image: Sendable {
     let needCheck: NeedCheckTimer
     /// Serialises creating L2 tables (rare: once per table's worth of guest space).
     let tableCreation = Mutex(())
+    /// Requests that found no L2 table and are creating one or waiting for `tableCreation` (for
+    /// tests, which wait for a request to be stuck there).
+    let tableCreationCallers = Atomic<Int>(0)
     let closed = AtomicFlag()
     /// The report of the check run by this open, if NEED_CHECK made it run one.
     let openCheck = Mutex<CheckReport?>(nil)

@@ -10,8 +10,12 @@ import Synchronization
 
 /// One L1 or L2 table in memory: `entriesPerTable` host-endian offsets, guarded by ``lock``.
 ///
-/// Write-through: every change is written to the file (the 512-byte sectors holding the changed
-/// entries) while the lock is held, so the disk copy is never older than a released table.
+/// Write-through, and written before published: ``update(at:values:file:)`` writes the 512-byte
+/// sectors holding the changed entries (new values over the current ones) while the lock is held,
+/// and stores the new values in memory only once that write has returned. So the disk copy is
+/// never older than a released table, and an entry a lookup can see has been issued to the file:
+/// a request that acts on it (writes into the cluster it maps, or allocates in the L2 table it
+/// links) and completes before a flush starts has that entry covered by the flush's sync.
 /// Lookups read single entries without the lock (``entry(_:)``: an atomic acquire load, paired
 /// with the release stores of ``update(at:values:file:)``), so the I/O path never waits for it.
 /// `@unchecked Sendable`: `entries` is written only inside `lock.withLock`, and read either there
@@ -93,16 +97,31 @@ final class Table: @unchecked Sendable {
         return qedsys_find_unequal_u64(entries.baseAddress!, from, end, value)
     }
 
-    /// Sets `values` starting at `index` and writes the sectors that hold them, all under the lock.
+    /// Sets `values` starting at `index`, all under the lock: first writes the sectors that hold
+    /// them (the current entries with `values` laid over), then, once the write has returned,
+    /// stores them for lock-free readers. A failed write throws and leaves memory unchanged.
+    ///
+    /// The order matters for durability under concurrency. Were the entries stored first, another
+    /// request could see one (say a new L1 link) before its sector write was issued, complete its
+    /// own write through it, and have a flush that started afterwards sync the file without that
+    /// sector — its flushed data would then be unreachable after a crash.
     func update(at index: Int, values: some Collection<UInt64>, file: any BlockFile) throws {
         guard index >= 0, values.count <= entries.count - min(index, entries.count) else {
             throw QEDError(.corrupt, "table update of \(values.count) entries at index \(index) overruns the \(entries.count)-entry table at \(fileOffset)",
                            value: UInt64(truncatingIfNeeded: index), path: file.path)
         }
+        guard !values.isEmpty else { return }
         try lock.withLock { _ in
-            var i = index
+            let changed = index..<(index + values.count)
+            let sectors = sectorRange(covering: changed)
+            let staged = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: sectors.count)
+            defer { staged.deallocate() }
+            _ = staged.initialize(from: entries[sectors])
+            var i = index - sectors.lowerBound
+            for v in values { staged[i] = v; i += 1 }
+            try writeSectors(UnsafeBufferPointer(staged), firstEntry: sectors.lowerBound, file: file)
+            i = index
             for v in values { qedsys_store_release_u64(entries.baseAddress! + i, v); i += 1 }
-            try writeSectorsLocked(entries: index..<i, file: file)
         }
     }
 
@@ -114,12 +133,24 @@ final class Table: @unchecked Sendable {
     /// Writes the 512-byte sectors covering entry range `range`. Call with the lock held.
     private func writeSectorsLocked(entries range: Range<Int>, file: any BlockFile) throws {
         guard !range.isEmpty else { return }
+        let sectors = sectorRange(covering: range)
+        try writeSectors(UnsafeBufferPointer(rebasing: entries[sectors]), firstEntry: sectors.lowerBound, file: file)
+    }
+
+    /// The entries of the whole 512-byte sectors (64 entries each; the last may be short) that
+    /// hold `range`.
+    private func sectorRange(covering range: Range<Int>) -> Range<Int> {
         let perSector = 64  // 512 / 8
         let first = (range.lowerBound / perSector) * perSector
         let end = min(((range.upperBound + perSector - 1) / perSector) * perSector, entries.count)
-        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: (end - first) * 8, alignment: 8)
+        return first..<end
+    }
+
+    /// Writes `values` (host-endian) as the on-disk entries starting at entry `firstEntry`.
+    private func writeSectors(_ values: UnsafeBufferPointer<UInt64>, firstEntry: Int, file: any BlockFile) throws {
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: values.count * 8, alignment: 8)
         defer { raw.deallocate() }
-        TableEntry.encode(UnsafeBufferPointer(rebasing: entries[first..<end]), into: raw)
-        try file.write(UnsafeRawBufferPointer(raw), at: fileOffset + UInt64(first * 8))
+        TableEntry.encode(values, into: raw)
+        try file.write(UnsafeRawBufferPointer(raw), at: fileOffset + UInt64(firstEntry * 8))
     }
 }

@@ -117,6 +117,8 @@ extension Image {
         let l1Index = Int(geometry.l1Index(pos))
         let existing = l1.entry(l1Index)
         if existing != TableEntry.unallocated { return try pinValidTable(existing, pos: pos) }
+        tableCreationCallers.add(1, ordering: .relaxed)
+        defer { tableCreationCallers.subtract(1, ordering: .relaxed) }
         return try tableCreation.withLock { _ in
             let again = l1.entry(l1Index)
             if again != TableEntry.unallocated { return try pinValidTable(again, pos: pos) }
