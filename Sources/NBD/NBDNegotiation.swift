@@ -229,10 +229,11 @@ public struct NBDNegotiation: Sendable {
             return .refused(Step(replies: [Self.error(request.option, .errorInvalid, error.reason)], action: .continue))
         }
         guard let export = self.configuration.export(named: parsed.exportName) else {
-            return .refused(Step(
-                replies: [Self.error(request.option, .errorUnknown, "export '\(parsed.exportName)' not present")],
-                action: .continue
-            ))
+            return .refused(
+                Step(
+                    replies: [Self.error(request.option, .errorUnknown, "export '\(parsed.exportName)' not present")],
+                    action: .continue
+                ))
         }
         return .found(parsed, export)
     }
@@ -321,7 +322,9 @@ public struct NBDNegotiation: Sendable {
             self.metaSelection = nil
             guard self.structuredReplies || self.extendedHeaders else {
                 return Step(
-                    replies: [Self.error(option, .errorInvalid, "negotiate structured replies or extended headers first")],
+                    replies: [
+                        Self.error(option, .errorInvalid, "negotiate structured replies or extended headers first")
+                    ],
                     action: .continue
                 )
             }

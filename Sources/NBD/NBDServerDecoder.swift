@@ -146,10 +146,12 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
         let headerLength: Int
         switch magic {
         case NBD.requestMagic:
-            guard let (_, rawFlags, rawCommand, cookie, offset, length) = buffer.getMultipleIntegers(
-                at: start,
-                as: (UInt32, UInt16, UInt16, UInt64, UInt64, UInt32).self
-            ) else { return nil }
+            guard
+                let (_, rawFlags, rawCommand, cookie, offset, length) = buffer.getMultipleIntegers(
+                    at: start,
+                    as: (UInt32, UInt16, UInt16, UInt64, UInt64, UInt32).self
+                )
+            else { return nil }
             headerLength = NBD.requestHeaderLength
             header = NBDRequestHeader(
                 command: NBDCommand(rawValue: rawCommand),
@@ -159,10 +161,12 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
                 length: UInt64(length)
             )
         case NBD.extendedRequestMagic:
-            guard let (_, rawFlags, rawCommand, cookie, offset, length) = buffer.getMultipleIntegers(
-                at: start,
-                as: (UInt32, UInt16, UInt16, UInt64, UInt64, UInt64).self
-            ) else { return nil }
+            guard
+                let (_, rawFlags, rawCommand, cookie, offset, length) = buffer.getMultipleIntegers(
+                    at: start,
+                    as: (UInt32, UInt16, UInt16, UInt64, UInt64, UInt64).self
+                )
+            else { return nil }
             headerLength = NBD.extendedRequestHeaderLength
             header = NBDRequestHeader(
                 command: NBDCommand(rawValue: rawCommand),

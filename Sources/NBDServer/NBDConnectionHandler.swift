@@ -130,7 +130,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.cancelHandshakeTimer()
-        if case .closed = self.phase {} else {
+        if case .closed = self.phase {
+        } else {
             self.phase = .closed
             self.logger.debug("client disconnected", metadata: ["in-flight": "\(self.requestsInFlight)"])
         }
@@ -364,7 +365,9 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             // The two sides disagree on framing; nothing after this can be parsed reliably.
             self.logger.info(
                 "closing the connection: request header form does not match the negotiation",
-                metadata: ["extended-request": "\(header.isExtended)", "extended-negotiated": "\(session.extendedHeaders)"]
+                metadata: [
+                    "extended-request": "\(header.isExtended)", "extended-negotiated": "\(session.extendedHeaders)",
+                ]
             )
             self.closing = true
             context.close(promise: nil)
@@ -485,7 +488,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 if cancelled {
                     let header = job.request.header
                     let session = job.transmission.session
-                    replies.append(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
+                    replies.append(
+                        .one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
                 } else {
                     replies.append(backend.execute(job.request, session: job.transmission.session))
                 }
@@ -553,7 +557,9 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     /// A human-readable reason for a validator rejection, sent in the structured error chunk.
-    static func rejectionMessage(_ header: NBDRequestHeader, _ rule: NBDRequestRule, _ validator: NBDRequestValidator) -> String {
+    static func rejectionMessage(
+        _ header: NBDRequestHeader, _ rule: NBDRequestRule, _ validator: NBDRequestValidator
+    ) -> String {
         let what = "\(header.command) of \(header.length) bytes at offset \(header.offset)"
         switch rule {
         case .unknownCommand: return "unknown command \(header.command)"
@@ -564,7 +570,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case .notAdvertised:
             return "\(what) with flags 0x\(String(header.flags.rawValue, radix: 16)) uses a feature not negotiated"
         case .flushRange: return "FLUSH must have offset and length 0"
-        case .payloadDiscarded, .tooLong: return "\(what) is longer than the maximum \(validator.maximumPayloadLength) bytes"
+        case .payloadDiscarded, .tooLong:
+            return "\(what) is longer than the maximum \(validator.maximumPayloadLength) bytes"
         case .emptyBlockStatus: return "BLOCK_STATUS of length 0"
         case .overflow, .pastEnd: return "\(what) ends past the end of the export (\(validator.exportSize) bytes)"
         case .misaligned: return "\(what) is not aligned to \(validator.minimumBlockSize) bytes"

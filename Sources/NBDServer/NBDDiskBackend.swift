@@ -118,7 +118,8 @@ public final class NBDDiskBackend: Sendable {
         // The validator bounds READ by the maximum payload (a UInt32); this only guards against a caller
         // that skipped it.
         guard let length = Int(exactly: header.length), header.length <= UInt64(UInt32.max) else {
-            return .one(session.errorReply(to: header, .overflow, message: "READ of \(header.length) bytes is too long"))
+            return .one(
+                session.errorReply(to: header, .overflow, message: "READ of \(header.length) bytes is too long"))
         }
         var buffer = self.allocator.buffer(capacity: length)
         if length > 0 {

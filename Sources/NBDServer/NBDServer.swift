@@ -6,11 +6,11 @@ public import QED
 import Synchronization
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// An NBD server exporting one ``QED/Disk`` (a QED or raw image) over SwiftNIO.

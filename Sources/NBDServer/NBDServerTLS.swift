@@ -1,11 +1,11 @@
 import NIOSSL
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// TLS credentials for ``NBDServer``. A server with TLS requires it (qemu-nbd's behaviour): every option

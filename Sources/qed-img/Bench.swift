@@ -79,7 +79,9 @@ struct Bench: ParsableCommand {
         o.cancellation = Signals.cancellation
         let disk = try opening.open(file, readOnly: !write)
         defer { try? disk.close() }
-        Console.out("Sending \(count) \(write ? "write" : "read") requests, \(bufferSize) bytes each, \(depth) in parallel (starting at offset \(start), step size \(o.effectiveStep))\n")
+        Console.out(
+            "Sending \(count) \(write ? "write" : "read") requests, \(bufferSize) bytes each, \(depth) in parallel (starting at offset \(start), step size \(o.effectiveStep))\n"
+        )
         if flushInterval > 0 { Console.out("Sending flush every \(flushInterval) requests\n") }
         let seconds: Double
         do {

@@ -31,8 +31,9 @@ struct Check: ParsableCommand {
 
     func run() throws {
         let fmt = try opening.format.value() ?? DiskOpener.probe(path: file)
-        let disk = try openDisk(file, format: fmt, readOnly: repair == nil, forceShare: opening.forceShare,
-                                openBacking: false, autoCheck: false)
+        let disk = try openDisk(
+            file, format: fmt, readOnly: repair == nil, forceShare: opening.forceShare,
+            openBacking: false, autoCheck: false)
         var options = QEDTools.Check.Options()
         options.repair = repair != nil
         let outcome: QEDTools.Check.Result
@@ -61,7 +62,8 @@ struct Check: ParsableCommand {
     /// QEMU's `ImageCheck` as a QDict (fields in QAPI order; zero counts left out).
     static func json(_ r: CheckReport, filename: String, format: DiskFormat) -> QemuJSON {
         var pairs: [(String, QemuJSON)] = [
-            ("filename", .string(filename)), ("format", .string(format.rawValue)), ("check-errors", .int(Int64(r.checkErrors))),
+            ("filename", .string(filename)), ("format", .string(format.rawValue)),
+            ("check-errors", .int(Int64(r.checkErrors))),
         ]
         let optional: [(String, UInt64)] = [
             ("corruptions", UInt64(r.corruptions)), ("leaks", UInt64(r.leaks)),
@@ -92,10 +94,12 @@ struct Check: ParsableCommand {
             out += "No errors were found on the image.\n"
         } else {
             if r.corruptions > 0 {
-                out += "\n\(r.corruptions) errors were found on the image.\nData may be corrupted, or further writes to the image may corrupt it.\n"
+                out +=
+                    "\n\(r.corruptions) errors were found on the image.\nData may be corrupted, or further writes to the image may corrupt it.\n"
             }
             if r.leaks > 0 {
-                out += "\n\(r.leaks) leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n"
+                out +=
+                    "\n\(r.leaks) leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n"
             }
             if r.checkErrors > 0 {
                 out += "\n\(r.checkErrors) internal errors have occurred during the check.\n"
@@ -103,9 +107,10 @@ struct Check: ParsableCommand {
         }
         if r.totalClusters != 0 && r.allocatedClusters != 0 {
             let a = Double(r.allocatedClusters)
-            out += cFormat("%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
-                          r.allocatedClusters, r.totalClusters, a * 100 / Double(r.totalClusters),
-                          Double(r.fragmentedClusters) * 100 / a, 0.0)
+            out += cFormat(
+                "%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+                r.allocatedClusters, r.totalClusters, a * 100 / Double(r.totalClusters),
+                Double(r.fragmentedClusters) * 100 / a, 0.0)
         }
         return out
     }

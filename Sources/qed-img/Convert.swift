@@ -26,7 +26,8 @@ struct Convert: ParsableCommand {
     @Option(name: .customShort("F"), help: "Format of the backing file (probed when absent).")
     var backingFormat: Choice<DiskFormat>?
 
-    @Option(name: .customShort("S"), help: "Zero-detection block size in bytes (multiple of 512; 0 = write everything).")
+    @Option(
+        name: .customShort("S"), help: "Zero-detection block size in bytes (multiple of 512; 0 = write everything).")
     var sparseSize: String = "4k"
 
     @OptionGroup var progress: ProgressOptions
@@ -40,7 +41,11 @@ struct Convert: ParsableCommand {
     @Option(name: .customShort("m"), help: "Parallel workers (1...16, default 8).")
     var workers: Int = 8
 
-    @Option(name: .customShort("t"), help: "Output cache mode: unsafe (default: never flushed, like qemu-img convert), writeback, writethrough, none, directsync (flushed when done).")
+    @Option(
+        name: .customShort("t"),
+        help:
+            "Output cache mode: unsafe (default: never flushed, like qemu-img convert), writeback, writethrough, none, directsync (flushed when done)."
+    )
     var cache = Choice(CacheMode.unsafe)
 
     @OptionGroup var sourceCache: IgnoredSourceCacheOption
@@ -50,7 +55,9 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         guard files.count >= 2 else { throw ValidationError("Expecting at least one source and an output file") }
-        guard (1...16).contains(workers) else { throw ValidationError("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16") }
+        guard (1...16).contains(workers) else {
+            throw ValidationError("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
+        }
     }
 
     func run() throws {
@@ -62,11 +69,14 @@ struct Convert: ParsableCommand {
             Console.out(outFormat == .qed ? OptionList.qedHelp : OptionList.rawHelp)
             return
         }
-        try opts.check(known: outFormat == .qed ? ["backing_file", "backing_fmt", "cluster_size", "table_size"] : [],
-                       format: outFormat.rawValue)
+        try opts.check(
+            known: outFormat == .qed ? ["backing_file", "backing_fmt", "cluster_size", "table_size"] : [],
+            format: outFormat.rawValue)
         let layout = try QEDLayout(opts)
         guard let sparse = Sizes.parse(sparseSize) else {
-            throw CLIError("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
+            throw CLIError(
+                "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output)."
+            )
         }
         var sources: [any Disk] = []
         defer { for s in sources { try? s.close() } }

@@ -14,10 +14,14 @@ struct Create: ParsableCommand {
     @Option(name: .customShort("f"), help: "Image format (default qed): \(DiskOpener.formatNames(conjunction: "or")).")
     var format = Choice(DiskFormat.qed)
 
-    @Option(name: .customShort("b"), help: "Backing file (stored as given; relative names resolve against the image's directory).")
+    @Option(
+        name: .customShort("b"),
+        help: "Backing file (stored as given; relative names resolve against the image's directory).")
     var backingFile: String?
 
-    @Option(name: .customShort("F"), help: "Backing file format: \(DiskOpener.formatNames(conjunction: "or")) (required with -b unless -u).")
+    @Option(
+        name: .customShort("F"),
+        help: "Backing file format: \(DiskOpener.formatNames(conjunction: "or")) (required with -b unless -u).")
     var backingFormat: Choice<DiskFormat>?
 
     @Flag(name: .customShort("u"), help: "Do not open the backing file (a size must then be given).")
@@ -40,8 +44,9 @@ struct Create: ParsableCommand {
             Console.out(fmt == .qed ? OptionList.qedHelp : OptionList.rawHelp)
             return
         }
-        try opts.check(known: fmt == .qed ? ["size", "backing_file", "backing_fmt", "cluster_size", "table_size"] : ["size"],
-                       format: fmt.rawValue)
+        try opts.check(
+            known: fmt == .qed ? ["size", "backing_file", "backing_fmt", "cluster_size", "table_size"] : ["size"],
+            format: fmt.rawValue)
         let layout = try QEDLayout(opts)
         let backing = backingFile ?? opts.value("backing_file")
         let backingFmtChoice = backingFormat ?? opts.value("backing_fmt").map(Choice.init(argument:))
@@ -49,7 +54,9 @@ struct Create: ParsableCommand {
         var sizeValue: UInt64?
         if let text = sizeText {
             guard let v = Sizes.parse(text), v <= UInt64(Int64.max) else {
-                throw CLIError("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+                throw CLIError(
+                    "Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
+                )
             }
             sizeValue = v
             sizeText = String(v)
@@ -66,10 +73,13 @@ struct Create: ParsableCommand {
             let resolved = backing.hasPrefix("/") ? backing : directory(of: file) + backing
             let detected = try DiskOpener.probe(path: resolved)
             if backingFmt == nil {
-                throw CLIError("Backing file specified without backing format\nDetected format of \(detected.rawValue).", path: file)
+                throw CLIError(
+                    "Backing file specified without backing format\nDetected format of \(detected.rawValue).",
+                    path: file)
             }
             if sizeValue == nil {
-                let disk = try openDisk(resolved, format: backingFmt, readOnly: true, forceShare: true, openBacking: false)
+                let disk = try openDisk(
+                    resolved, format: backingFmt, readOnly: true, forceShare: true, openBacking: false)
                 sizeValue = disk.virtualSize
                 try? disk.close()
             }
@@ -87,9 +97,11 @@ struct Create: ParsableCommand {
         if !verbosity.quiet { Console.out(line + "\n") }
         // qemu-img rounds new images up to whole 512-byte sectors.
         let roundedSize = (finalSize + 511) / 512 * 512
-        try DiskOpener.create(path: file, format: fmt,
-                              options: NewDiskOptions(size: roundedSize, backingFile: backing, backingFormat: backingFmt,
-                                                      clusterSize: layout.clusterSize, tableSize: layout.tableSize))
+        try DiskOpener.create(
+            path: file, format: fmt,
+            options: NewDiskOptions(
+                size: roundedSize, backingFile: backing, backingFormat: backingFmt,
+                clusterSize: layout.clusterSize, tableSize: layout.tableSize))
     }
 }
 

@@ -29,7 +29,9 @@ struct DDCommand: ParsableCommand {
             guard seen.insert(key).inserted else { throw CLIError("Option '\(key)' was specified more than once") }
             switch key {
             case "bs":
-                guard let v = Sizes.parse(value), v > 0, v <= UInt64(Int32.max) else { throw CLIError("invalid number: '\(value)'") }
+                guard let v = Sizes.parse(value), v > 0, v <= UInt64(Int32.max) else {
+                    throw CLIError("invalid number: '\(value)'")
+                }
                 o.blockSize = v
             case "count":
                 guard let v = Sizes.parse(value) else { throw CLIError("invalid number: '\(value)'") }

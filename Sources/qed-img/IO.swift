@@ -1,3 +1,9 @@
+import ArgumentParser
+import Dispatch
+import QED
+import QEDTools
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,11 +11,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import ArgumentParser
-import Dispatch
-import QED
-import QEDTools
-import Synchronization
 
 /// `io`: a qemu-io subset for scripting, printing qemu-io's summary lines.
 struct IOCommand: ParsableCommand {
@@ -146,7 +147,9 @@ final class IOSession: Sendable {
             return timed("discard", r) { try disk.discard(at: r.offset, length: r.length) }
         case "aio_read", "aio_write":
             let isWrite = name == "aio_write"
-            guard let r = parse(rest, name: name, flags: isWrite ? ["P", "z", "q"] : ["P", "v", "q"]) else { return false }
+            guard let r = parse(rest, name: name, flags: isWrite ? ["P", "z", "q"] : ["P", "v", "q"]) else {
+                return false
+            }
             group.enter()
             DispatchQueue.global().async { [self] in
                 let ok = isWrite ? doWrite(r) : doRead(r)
@@ -164,7 +167,9 @@ final class IOSession: Sendable {
         case "map":
             do {
                 for run in try AllocationMap.run(disk: disk, options: .init()).runs {
-                    say("\(Sizes.ioString(Double(run.length))) (0x\(String(run.length, radix: 16))) bytes \(run.allocated ? "    allocated" : "not allocated") at offset \(Sizes.ioString(Double(run.offset))) (0x\(String(run.offset, radix: 16)))\n")
+                    say(
+                        "\(Sizes.ioString(Double(run.length))) (0x\(String(run.length, radix: 16))) bytes \(run.allocated ? "    allocated" : "not allocated") at offset \(Sizes.ioString(Double(run.offset))) (0x\(String(run.offset, radix: 16)))\n"
+                    )
                 }
             } catch {
                 say("Failed to get allocation status: \(IOSession.reason(error))\n")
@@ -173,7 +178,9 @@ final class IOSession: Sendable {
             return true
         case "info":
             let cluster = disk.clusterSize ?? 0
-            say("format name: \(disk.format.rawValue)\ncluster size: \(Sizes.ioString(Double(cluster)))\nvm state offset: 0 bytes\n")
+            say(
+                "format name: \(disk.format.rawValue)\ncluster size: \(Sizes.ioString(Double(cluster)))\nvm state offset: 0 bytes\n"
+            )
             return true
         default:
             Console.err("command \"\(name)\" not found\n")
@@ -230,7 +237,9 @@ final class IOSession: Sendable {
     private func timed(_ verb: String, _ r: Request, _ body: () throws -> Void) -> Bool {
         let start = monotonicSeconds()
         do { try body() } catch { return report(verb == "wrote" ? "write" : verb, error) }
-        if !r.quiet { say(IOSession.summary(verb, offset: r.offset, length: r.length, seconds: monotonicSeconds() - start)) }
+        if !r.quiet {
+            say(IOSession.summary(verb, offset: r.offset, length: r.length, seconds: monotonicSeconds() - start))
+        }
         return true
     }
 

@@ -33,12 +33,17 @@ struct Map: ParsableCommand {
     func run() throws {
         let disk = try opening.open(file)
         defer { try? disk.close() }
-        let start = try startOffset.map { s -> UInt64 in
-            guard let v = Sizes.parse(s) else { throw CLIError("Invalid start offset specified! You may use k, M, G, T, P or E suffixes for") }
-            return v
-        } ?? 0
+        let start =
+            try startOffset.map { s -> UInt64 in
+                guard let v = Sizes.parse(s) else {
+                    throw CLIError("Invalid start offset specified! You may use k, M, G, T, P or E suffixes for")
+                }
+                return v
+            } ?? 0
         let length = try maxLength.map { s -> UInt64 in
-            guard let v = Sizes.parse(s) else { throw CLIError("Invalid max length specified! You may use k, M, G, T, P or E suffixes for") }
+            guard let v = Sizes.parse(s) else {
+                throw CLIError("Invalid max length specified! You may use k, M, G, T, P or E suffixes for")
+            }
             return v
         }
         var options = QEDTools.Map.Options()
@@ -54,7 +59,8 @@ struct Map: ParsableCommand {
         case .json:
             let rows = result.rows.map { row -> String in
                 let e = row.extent
-                var s = "{ \"start\": \(e.offset), \"length\": \(e.length), \"depth\": \(e.depth), \"present\": \(e.present), \"zero\": \(e.zero), \"data\": \(e.data)"
+                var s =
+                    "{ \"start\": \(e.offset), \"length\": \(e.length), \"depth\": \(e.depth), \"present\": \(e.present), \"zero\": \(e.zero), \"data\": \(e.data)"
                 if let o = e.hostOffset { s += ", \"offset\": \(o)" }
                 return s + "}"
             }
@@ -63,11 +69,13 @@ struct Map: ParsableCommand {
             var out = pad("Offset") + pad("Length") + pad("Mapped to") + "File\n"
             for row in result.humanRows {
                 let e = row.extent
-                out += pad(hex(e.offset)) + pad(hex(e.length)) + pad(hex(e.hostOffset ?? 0)) + (row.filename ?? "") + "\n"
+                out +=
+                    pad(hex(e.offset)) + pad(hex(e.length)) + pad(hex(e.hostOffset ?? 0)) + (row.filename ?? "") + "\n"
             }
             Console.out(out)
         case .picture:
-            Console.out(MapPicture(extents: result.rows.map(\.extent), disk: disk, start: start, width: max(8, width)).render())
+            Console.out(
+                MapPicture(extents: result.rows.map(\.extent), disk: disk, start: start, width: max(8, width)).render())
         }
     }
 
@@ -84,7 +92,8 @@ struct MapPicture {
     static let maxRows = 32
 
     enum Kind: Int, Comparable {
-        case unallocated = 0, backingZero, backingData, zero, data
+        case unallocated = 0
+        case backingZero, backingData, zero, data
         static func < (a: Kind, b: Kind) -> Bool { a.rawValue < b.rawValue }
         var symbol: Character {
             switch self {

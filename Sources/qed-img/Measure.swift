@@ -34,8 +34,9 @@ struct Measure: ParsableCommand {
     func run() throws {
         let target = try targetFormat.value()
         let opts = try formatOptions.list()
-        try opts.check(known: target == .qed ? ["cluster_size", "table_size", "backing_file", "backing_fmt"] : [],
-                       format: target.rawValue)
+        try opts.check(
+            known: target == .qed ? ["cluster_size", "table_size", "backing_file", "backing_fmt"] : [],
+            format: target.rawValue)
         let layout = try QEDLayout(opts)
         var options = QEDTools.Measure.Options()
         options.format = target
@@ -45,7 +46,9 @@ struct Measure: ParsableCommand {
         let result: QEDTools.Measure.Result
         if let size {
             guard let bytes = Sizes.parse(size) else {
-                throw CLIError("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+                throw CLIError(
+                    "Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
+                )
             }
             result = try QEDTools.Measure.run(.empty(size: bytes), options: options)
         } else {
@@ -56,8 +59,10 @@ struct Measure: ParsableCommand {
         }
         switch output.format {
         case .json:
-            let json = QemuJSON.object([("required", .uint(result.required)),
-                                        ("fully-allocated", .uint(result.fullyAllocated))])
+            let json = QemuJSON.object([
+                ("required", .uint(result.required)),
+                ("fully-allocated", .uint(result.fullyAllocated)),
+            ])
             Console.out(json.pretty() + "\n")
         case .human:
             Console.out("required size: \(result.required)\nfully allocated size: \(result.fullyAllocated)\n")

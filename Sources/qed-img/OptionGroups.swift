@@ -6,7 +6,9 @@ import QEDTools
 
 /// `-f FMT`: the format of the image(s) a verb opens.
 struct FormatOption: ParsableArguments {
-    @Option(name: .customShort("f"), help: "Image format: \(DiskOpener.formatNames(conjunction: "or")) (probed when absent).")
+    @Option(
+        name: .customShort("f"),
+        help: "Image format: \(DiskOpener.formatNames(conjunction: "or")) (probed when absent).")
     var format: Choice<DiskFormat>?
 
     /// The format given, or nil to probe it; qemu-img's message for an unknown name.
@@ -15,7 +17,9 @@ struct FormatOption: ParsableArguments {
 
 /// `-U`: open an image another process is writing.
 struct ForceShareOption: ParsableArguments {
-    @Flag(name: .customShort("U"), help: "Force share: open even while another process writes the image (read-only opens).")
+    @Flag(
+        name: .customShort("U"),
+        help: "Force share: open even while another process writes the image (read-only opens).")
     var forceShare = false
 }
 
@@ -28,11 +32,14 @@ struct OpeningOptions: ParsableArguments {
     var forceShare: Bool { share.forceShare }
 
     /// Opens `path` in the format given (or probed); `-U` applies to read-only opens only.
-    func open(_ path: String, readOnly: Bool = true, openBacking: Bool = true, autoCheck: Bool = true) throws
+    func open(
+        _ path: String, readOnly: Bool = true, openBacking: Bool = true, autoCheck: Bool = true
+    ) throws
         -> any Disk
     {
-        try openDisk(path, format: try format.value(), readOnly: readOnly, forceShare: forceShare,
-                     openBacking: openBacking, autoCheck: autoCheck)
+        try openDisk(
+            path, format: try format.value(), readOnly: readOnly, forceShare: forceShare,
+            openBacking: openBacking, autoCheck: autoCheck)
     }
 }
 
@@ -87,7 +94,9 @@ struct TargetFormatOption: ParsableArguments {
 
 /// `-o NAME=VALUE,...`: the options of the image format a verb makes.
 struct FormatOptionsOption: ParsableArguments {
-    @Option(name: .customShort("o"), help: "Format options: cluster_size=SIZE,table_size=N (and backing_file, backing_fmt).")
+    @Option(
+        name: .customShort("o"), help: "Format options: cluster_size=SIZE,table_size=N (and backing_file, backing_fmt)."
+    )
     var options: [String] = []
 
     /// The options given, split (qemu-img's message for a malformed one).

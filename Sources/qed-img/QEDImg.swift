@@ -26,7 +26,8 @@ struct QEDImg: ParsableCommand {
         var arguments = Array(CommandLine.arguments.dropFirst())
         // `resize FILE -1G`: like qemu-img, the last argument is the size even when it starts with '-'.
         if arguments.first == "resize", let last = arguments.last, last.count > 1, last.hasPrefix("-"),
-           let second = last.dropFirst().first, second.isNumber, !arguments.contains("--") {
+            let second = last.dropFirst().first, second.isNumber, !arguments.contains("--")
+        {
             arguments.insert("--", at: arguments.count - 1)
         }
         Signals.install()

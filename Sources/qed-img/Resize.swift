@@ -27,9 +27,17 @@ struct Resize: ParsableCommand {
         _ = try preallocation?.value(naming: file)  // refuses any mode but `off`, the only one there is
         var text = Substring(size)
         var sign = 0
-        if text.hasPrefix("+") { sign = 1; text = text.dropFirst() } else if text.hasPrefix("-") { sign = -1; text = text.dropFirst() }
+        if text.hasPrefix("+") {
+            sign = 1
+            text = text.dropFirst()
+        } else if text.hasPrefix("-") {
+            sign = -1
+            text = text.dropFirst()
+        }
         guard let amount = Sizes.parse(String(text)), amount <= UInt64(Int64.max) else {
-            throw CLIError("Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+            throw CLIError(
+                "Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nqed-img: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
+            )
         }
         let disk = try openDisk(file, format: try format.value(), readOnly: false)
         defer { try? disk.close() }
@@ -47,12 +55,16 @@ struct Resize: ParsableCommand {
             newSize = amount
         }
         if newSize < current && !shrink {
-            throw CLIError("Use the --shrink option to perform a shrink operation.\nqed-img: warning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.", path: file)
+            throw CLIError(
+                "Use the --shrink option to perform a shrink operation.\nqed-img: warning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.",
+                path: file)
         }
         do {
             try disk.resize(to: newSize)
         } catch let e as QEDError where e.code == .invalidImageSize {
-            throw CLIError("Invalid image size specified: \(newSize) bytes (QED sizes must be a multiple of 512 and fit the L1 table)", path: file)
+            throw CLIError(
+                "Invalid image size specified: \(newSize) bytes (QED sizes must be a multiple of 512 and fit the L1 table)",
+                path: file)
         }
         try disk.close()
         if !verbosity.quiet { Console.out("Image resized.\n") }

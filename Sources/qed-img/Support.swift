@@ -1,3 +1,8 @@
+import ArgumentParser
+import QED
+import QEDTools
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,10 +10,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import ArgumentParser
-import QED
-import QEDTools
-import Synchronization
 
 /// An error the CLI reports as `qed-img: [file: ]message` with its own exit status.
 struct CLIError: Error {
@@ -62,7 +63,8 @@ enum Sizes {
             return v
         }
         guard !s.isEmpty, s.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
-              s.filter({ $0 == "." }).count <= 1 else { return nil }
+            s.filter({ $0 == "." }).count <= 1
+        else { return nil }
         if !s.contains("."), let whole = UInt64(s) {
             let (v, o) = whole.multipliedReportingOverflow(by: UInt64(multiplier))
             return o ? nil : v
@@ -115,8 +117,13 @@ struct OptionList {
             var i = 0
             while i < chars.count {
                 if chars[i] == "," {
-                    if i + 1 < chars.count && chars[i + 1] == "," { current.append(","); i += 2; continue }
-                    items.append(current); current = ""
+                    if i + 1 < chars.count && chars[i + 1] == "," {
+                        current.append(",")
+                        i += 2
+                        continue
+                    }
+                    items.append(current)
+                    current = ""
                 } else {
                     current.append(chars[i])
                 }
@@ -174,7 +181,9 @@ struct QEDLayout {
     init(_ options: OptionList) throws {
         if let c = options.value("cluster_size") {
             guard let v = Sizes.parse(c), v <= UInt64(UInt32.max) else {
-                throw CLIError("Parameter 'cluster_size' expects a non-negative number below 2^64\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.")
+                throw CLIError(
+                    "Parameter 'cluster_size' expects a non-negative number below 2^64\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively."
+                )
             }
             clusterSize = UInt32(v)
             clusterGiven = true
@@ -214,7 +223,8 @@ final class ProgressPrinter: Sendable {
             if isTerminal {
                 let now = monotonicSeconds()
                 guard percent != state.lastShown,
-                      percent >= 100 || now - state.lastDrawn > 0.05 || state.lastShown < 0 else { return }
+                    percent >= 100 || now - state.lastDrawn > 0.05 || state.lastShown < 0
+                else { return }
                 state.lastShown = percent
                 state.lastDrawn = now
                 Console.out(cFormat("\r    (%3.2f/100%%)", percent))
@@ -261,8 +271,10 @@ enum Signals {
 let interruptedExitCode: Int32 = 130
 
 /// Opens the image at `path` for the CLI: format given or probed, read-only or not, `-U`.
-func openDisk(_ path: String, format: DiskFormat?, readOnly: Bool, forceShare: Bool = false,
-              openBacking: Bool = true, autoCheck: Bool = true) throws -> any Disk {
+func openDisk(
+    _ path: String, format: DiskFormat?, readOnly: Bool, forceShare: Bool = false,
+    openBacking: Bool = true, autoCheck: Bool = true
+) throws -> any Disk {
     var options = OpenOptions(readOnly: readOnly, forceShare: forceShare && readOnly)
     options.openBacking = openBacking
     options.autoCheck = autoCheck

@@ -1,9 +1,9 @@
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// SIGTERM and SIGINT handling without handlers: the signals are blocked in all threads and taken with
@@ -34,15 +34,17 @@ enum Signals {
         }
         let context = Unmanaged.passRetained(Box(action)).toOpaque()
         var thread = pthread_t()
-        let status = pthread_create(&thread, nil, { argument in
-            guard let argument else { return nil }
-            let box = Unmanaged<Box>.fromOpaque(argument).takeRetainedValue()
-            var set = Signals.terminationSet
-            var number: Int32 = 0
-            while sigwait(&set, &number) != 0 {}
-            box.action()
-            return nil
-        }, context)
+        let status = pthread_create(
+            &thread, nil,
+            { argument in
+                guard let argument else { return nil }
+                let box = Unmanaged<Box>.fromOpaque(argument).takeRetainedValue()
+                var set = Signals.terminationSet
+                var number: Int32 = 0
+                while sigwait(&set, &number) != 0 {}
+                box.action()
+                return nil
+            }, context)
         if status == 0 {
             pthread_detach(thread)
         } else {

@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// Our ``Image/check(repair:)`` counts what `qemu-img check` counts, on images QEMU made and
 /// then damaged on purpose.
@@ -50,9 +50,13 @@ struct CheckAgreementTests {
     static func makeImage(_ dir: TemporaryDirectory) throws -> String {
         let img = dir.file("c.qed")
         try QEMU.imgOK("create", "-f", "qed", "-o", "cluster_size=4096,table_size=2", img, "12M")
-        try QEMU.ioOK(img, ["write -P 1 0 4k", "write -P 2 8k 4k", "write -P 3 4k 4k", "write -z 12k 4k",
-                            "write -P 4 16k 8k", "write -P 5 4M 4k", "write -P 6 4100k 4k", "write -P 7 8M 12k",
-                            "write -P 8 24k 4k"])
+        try QEMU.ioOK(
+            img,
+            [
+                "write -P 1 0 4k", "write -P 2 8k 4k", "write -P 3 4k 4k", "write -z 12k 4k",
+                "write -P 4 16k 8k", "write -P 5 4M 4k", "write -P 6 4100k 4k", "write -P 7 8M 12k",
+                "write -P 8 24k 4k",
+            ])
         return img
     }
 

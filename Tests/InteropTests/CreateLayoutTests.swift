@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// `Image.create` writes the same bytes as `qemu-img create -f qed`.
 @Suite("Interop: create layout")
@@ -9,7 +9,9 @@ struct CreateLayoutTests {
     struct Options: Sendable, CustomTestStringConvertible {
         var cs: UInt32, ts: UInt32, size: UInt64
         var backing: String?, format: BackingFormat?
-        var testDescription: String { "cs=\(cs) ts=\(ts) size=\(size) backing=\(backing ?? "-") \(format?.rawValue ?? "")" }
+        var testDescription: String {
+            "cs=\(cs) ts=\(ts) size=\(size) backing=\(backing ?? "-") \(format?.rawValue ?? "")"
+        }
     }
 
     static let cases: [Options] = [
@@ -30,8 +32,9 @@ struct CreateLayoutTests {
         var args = ["create", "-f", "qed", "-o", "cluster_size=\(o.cs),table_size=\(o.ts)"]
         if let b = o.backing { args += ["-b", b, "-F", o.format?.rawValue ?? "qed"] }
         try QEMU.run("qemu-img", args + [dir.file("qemu.qed"), "\(o.size)"], cwd: dir.path)
-        var options = CreateOptions(size: o.size, clusterSize: o.cs, tableSize: o.ts, backingFile: o.backing,
-                                    backingFormat: o.format)
+        var options = CreateOptions(
+            size: o.size, clusterSize: o.cs, tableSize: o.ts, backingFile: o.backing,
+            backingFormat: o.format)
         options.allowQEMUIncompatible = false
         try Image.create(path: dir.file("ours.qed"), options: options)
         let theirs = try Files.read(dir.file("qemu.qed"))
@@ -53,7 +56,8 @@ struct CreateLayoutTests {
         #expect(try image.read(at: 4094, count: 5) == [0, 1, 2, 3, 0])
         try image.close()
         #expect(throws: QEDError.self) {
-            try Image.create(path: dir.file("ours.qed"), options: CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 1))
+            try Image.create(
+                path: dir.file("ours.qed"), options: CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 1))
         }
     }
 }

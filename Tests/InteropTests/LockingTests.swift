@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// QEMU-compatible image locks: QEMU and we exclude each other as QEMU processes do.
 /// Serialized: the tests run long-lived qemu-io children.
@@ -91,7 +91,8 @@ struct LockingTests {
         let img = try Self.makeImage(dir)
         let first = try openImage(img)
         expectLocked({ try Image.open(path: img) }, "second read-write open")
-        expectLocked({ try Image.open(path: img, options: OpenOptions(readOnly: true)) }, "read-only open next to our writer")
+        expectLocked(
+            { try Image.open(path: img, options: OpenOptions(readOnly: true)) }, "read-only open next to our writer")
         let shared = try openImage(img, OpenOptions(readOnly: true, forceShare: true))
         try shared.close()
         try first.close()

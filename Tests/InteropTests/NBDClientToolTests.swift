@@ -1,19 +1,22 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// qed-nbd against libnbd's tools (nbdinfo, nbdcopy) and qemu-img over NBD.
 @Suite struct NBDClientToolTests {
     /// base.raw (4 MiB: 0x11 in 0..256k) under ov.qed (8 MiB): data, zero clusters, backing-only ranges.
     private func makeOverlay(_ box: NBDSandbox) throws {
         try box.must("qemu-img", "create", "-q", "-f", "raw", box.path("base.raw"), "4M")
-        try box.must("qemu-io", "-f", "raw", "-c", "write -P 0x11 0 256k", "-c", "write -P 0x12 1M 64k",
-                     box.path("base.raw"))
-        try box.must("qemu-img", "create", "-q", "-f", "qed", "-b", box.path("base.raw"), "-F", "raw",
-                     box.path("ov.qed"), "8M")
-        try box.must("qemu-io", "-c", "write -P 0x33 64k 64k", "-c", "write -z 128k 128k",
-                     "-c", "write -P 0x44 6M 4k", "-c", "write -z 7M 512k", box.path("ov.qed"))
+        try box.must(
+            "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 256k", "-c", "write -P 0x12 1M 64k",
+            box.path("base.raw"))
+        try box.must(
+            "qemu-img", "create", "-q", "-f", "qed", "-b", box.path("base.raw"), "-F", "raw",
+            box.path("ov.qed"), "8M")
+        try box.must(
+            "qemu-io", "-c", "write -P 0x33 64k 64k", "-c", "write -z 128k 128k",
+            "-c", "write -P 0x44 6M 4k", "-c", "write -z 7M 512k", box.path("ov.qed"))
     }
 
     @Test func nbdinfoShowsSizeFlagsContextsAndDescription() throws {
@@ -32,9 +35,11 @@ import TestSupport
         #expect(export?["contexts"] as? [String] == ["base:allocation"])
         #expect(rw.terminate() == 0, "\(rw.log)")
 
-        let ro = try box.startServer(["-r", "-e", "2", "-A", "-t", "-x", "disk0", "-D", "the test disk"],
-                                     image: "a.qed", socket: "ro.sock")
-        let roJSON = try parseJSON(try box.must("nbdinfo", "--json", ro.uri(export: "disk0")).stdout)
+        let ro = try box.startServer(
+            ["-r", "-e", "2", "-A", "-t", "-x", "disk0", "-D", "the test disk"],
+            image: "a.qed", socket: "ro.sock")
+        let roJSON =
+            try parseJSON(try box.must("nbdinfo", "--json", ro.uri(export: "disk0")).stdout)
             as? [String: Any]
         let roExport = (roJSON?["exports"] as? [[String: Any]])?.first
         #expect(roExport?["is_read_only"] as? Bool == true)
@@ -64,20 +69,27 @@ import TestSupport
 
         // base:allocation through nbdinfo --map.
         let map = try parseJSON(try box.must("nbdinfo", "--map", "--json", server.uri()).stdout) as? [[String: Any]]
-        let got = (map ?? []).map { [$0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["type"] as? Int ?? -1] }
+        let got = (map ?? []).map {
+            [$0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["type"] as? Int ?? -1]
+        }
         #expect(got == expected.allocation, "nbdinfo --map: \(got) vs engine \(expected.allocation)")
         #expect(got.count >= 5, "the image should have several kinds of extents: \(got)")
 
         // qemu:allocation-depth.
-        let depthMap = try parseJSON(
-            try box.must("nbdinfo", "--map=qemu:allocation-depth", "--json", server.uri()).stdout) as? [[String: Any]]
-        let depths = (depthMap ?? []).map { [$0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["type"] as? Int ?? -1] }
+        let depthMap =
+            try parseJSON(
+                try box.must("nbdinfo", "--map=qemu:allocation-depth", "--json", server.uri()).stdout)
+            as? [[String: Any]]
+        let depths = (depthMap ?? []).map {
+            [$0["offset"] as? Int ?? -1, $0["length"] as? Int ?? -1, $0["type"] as? Int ?? -1]
+        }
         #expect(depths == expected.depth, "allocation depth: \(depths) vs engine \(expected.depth)")
         #expect(depths.contains { $0[2] == 2 } && depths.contains { $0[2] == 1 }, "\(depths)")
 
         // qemu-img map over NBD (BLOCK_STATUS with REQ_ONE) says the same about data and zeroes.
-        let qemuMap = try parseJSON(
-            try box.must("qemu-img", "map", "-f", "raw", "--output=json", server.uri()).stdout) as? [[String: Any]]
+        let qemuMap =
+            try parseJSON(
+                try box.must("qemu-img", "map", "-f", "raw", "--output=json", server.uri()).stdout) as? [[String: Any]]
         var qemuRuns: [[Int]] = []
         for entry in qemuMap ?? [] {
             let data = entry["data"] as? Bool ?? false, zero = entry["zero"] as? Bool ?? false
@@ -135,7 +147,8 @@ import TestSupport
         #expect(dest.terminate() == 0, "\(dest.log)")
         #expect(try nbdImageIsDirty(box.path("dest.qed")) == false)
         #expect(try box.run("qemu-img", "check", box.path("dest.qed")).status == 0)
-        let same = try box.run("qemu-img", "compare", "-f", "raw", "-F", "qed", box.path("ref.raw"), box.path("dest.qed"))
+        let same = try box.run(
+            "qemu-img", "compare", "-f", "raw", "-F", "qed", box.path("ref.raw"), box.path("dest.qed"))
         #expect(same.status == 0, "\(same)")
 
         // A raw export serves the file as is.
@@ -156,8 +169,11 @@ import TestSupport
         #expect(try box.bytes("sa.raw") == box.bytes("ref.raw"))
 
         // TCP on 127.0.0.1 with a free port; without -t the server leaves after its client.
-        guard let (server, port) = try Self.startTCPServer(box, ["--pid-file", box.path("tcp.pid"), box.path("ov.qed")],
-                                                           pidFile: box.path("tcp.pid")) else { return }
+        guard
+            let (server, port) = try Self.startTCPServer(
+                box, ["--pid-file", box.path("tcp.pid"), box.path("ov.qed")],
+                pidFile: box.path("tcp.pid"))
+        else { return }
         defer { server.kill() }
         let tcp = try box.must("nbdinfo", "--size", "nbd://127.0.0.1:\(port)/")
         #expect(tcp.stdout == "8388608\n", "\(tcp) \(server.log)")
@@ -175,10 +191,13 @@ import TestSupport
         let detect = try box.run(NBDSandbox.qedNBD, ["--detect-zeroes=unmap", box.path("a.qed")])
         #expect(detect.status != 0 && detect.stderr.contains("--discard=unmap"), "\(detect)")
         // A mode or format no option knows is refused as a usage error naming the value and the option.
-        for (option, value) in [("--cache", "unsafe"), ("--discard", "trim"), ("--detect-zeroes", "yes"), ("-f", "vmdk")] {
+        for (option, value) in [
+            ("--cache", "unsafe"), ("--discard", "trim"), ("--detect-zeroes", "yes"), ("-f", "vmdk"),
+        ] {
             let refused = try box.run(NBDSandbox.qedNBD, [option, value, box.path("a.qed")])
-            #expect(refused.status == 64 && refused.stderr.contains("'\(value)' is invalid for '\(option) "),
-                    "\(refused)")
+            #expect(
+                refused.status == 64 && refused.stderr.contains("'\(value)' is invalid for '\(option) "),
+                "\(refused)")
         }
         let both = try box.run(NBDSandbox.qedNBD, ["-k", box.path("x.sock"), "-p", "1234", box.path("a.qed")])
         #expect(both.status != 0, "\(both)")
@@ -193,12 +212,17 @@ import TestSupport
         let box = try NBDSandbox()
         try box.makeQED("a.qed", size: "2M")
         let pidFile = box.path("f.pid")
-        let start = try box.run(NBDSandbox.qedNBD, ["--fork", "--pid-file", pidFile, "-k", box.path("f.sock"), "-t",
-                                                    box.path("a.qed")], timeout: 30)
+        let start = try box.run(
+            NBDSandbox.qedNBD,
+            [
+                "--fork", "--pid-file", pidFile, "-k", box.path("f.sock"), "-t",
+                box.path("a.qed"),
+            ], timeout: 30)
         #expect(start.status == 0, "\(start)")
         let text = (try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? ""
         guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
-              let daemon = ProcessWatch(pid: pid) else {
+            let daemon = ProcessWatch(pid: pid)
+        else {
             Issue.record("no running daemon named by the pid file after --fork: \(start) \(text)")
             return
         }
@@ -216,12 +240,15 @@ import TestSupport
     /// Starts `qed-nbd -p PORT ARGS` on a port that was free a moment ago and waits until it listens
     /// (`pidFile` appears). Another process may take the port in between: then the server exits,
     /// saying it cannot listen, and another port is tried. Nil (an issue recorded) if it never starts.
-    static func startTCPServer(_ box: NBDSandbox, _ arguments: [String], pidFile: String,
-                               sourceLocation: SourceLocation = #_sourceLocation) throws -> (NBDServerProcess, Int)? {
+    static func startTCPServer(
+        _ box: NBDSandbox, _ arguments: [String], pidFile: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> (NBDServerProcess, Int)? {
         for _ in 0..<20 {
             let port = try freePort()
-            let server = try NBDServerProcess(arguments: ["-p", "\(port)"] + arguments, socket: "",
-                                              logPath: box.path("tcp-\(port).log"), directory: box.dir)
+            let server = try NBDServerProcess(
+                arguments: ["-p", "\(port)"] + arguments, socket: "",
+                logPath: box.path("tcp-\(port).log"), directory: box.dir)
             let deadline = Date().addingTimeInterval(300)
             while !FileManager.default.fileExists(atPath: pidFile) && server.isRunning && Date() < deadline {
                 usleep(5_000)

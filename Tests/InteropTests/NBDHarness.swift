@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// What a finished command printed and returned.
 typealias NBDOutcome = ChildOutcome
@@ -35,9 +35,12 @@ final class NBDSandbox: @unchecked Sendable {
     /// Runs `executable` (a path, or a name under /usr/bin, /usr/sbin, /sbin) with `arguments` in the
     /// sandbox; output goes to files so no pipe can fill up. Kills it after `timeout` seconds.
     @discardableResult
-    func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-             timeout: Double = 120) throws -> NBDOutcome {
-        try ChildProcess.run(ChildProcess.systemTool(executable), arguments, in: dir, environment: environment, timeout: timeout)
+    func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:],
+        timeout: Double = 120
+    ) throws -> NBDOutcome {
+        try ChildProcess.run(
+            ChildProcess.systemTool(executable), arguments, in: dir, environment: environment, timeout: timeout)
     }
 
     @discardableResult
@@ -45,8 +48,11 @@ final class NBDSandbox: @unchecked Sendable {
 
     /// Runs a command that must succeed; records an issue with its output otherwise.
     @discardableResult
-    func must(_ executable: String, _ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation)
-        throws -> NBDOutcome {
+    func must(
+        _ executable: String, _ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation
+    )
+        throws -> NBDOutcome
+    {
         let outcome = try run(executable, arguments)
         #expect(outcome.status == 0, "\(executable) \(arguments): \(outcome)", sourceLocation: sourceLocation)
         return outcome
@@ -54,8 +60,10 @@ final class NBDSandbox: @unchecked Sendable {
 
     /// Starts `qed-nbd ARGS FILE` on the Unix socket `socket` and waits until it listens (its pid file
     /// appears, which it writes after binding).
-    func startServer(_ arguments: [String], image: String, socket: String = "s.sock",
-                     sourceLocation: SourceLocation = #_sourceLocation) throws -> NBDServerProcess {
+    func startServer(
+        _ arguments: [String], image: String, socket: String = "s.sock",
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> NBDServerProcess {
         let pidFile = path("\(socket).pid")
         try? FileManager.default.removeItem(atPath: pidFile)
         let server = try NBDServerProcess(
@@ -67,8 +75,9 @@ final class NBDSandbox: @unchecked Sendable {
         while !FileManager.default.fileExists(atPath: pidFile) && server.isRunning && Date() < deadline {
             usleep(5_000)
         }
-        #expect(FileManager.default.fileExists(atPath: pidFile), "qed-nbd did not start: \(server.log)",
-                sourceLocation: sourceLocation)
+        #expect(
+            FileManager.default.fileExists(atPath: pidFile), "qed-nbd did not start: \(server.log)",
+            sourceLocation: sourceLocation)
         return server
     }
 
@@ -86,8 +95,10 @@ final class NBDSandbox: @unchecked Sendable {
     }
 
     /// A QED image of `size` bytes, made by qemu-img.
-    func makeQED(_ name: String, size: String, options: [String] = [],
-                 sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func makeQED(
+        _ name: String, size: String, options: [String] = [],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         let outcome = try run("qemu-img", ["create", "-q", "-f", "qed"] + options + [path(name), size])
         #expect(outcome.status == 0, "qemu-img create: \(outcome)", sourceLocation: sourceLocation)
     }

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Clients that connect and never negotiate, connect and drop at once, or send garbage, against the real
 /// `qed-nbd`: none of them may lock out a client that negotiates, leak memory or descriptors, or wedge
@@ -8,23 +8,24 @@ import TestSupport
 /// server that stops answering makes a script fail instead of hang.
 @Suite struct NBDHostileClientTests {
     /// Idle connections (greeted, never negotiating), then a real client, then when the idle ones get EOF.
-    static let idleScript = NBDRawClient.script(#"""
-path, idle, client_timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-start = time.monotonic()
-idlers = []
-for _ in range(idle):
-    s = connect(path, 60)
-    greeting(s)   # accepted and greeted: it holds whatever an accepted connection holds
-    idlers.append(s)
-result = {"closed_after": []}
-served(path, client_timeout)   # raises (and fails the script) if not served within the timeout
-result["served_after"] = time.monotonic() - start
-for s in idlers:
-    wait_for_eof(s)
-    result["closed_after"].append(time.monotonic() - start)
-    s.close()
-print(json.dumps(result))
-"""#)
+    static let idleScript = NBDRawClient.script(
+        #"""
+        path, idle, client_timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+        start = time.monotonic()
+        idlers = []
+        for _ in range(idle):
+            s = connect(path, 60)
+            greeting(s)   # accepted and greeted: it holds whatever an accepted connection holds
+            idlers.append(s)
+        result = {"closed_after": []}
+        served(path, client_timeout)   # raises (and fails the script) if not served within the timeout
+        result["served_after"] = time.monotonic() - start
+        for s in idlers:
+            wait_for_eof(s)
+            result["closed_after"].append(time.monotonic() - start)
+            s.close()
+        print(json.dumps(result))
+        """#)
 
     /// Runs the idle script against a fresh server; returns its result.
     func idleRun(_ box: NBDSandbox, serverArguments: [String], idle: Int) throws -> [String: Any]? {
@@ -59,17 +60,18 @@ print(json.dumps(result))
 
     /// 16 idle connections fill the places for connections still negotiating; the next client waits in
     /// the listen queue until the handshake limit frees one.
-    static let capScript = NBDRawClient.script(#"""
-path = sys.argv[1]
-start = time.monotonic()
-idlers = [connect(path, 60) for _ in range(16)]
-for s in idlers:
-    greeting(s)
-served(path, 60)
-print(json.dumps({"served_after": time.monotonic() - start}))
-for s in idlers:
-    s.close()
-"""#)
+    static let capScript = NBDRawClient.script(
+        #"""
+        path = sys.argv[1]
+        start = time.monotonic()
+        idlers = [connect(path, 60) for _ in range(16)]
+        for s in idlers:
+            greeting(s)
+        served(path, 60)
+        print(json.dumps({"served_after": time.monotonic() - start}))
+        for s in idlers:
+            s.close()
+        """#)
 
     @Test func connectionsStillNegotiatingAreCappedAndTheLimitFreesThem() throws {
         let box = try NBDSandbox()
@@ -85,19 +87,20 @@ for s in idlers:
     }
 
     /// Connect and drop, in a bounded loop; a quarter send a few bytes first, half read the greeting.
-    static let dropScript = NBDRawClient.script(#"""
-path, cycles = sys.argv[1], int(sys.argv[2])
-start = time.monotonic()
-for i in range(cycles):
-    s = connect(path, 30)
-    if i % 4 == 1:
-        s.sendall(b"\x00\x00")
-    if i % 2 == 0:
-        greeting(s)
-    s.close()
-loop = time.monotonic() - start
-print(json.dumps({"loop_seconds": loop, "served_in": served(path, 30)}))
-"""#)
+    static let dropScript = NBDRawClient.script(
+        #"""
+        path, cycles = sys.argv[1], int(sys.argv[2])
+        start = time.monotonic()
+        for i in range(cycles):
+            s = connect(path, 30)
+            if i % 4 == 1:
+                s.sendall(b"\x00\x00")
+            if i % 2 == 0:
+                greeting(s)
+            s.close()
+        loop = time.monotonic() - start
+        print(json.dumps({"loop_seconds": loop, "served_in": served(path, 30)}))
+        """#)
 
     @Test func tenThousandConnectAndDropCyclesLeaveNoTrace() throws {
         let box = try NBDSandbox()
@@ -125,31 +128,32 @@ print(json.dumps({"loop_seconds": loop, "served_in": served(path, 30)}))
     /// Churn at the `-e` limit: each round opens `limit` connections, a random mix of full sessions
     /// (GO, sometimes a READ) and raw ones that send garbage before reading the greeting, then closes them
     /// in random order. Afterwards a new client must be served.
-    static let churnScript = NBDRawClient.script(#"""
-path, limit, rounds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(seed)
-sessions = garbage = 0
-for r in range(rounds):
-    socks = []
-    for i in range(limit):
-        s = connect(path, 20)
-        socks.append(s)
-        if rng.random() < 0.5:
-            garbage += 1
-            try:
-                s.sendall(rng.randbytes(rng.randint(1, 40)))
-            except (BrokenPipeError, ConnectionError):
-                pass   # the server may already have closed it
-        else:
-            sessions += 1
-            go(s)   # a full session is never refused: an error or timeout here fails the test
-            if rng.random() < 0.5:
-                read(s, 7, rng.randrange(0, 1 << 20, 512), 512)
-    rng.shuffle(socks)
-    for s in socks:
-        s.close()
-print(json.dumps({"rounds": rounds, "sessions": sessions, "garbage": garbage, "served_in": served(path, 5)}))
-"""#)
+    static let churnScript = NBDRawClient.script(
+        #"""
+        path, limit, rounds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+        rng = random.Random(seed)
+        sessions = garbage = 0
+        for r in range(rounds):
+            socks = []
+            for i in range(limit):
+                s = connect(path, 20)
+                socks.append(s)
+                if rng.random() < 0.5:
+                    garbage += 1
+                    try:
+                        s.sendall(rng.randbytes(rng.randint(1, 40)))
+                    except (BrokenPipeError, ConnectionError):
+                        pass   # the server may already have closed it
+                else:
+                    sessions += 1
+                    go(s)   # a full session is never refused: an error or timeout here fails the test
+                    if rng.random() < 0.5:
+                        read(s, 7, rng.randrange(0, 1 << 20, 512), 512)
+            rng.shuffle(socks)
+            for s in socks:
+                s.close()
+        print(json.dumps({"rounds": rounds, "sessions": sessions, "garbage": garbage, "served_in": served(path, 5)}))
+        """#)
 
     @Test func churnAtTheClientLimitNeverWedgesTheListener() throws {
         let box = try NBDSandbox()

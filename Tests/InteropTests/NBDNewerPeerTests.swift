@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// A libnbd client (python `nbd`, from the chroot) that runs a plan given as JSON and prints what it saw:
 /// ops (`["write", offset, length, byte]`, `["zero", offset, length]`), block status queries
@@ -8,60 +8,60 @@ import TestSupport
 /// probes (`[offset, length, [[run offset, run length, byte], ...]]`) that it reads and compares.
 /// With compact headers a request cannot say 2³² bytes or more, so it splits zeroing and queries.
 private let libnbdPlan = #"""
-import json, sys, nbd
-uri, request_extended, plan = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
-h = nbd.NBD()
-h.set_request_extended_headers(request_extended)
-h.add_meta_context("base:allocation")
-h.connect_uri(uri)
-extended = h.get_extended_headers_negotiated()
-limit = 2**64 - 1 if extended else 2**32 - 1
-for op in plan["ops"]:
-    if op[0] == "write":
-        h.pwrite(bytes([op[3]]) * op[2], op[1])
-    else:
-        done = 0
-        while done < op[2]:
-            piece = min(op[2] - done, limit)
-            h.zero(piece, op[1] + done)
-            done += piece
-answers = []
-requests = 0
-for offset, length in plan["queries"]:
-    got, done = [], 0
-    while done < length and requests < 10000:
-        seen = []
-        def collect(meta, at, entries, err):
-            seen.extend(entries)
-        h.block_status_64(min(length - done, limit), offset + done, collect)
-        requests += 1
-        covered = 0
-        for extent_length, flags in seen:
-            extent_length = min(extent_length, length - done - covered)
-            if extent_length <= 0:
+    import json, sys, nbd
+    uri, request_extended, plan = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
+    h = nbd.NBD()
+    h.set_request_extended_headers(request_extended)
+    h.add_meta_context("base:allocation")
+    h.connect_uri(uri)
+    extended = h.get_extended_headers_negotiated()
+    limit = 2**64 - 1 if extended else 2**32 - 1
+    for op in plan["ops"]:
+        if op[0] == "write":
+            h.pwrite(bytes([op[3]]) * op[2], op[1])
+        else:
+            done = 0
+            while done < op[2]:
+                piece = min(op[2] - done, limit)
+                h.zero(piece, op[1] + done)
+                done += piece
+    answers = []
+    requests = 0
+    for offset, length in plan["queries"]:
+        got, done = [], 0
+        while done < length and requests < 10000:
+            seen = []
+            def collect(meta, at, entries, err):
+                seen.extend(entries)
+            h.block_status_64(min(length - done, limit), offset + done, collect)
+            requests += 1
+            covered = 0
+            for extent_length, flags in seen:
+                extent_length = min(extent_length, length - done - covered)
+                if extent_length <= 0:
+                    break
+                if got and got[-1][1] == flags:
+                    got[-1][0] += extent_length
+                else:
+                    got.append([extent_length, flags])
+                covered += extent_length
+            if covered == 0:
                 break
-            if got and got[-1][1] == flags:
-                got[-1][0] += extent_length
-            else:
-                got.append([extent_length, flags])
-            covered += extent_length
-        if covered == 0:
-            break
-        done += covered
-    answers.append(got)
-mismatches, first = 0, None
-for offset, length, runs in plan["probes"]:
-    data = h.pread(length, offset)
-    for run_offset, run_length, byte in runs:
-        start = run_offset - offset
-        chunk = data[start:start + run_length]
-        if chunk != bytes([byte]) * run_length:
-            mismatches += 1
-            first = first or [run_offset, run_length, byte]
-print(json.dumps({"extended": extended, "structured": h.get_structured_replies_negotiated(),
-                  "extents": answers, "requests": requests, "mismatches": mismatches, "first": first}))
-h.shutdown()
-"""#
+            done += covered
+        answers.append(got)
+    mismatches, first = 0, None
+    for offset, length, runs in plan["probes"]:
+        data = h.pread(length, offset)
+        for run_offset, run_length, byte in runs:
+            start = run_offset - offset
+            chunk = data[start:start + run_length]
+            if chunk != bytes([byte]) * run_length:
+                mismatches += 1
+                first = first or [run_offset, run_length, byte]
+    print(json.dumps({"extended": extended, "structured": h.get_structured_replies_negotiated(),
+                      "extents": answers, "requests": requests, "mismatches": mismatches, "first": first}))
+    h.shutdown()
+    """#
 
 /// Interop with the clients newer than Debian 12's, which ask for extended headers: libnbd 1.22 (nbdinfo,
 /// nbdcopy, python `nbd`) and QEMU 10 (qemu-img, qemu-io), from the Debian 13 chroot
@@ -141,13 +141,15 @@ h.shutdown()
             "ops": ops, "queries": queries, "probes": Self.probes(model),
         ])
         let outcome = try box.newerPython(
-            libnbdPlan, [server.uri(), mode == .clientDoesNotAsk ? "0" : "1", String(decoding: planJSON, as: UTF8.self)])
+            libnbdPlan,
+            [server.uri(), mode == .clientDoesNotAsk ? "0" : "1", String(decoding: planJSON, as: UTF8.self)])
         try #require(outcome.status == 0, "python nbd: \(outcome)\n\(server.log.suffix(2000))")
         let result = try #require(try parseJSON(outcome.stdout) as? [String: Any])
         let extended = mode == .extendedRequested
         #expect(result["extended"] as? Bool == extended)
         #expect(result["structured"] as? Bool == true)
-        #expect(extended ? server.negotiatedExtendedHeaders : server.negotiatedCompactHeaders, "\(server.log.suffix(1500))")
+        #expect(
+            extended ? server.negotiatedExtendedHeaders : server.negotiatedCompactHeaders, "\(server.log.suffix(1500))")
         #expect(result["mismatches"] as? Int == 0, "data differs from the model, first at \(result["first"] ?? "-")")
 
         let answers = try #require(result["extents"] as? [[[NSNumber]]])
@@ -156,7 +158,8 @@ h.shutdown()
         for (query, answer) in zip(queries, answers) {
             let got = answer.map { ($0[0].uint64Value, $0[1].uint64Value) }
             let expected = model.extents(at: query[0], length: query[1])
-            if got.count != expected.count || !zip(got, expected).allSatisfy({ $0.0 == $1.length && $0.1 == $1.flags }) {
+            if got.count != expected.count || !zip(got, expected).allSatisfy({ $0.0 == $1.length && $0.1 == $1.flags })
+            {
                 mismatches += 1
                 Issue.record("block status \(query[1]) at \(query[0]): got \(got), model \(expected)")
             }
@@ -180,7 +183,9 @@ h.shutdown()
         let map = try box.mustNewer("nbdinfo", ["--map", server.uri()])
         let rows = map.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
         #expect(rows.count == 1 && rows.first?.prefix(3) == ["0", "70368744177664", "3"], "\(map.stdout)")
-        #expect(server.blockStatusRequests - before == 1, "BLOCK_STATUS requests for the map: \(server.blockStatusRequests - before)")
+        #expect(
+            server.blockStatusRequests - before == 1,
+            "BLOCK_STATUS requests for the map: \(server.blockStatusRequests - before)")
         #expect(server.negotiatedExtendedHeaders)
     }
 
@@ -211,10 +216,12 @@ h.shutdown()
         let server = try box.startServer(["-v", "-t", "--discard", "unmap"], image: "d.qed")
         let uri = server.uri()
         var model = ClusterModel()
-        try box.mustNewer("qemu-io", [
-            "-f", "raw", uri, "-c", "write -P 0x5a \(Self.four - 65536) 131072", "-c", "write -P 0x6b 1G 64k",
-            "-c", "write -z -n \(Self.gib + 65536) \(Self.four)", "-c", "write -P 0x7c 7G 65536",
-        ])
+        try box.mustNewer(
+            "qemu-io",
+            [
+                "-f", "raw", uri, "-c", "write -P 0x5a \(Self.four - 65536) 131072", "-c", "write -P 0x6b 1G 64k",
+                "-c", "write -z -n \(Self.gib + 65536) \(Self.four)", "-c", "write -P 0x7c 7G 65536",
+            ])
         model.write(Self.four - 65536, 131072, byte: 0x5a)
         model.write(Self.gib, 65536, byte: 0x6b)
         model.zero(Self.gib + 65536, Self.four)  // whole clusters: -n (FAST_ZERO) is allowed
@@ -230,11 +237,16 @@ h.shutdown()
         for entry in entries {
             let length = (entry["length"] as? NSNumber)?.uint64Value ?? 0
             let flags: UInt64 = (entry["data"] as? Bool == true) ? 0 : 3
-            if let last = got.last, last.flags == flags { got[got.count - 1].length += length } else { got.append((length, flags)) }
+            if let last = got.last, last.flags == flags {
+                got[got.count - 1].length += length
+            } else {
+                got.append((length, flags))
+            }
         }
         let expected = model.extents(at: 0, length: 8 * Self.gib)
         #expect(
-            got.count == expected.count && zip(got, expected).allSatisfy { $0.length == $1.length && $0.flags == $1.flags },
+            got.count == expected.count
+                && zip(got, expected).allSatisfy { $0.length == $1.length && $0.flags == $1.flags },
             "qemu-img map \(got) vs model \(expected)")
 
         try box.mustNewer("qemu-img", ["convert", "-f", "raw", "-O", "raw", uri, box.path("copy.raw")])
@@ -242,12 +254,15 @@ h.shutdown()
         #expect(compare.stdout.contains("Images are identical"), "\(compare.stdout)")
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: box.path("copy.raw")))
         defer { try? handle.close() }
-        for run in model.runs(at: Self.four - 131072, length: 262144) + model.runs(at: 7 * Self.gib - 4096, length: 73728) {
+        for run in model.runs(at: Self.four - 131072, length: 262144)
+            + model.runs(at: 7 * Self.gib - 4096, length: 73728)
+        {
             try handle.seek(toOffset: run.offset)
             let data = try handle.read(upToCount: Int(run.length)) ?? Data()
             #expect(data == Data(repeating: run.byte, count: Int(run.length)), "copy at \(run.offset)")
         }
-        let read = try box.mustNewer("qemu-io", ["-f", "raw", uri, "-c", "read -P 0x7c 7G 64k", "-c", "read -P 0 6G 64k"])
+        let read = try box.mustNewer(
+            "qemu-io", ["-f", "raw", uri, "-c", "read -P 0x7c 7G 64k", "-c", "read -P 0 6G 64k"])
         #expect(!read.stdout.contains("Pattern verification failed"), "\(read.stdout)")
         #expect(server.negotiatedExtendedHeaders && !server.negotiatedCompactHeaders, "\(server.log.suffix(1500))")
         #expect(server.terminate() == 0)

@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// qed-nbd under real workloads: qemu-io patterns, fio with verification, an ext4 filesystem.
 @Suite struct NBDWorkloadTests {
@@ -11,15 +11,15 @@ import TestSupport
         let server = try box.startServer(["--discard=unmap", "-t"], image: "a.qed")
         let io = try box.must(
             "qemu-io", "-f", "raw",
-            "-c", "write -P 0xab 0 1M",          // allocating writes
-            "-c", "write -P 0xcd 512k 8k",       // overwrite inside
-            "-c", "write -f -P 0x5a 3M 4k",      // FUA
-            "-c", "write -z 1M 1M",              // WRITE_ZEROES on unallocated clusters
+            "-c", "write -P 0xab 0 1M",  // allocating writes
+            "-c", "write -P 0xcd 512k 8k",  // overwrite inside
+            "-c", "write -f -P 0x5a 3M 4k",  // FUA
+            "-c", "write -z 1M 1M",  // WRITE_ZEROES on unallocated clusters
             "-c", "write -P 0x77 4M 256k",
-            "-c", "write -z -u 4M 128k",         // zeroes that may unmap allocated clusters
+            "-c", "write -z -u 4M 128k",  // zeroes that may unmap allocated clusters
             "-c", "write -P 0x99 6M 128k",
-            "-c", "discard 6M 64k",              // TRIM with --discard=unmap
-            "-c", "write -P 0x31 9000 1000",     // unaligned
+            "-c", "discard 6M 64k",  // TRIM with --discard=unmap
+            "-c", "write -P 0x31 9000 1000",  // unaligned
             "-c", "read -P 0xab 0 9000",
             "-c", "read -P 0x31 9000 1000",
             "-c", "read -P 0xcd 512k 8k",
@@ -80,17 +80,22 @@ import TestSupport
             "--ioengine=nbd", "--uri=\(server.uri())", "--bs=4k", "--iodepth=16", "--numjobs=2",
             "--size=16M", "--offset_increment=16M", "--verify=crc32c", "--group_reporting",
         ]
-        let write = try box.run("fio", ["--name=w", "--rw=randwrite", "--do_verify=0", "--verify_state_save=0"] + common)
+        let write = try box.run(
+            "fio", ["--name=w", "--rw=randwrite", "--do_verify=0", "--verify_state_save=0"] + common)
         #expect(write.status == 0 && write.stdout.contains("err= 0"), "\(write)")
-        let verify = try box.run("fio", ["--name=w", "--rw=randread", "--verify_only", "--verify_state_load=0"] + common)
+        let verify = try box.run(
+            "fio", ["--name=w", "--rw=randread", "--verify_only", "--verify_state_load=0"] + common)
         #expect(verify.status == 0 && verify.stdout.contains("err= 0"), "\(verify)")
         #expect(!verify.stderr.contains("verify: bad"), "\(verify)")
         #expect(server.terminate() == 0, "\(server.log)")
         #expect(try box.run("qemu-img", "check", box.path("f.qed")).status == 0)
         // The verify pass did read what the write pass left: the image is no longer empty.
-        let map = try parseJSON(try box.must("qemu-img", "map", "--output=json", box.path("f.qed")).stdout)
+        let map =
+            try parseJSON(try box.must("qemu-img", "map", "--output=json", box.path("f.qed")).stdout)
             as? [[String: Any]]
-        let dataBytes = (map ?? []).filter { $0["data"] as? Bool == true }.reduce(0) { $0 + ($1["length"] as? Int ?? 0) }
+        let dataBytes = (map ?? []).filter { $0["data"] as? Bool == true }.reduce(0) {
+            $0 + ($1["length"] as? Int ?? 0)
+        }
         #expect(dataBytes >= 16 << 20, "fio wrote \(dataBytes) bytes of data")
     }
 
@@ -102,7 +107,8 @@ import TestSupport
         var generator = SystemRandomNumberGenerator()
         for (index, size) in [0, 1, 4095, 4096, 70_000, 1 << 20].enumerated() {
             let bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
-            try Data(bytes).write(to: URL(fileURLWithPath: tree + (index % 2 == 0 ? "/sub" : "/sub/deeper") + "/f\(index)"))
+            try Data(bytes).write(
+                to: URL(fileURLWithPath: tree + (index % 2 == 0 ? "/sub" : "/sub/deeper") + "/f\(index)"))
         }
         try "hello\n".write(toFile: tree + "/top.txt", atomically: true, encoding: .utf8)
         try box.makeQED("fs.qed", size: "64M")
@@ -157,7 +163,9 @@ import TestSupport
         // here on a slow start instead would be wrong: nbdfuse may already be the server's client.
         let deadline = Date().addingTimeInterval(300)
         while Date() < deadline {
-            if FileManager.default.fileExists(atPath: mount + "/nbd") { return FuseMount(process: process, mount: mount) }
+            if FileManager.default.fileExists(atPath: mount + "/nbd") {
+                return FuseMount(process: process, mount: mount)
+            }
             if !process.isRunning { return nil }
             usleep(10_000)
         }

@@ -45,8 +45,10 @@ extension NBDSandbox {
 
     /// Runs a newer peer that must succeed; records an issue with its output otherwise.
     @discardableResult
-    func mustNewer(_ tool: String, _ arguments: [String], timeout: Double = 300,
-                   sourceLocation: SourceLocation = #_sourceLocation) throws -> NBDOutcome {
+    func mustNewer(
+        _ tool: String, _ arguments: [String], timeout: Double = 300,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> NBDOutcome {
         let outcome = try run(NewerPeers.tool(tool), arguments, timeout: timeout)
         #expect(outcome.status == 0, "\(tool) \(arguments): \(outcome)", sourceLocation: sourceLocation)
         return outcome

@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// One randomized interop case: a geometry, a backing kind and a seed.
 struct WorkloadCase: Sendable, CustomTestStringConvertible {
@@ -215,13 +215,17 @@ struct MapView: Equatable, CustomStringConvertible {
     var start: UInt64, length: UInt64, depth: Int, present: Bool, zero: Bool, data: Bool, offset: UInt64?
 
     init(_ e: Extent) {
-        (start, length, depth, present, zero, data, offset) = (e.offset, e.length, e.depth, e.present, e.zero,
-                                                                 e.data, e.hostOffset)
+        (start, length, depth, present, zero, data, offset) = (
+            e.offset, e.length, e.depth, e.present, e.zero,
+            e.data, e.hostOffset
+        )
     }
 
     init(_ m: QEMU.MapEntry) {
-        (start, length, depth, present, zero, data, offset) = (m.start, m.length, m.depth, m.present, m.zero,
-                                                                 m.data, m.offset)
+        (start, length, depth, present, zero, data, offset) = (
+            m.start, m.length, m.depth, m.present, m.zero,
+            m.data, m.offset
+        )
     }
 
     var description: String {
@@ -230,8 +234,10 @@ struct MapView: Equatable, CustomStringConvertible {
 }
 
 /// Every cluster the model knows is mapped as the model says; every depth-0 range is known to it.
-func expectModelMatchesExtents(_ model: ExpectedDisk, _ extents: [Extent], clusterSize cs: UInt64, size: UInt64,
-                               sourceLocation: SourceLocation = #_sourceLocation) throws {
+func expectModelMatchesExtents(
+    _ model: ExpectedDisk, _ extents: [Extent], clusterSize cs: UInt64, size: UInt64,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
     func extent(at pos: UInt64) -> Extent? {
         // Extents are sorted and contiguous: binary search.
         var lo = 0, hi = extents.count
@@ -245,26 +251,31 @@ func expectModelMatchesExtents(_ model: ExpectedDisk, _ extents: [Extent], clust
         let e = try #require(extent(at: c * cs), sourceLocation: sourceLocation)
         switch state {
         case .zero:
-            #expect(e.depth == 0 && e.present && e.zero && !e.data, "cluster \(c) should be a zero cluster: \(MapView(e))",
-                    sourceLocation: sourceLocation)
+            #expect(
+                e.depth == 0 && e.present && e.zero && !e.data, "cluster \(c) should be a zero cluster: \(MapView(e))",
+                sourceLocation: sourceLocation)
         case .data:
-            #expect(e.depth == 0 && e.present && e.data && e.hostOffset != nil, "cluster \(c) should be data: \(MapView(e))",
-                    sourceLocation: sourceLocation)
+            #expect(
+                e.depth == 0 && e.present && e.data && e.hostOffset != nil,
+                "cluster \(c) should be data: \(MapView(e))",
+                sourceLocation: sourceLocation)
         }
     }
     for e in extents where e.depth == 0 && e.present {
         var c = e.offset / cs
         while c * cs < e.offset + e.length {
-            #expect(model.clusters[c] != nil, "cluster \(c) is mapped (\(MapView(e))) but the model never touched it",
-                    sourceLocation: sourceLocation)
+            #expect(
+                model.clusters[c] != nil, "cluster \(c) is mapped (\(MapView(e))) but the model never touched it",
+                sourceLocation: sourceLocation)
             c += 1
         }
     }
     for e in extents where !e.present || e.depth > 0 {
         let c = e.offset / cs
         if e.offset % cs == 0 {
-            #expect(model.clusters[c] == nil, "cluster \(c) unallocated here (\(MapView(e))) but the model has it",
-                    sourceLocation: sourceLocation)
+            #expect(
+                model.clusters[c] == nil, "cluster \(c) unallocated here (\(MapView(e))) but the model has it",
+                sourceLocation: sourceLocation)
         }
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// Images made by qemu-img and written by qemu-io, read through our engine.
 @Suite("Interop: QEMU's images, read by us")
@@ -17,33 +17,50 @@ struct QEMUToOursTests {
         Recipe(name: "64k clusters, patterns, zero clusters, in-place zeroes") { dir in
             let img = dir.file("a.qed")
             try QEMU.imgOK("create", "-f", "qed", img, "8M")
-            try QEMU.ioOK(img, ["write -P 0xab 0 64k", "write -P 0x11 100k 3k", "write -z 1M 128k",
-                                "write -P 0x22 2M 300k", "write -z 2176k 64k", "write -P 0x33 7M 1M",
-                                "write -P 0x44 3000k 700", "write -z 5M 4k"])
+            try QEMU.ioOK(
+                img,
+                [
+                    "write -P 0xab 0 64k", "write -P 0x11 100k 3k", "write -z 1M 128k",
+                    "write -P 0x22 2M 300k", "write -z 2176k 64k", "write -P 0x33 7M 1M",
+                    "write -P 0x44 3000k 700", "write -z 5M 4k",
+                ])
             return img
         },
         Recipe(name: "4k clusters, table_size 16, writes across an L2 boundary") { dir in
             let img = dir.file("b.qed")
             try QEMU.imgOK("create", "-f", "qed", "-o", "cluster_size=4096,table_size=16", img, "72M")
-            try QEMU.ioOK(img, ["write -P 0x5a 0 10k", "write -P 0x6b 32760k 16k", "write -z 32M 64k",
-                                "write -P 0x7c 64M 1M", "write -P 0x8d 75496960 512", "write -P 0x9e 1234k 1"])
+            try QEMU.ioOK(
+                img,
+                [
+                    "write -P 0x5a 0 10k", "write -P 0x6b 32760k 16k", "write -z 32M 64k",
+                    "write -P 0x7c 64M 1M", "write -P 0x8d 75496960 512", "write -P 0x9e 1234k 1",
+                ])
             return img
         },
         Recipe(name: "4k clusters, table_size 2, many L2 tables") { dir in
             let img = dir.file("c.qed")
             try QEMU.imgOK("create", "-f", "qed", "-o", "cluster_size=4096,table_size=2", img, "20M")
-            try QEMU.ioOK(img, ["write -P 1 4192256 4k", "write -P 2 8386560 4k", "write -P 3 12M 4M",
-                                "write -z 16M 4M", "write -P 4 19923044 2000"])
+            try QEMU.ioOK(
+                img,
+                [
+                    "write -P 1 4192256 4k", "write -P 2 8386560 4k", "write -P 3 12M 4M",
+                    "write -z 16M 4M", "write -P 4 19923044 2000",
+                ])
             return img
         },
         Recipe(name: "raw backing, relative name, shorter than the image") { dir in
             let base = dir.file("base.raw"), top = dir.file("top.qed")
             try QEMU.imgOK("create", "-f", "raw", base, "300k")
             try QEMU.ioOK(base, ["write -P 0xbb 0 300k", "write -P 0xcc 128k 20k"], extra: ["-f", "raw"])
-            try QEMU.imgOK("create", "-f", "qed", "-b", "base.raw", "-F", "raw", "-o", "cluster_size=4096", top, "1M",
-                           cwd: dir.path)
-            try QEMU.ioOK(top, ["write -P 0x01 4k 4k", "write -P 0x02 10000 100", "write -z 64k 64k",
-                                "write -P 0x03 290k 20k", "write -P 0x04 900k 1k"])
+            try QEMU.imgOK(
+                "create", "-f", "qed", "-b", "base.raw", "-F", "raw", "-o", "cluster_size=4096", top, "1M",
+                cwd: dir.path)
+            try QEMU.ioOK(
+                top,
+                [
+                    "write -P 0x01 4k 4k", "write -P 0x02 10000 100", "write -z 64k 64k",
+                    "write -P 0x03 290k 20k", "write -P 0x04 900k 1k",
+                ])
             return top
         },
         Recipe(name: "qed backing in another directory, relative name") { dir in
@@ -52,20 +69,27 @@ struct QEMUToOursTests {
             let base = dir.file("base/base.qed"), top = dir.file("top/top.qed")
             try QEMU.imgOK("create", "-f", "qed", "-o", "cluster_size=4096", base, "2M")
             try QEMU.ioOK(base, ["write -P 0xa1 0 1M", "write -z 256k 64k", "write -P 0xa2 1536k 512k"])
-            try QEMU.imgOK("create", "-f", "qed", "-b", "../base/base.qed", "-F", "qed", top, "3M", cwd: dir.file("top"))
-            try QEMU.ioOK(top, ["write -P 0xb1 512k 4k", "write -z 1M 64k", "write -P 0xb2 1999k 2k",
-                                "write -P 0xb3 2560k 1k"])
+            try QEMU.imgOK(
+                "create", "-f", "qed", "-b", "../base/base.qed", "-F", "qed", top, "3M", cwd: dir.file("top"))
+            try QEMU.ioOK(
+                top,
+                [
+                    "write -P 0xb1 512k 4k", "write -z 1M 64k", "write -P 0xb2 1999k 2k",
+                    "write -P 0xb3 2560k 1k",
+                ])
             return top
         },
         Recipe(name: "two-level chain: raw <- qed <- qed") { dir in
             let raw = dir.file("r.raw"), mid = dir.file("m.qed"), top = dir.file("t.qed")
             try QEMU.imgOK("create", "-f", "raw", raw, "1M")
             try QEMU.ioOK(raw, ["write -P 0x10 0 1M"], extra: ["-f", "raw"])
-            try QEMU.imgOK("create", "-f", "qed", "-b", "r.raw", "-F", "raw", "-o", "cluster_size=4096", mid, "1M",
-                           cwd: dir.path)
+            try QEMU.imgOK(
+                "create", "-f", "qed", "-b", "r.raw", "-F", "raw", "-o", "cluster_size=4096", mid, "1M",
+                cwd: dir.path)
             try QEMU.ioOK(mid, ["write -P 0x20 64k 64k", "write -z 256k 64k"])
-            try QEMU.imgOK("create", "-f", "qed", "-b", "m.qed", "-F", "qed", "-o", "cluster_size=4096", top, "2M",
-                           cwd: dir.path)
+            try QEMU.imgOK(
+                "create", "-f", "qed", "-b", "m.qed", "-F", "qed", "-o", "cluster_size=4096", top, "2M",
+                cwd: dir.path)
             try QEMU.ioOK(top, ["write -P 0x30 100k 8k", "write -z 0 4k"])
             return top
         },
@@ -104,10 +128,16 @@ struct QEMUToOursTests {
         let dir = try TemporaryDirectory()
         let img = dir.file("big.qed")
         try QEMU.imgOK("create", "-f", "qed", img, "6G")
-        let regions: [(UInt64, UInt64)] = [(0, 65536), ((4 << 30) - 32768, 65536), ((4 << 30) + 12345, 70000),
-                                           ((5 << 30) + 3 * 65536, 3 * 65536), ((6 << 30) - 4096, 4096)]
-        try QEMU.ioOK(img, ["write -P 0x11 0 64k", "write -P 0x22 4194272k 64k", "write -P 0x33 4294979641 70000",
-                            "write -z 5G 64k", "write -P 0x44 5368905728 196608", "write -P 0x55 6442446848 4k"])
+        let regions: [(UInt64, UInt64)] = [
+            (0, 65536), ((4 << 30) - 32768, 65536), ((4 << 30) + 12345, 70000),
+            ((5 << 30) + 3 * 65536, 3 * 65536), ((6 << 30) - 4096, 4096),
+        ]
+        try QEMU.ioOK(
+            img,
+            [
+                "write -P 0x11 0 64k", "write -P 0x22 4194272k 64k", "write -P 0x33 4294979641 70000",
+                "write -z 5G 64k", "write -P 0x44 5368905728 196608", "write -P 0x55 6442446848 4k",
+            ])
         let raw = dir.file("big.raw")
         try QEMU.imgOK("convert", "-O", "raw", img, raw)
         let image = try openImage(img, OpenOptions(readOnly: true))
@@ -192,8 +222,9 @@ struct QEMUToOursTests {
         // in the middle of the file).
         for path in [a, b] {
             let check = try QEMU.check(path)
-            #expect(check.status == 3 && check.leaks == 1 && check.corruptions == 0 && check.allocatedClusters == 2,
-                    "\(path): \(check)")
+            #expect(
+                check.status == 3 && check.leaks == 1 && check.corruptions == 0 && check.allocatedClusters == 2,
+                "\(path): \(check)")
             #expect(try Files.read(path, at: 16, count: 1)[0] & 2 == 0)
         }
         try QEMU.imgOK("convert", "-O", "raw", a, dir.file("a.raw"))

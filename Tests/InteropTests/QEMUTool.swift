@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// Runs the real QEMU tools (qemu-img, qemu-io) for the interop tests.
 ///
@@ -97,13 +97,15 @@ enum QEMU {
     static func check(_ image: String, extra: [String] = []) throws -> Check {
         let r = try run("qemu-img", ["check", "--output=json"] + extra + [image])
         guard let data = r.stdout.data(using: .utf8),
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
             throw ToolFailed(result: r)
         }
         func n(_ key: String) -> Int { (obj[key] as? NSNumber)?.intValue ?? 0 }
-        return Check(status: r.status, checkErrors: n("check-errors"), corruptions: n("corruptions"), leaks: n("leaks"),
-                     corruptionsFixed: n("corruptions-fixed"), totalClusters: n("total-clusters"),
-                     allocatedClusters: n("allocated-clusters"), fragmentedClusters: n("fragmented-clusters"))
+        return Check(
+            status: r.status, checkErrors: n("check-errors"), corruptions: n("corruptions"), leaks: n("leaks"),
+            corruptionsFixed: n("corruptions-fixed"), totalClusters: n("total-clusters"),
+            allocatedClusters: n("allocated-clusters"), fragmentedClusters: n("fragmented-clusters"))
     }
 
     /// One entry of `qemu-img map --output=json`.
@@ -120,15 +122,17 @@ enum QEMU {
     static func map(_ image: String, extra: [String] = []) throws -> [MapEntry] {
         let r = try run("qemu-img", ["map", "--output=json"] + extra + [image])
         guard r.status == 0, let data = r.stdout.data(using: .utf8),
-              let array = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
+            let array = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]]
+        else {
             throw ToolFailed(result: r)
         }
         return array.map { o in
-            MapEntry(start: (o["start"] as? NSNumber)?.uint64Value ?? 0,
-                     length: (o["length"] as? NSNumber)?.uint64Value ?? 0,
-                     depth: (o["depth"] as? NSNumber)?.intValue ?? -1,
-                     present: (o["present"] as? Bool) ?? false, zero: (o["zero"] as? Bool) ?? false,
-                     data: (o["data"] as? Bool) ?? false, offset: (o["offset"] as? NSNumber)?.uint64Value)
+            MapEntry(
+                start: (o["start"] as? NSNumber)?.uint64Value ?? 0,
+                length: (o["length"] as? NSNumber)?.uint64Value ?? 0,
+                depth: (o["depth"] as? NSNumber)?.intValue ?? -1,
+                present: (o["present"] as? Bool) ?? false, zero: (o["zero"] as? Bool) ?? false,
+                data: (o["data"] as? Bool) ?? false, offset: (o["offset"] as? NSNumber)?.uint64Value)
         }
     }
 }

@@ -41,7 +41,9 @@ import Testing
     }
 
     /// One `-e 1` slot taken by `a`, with `b` then `c` waiting for it.
-    func oneServedTwoWaiting(sourceLocation: SourceLocation = #_sourceLocation)
+    func oneServedTwoWaiting(
+        sourceLocation: SourceLocation = #_sourceLocation
+    )
         -> (server: Server, a: Connection, b: Connection, c: Connection)
     {
         let server = Server(limit: 1)

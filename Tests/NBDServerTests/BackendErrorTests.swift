@@ -5,9 +5,9 @@ import QED
 import Testing
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #endif
 
 /// How ``NBDDiskBackend`` turns engine failures into NBD error values, and that requests carry them.
@@ -62,7 +62,8 @@ import Testing
         disk.fail(with: QEDError(.noSpace, "no space left on the host"))
         let backend = NBDDiskBackend(disk: disk, options: NBDServerOptions())
         let length: UInt64 = command == .flush ? 0 : 4096
-        let header = NBDRequestHeader(command: command, cookie: 42, offset: command == .flush ? 0 : 8192, length: length)
+        let header = NBDRequestHeader(
+            command: command, cookie: 42, offset: command == .flush ? 0 : 8192, length: length)
         let payload: NBDRequestPayload = command == .write ? .data(ByteBuffer(repeating: 1, count: 4096)) : .none
         var session = Self.session
         session.structuredReplies = command == .blockStatus

@@ -78,6 +78,7 @@ import Testing
         connection.channel.isWritable = true
         connection.channel.pipeline.fireChannelWritabilityChanged()
         #expect(connection.reads.reads == before + 1, "the pending read is issued once writable")
-        #expect(try connection.written() == [.simpleReply(.init(cookie: 1, data: ByteBuffer(repeating: 0, count: 512)))])
+        #expect(
+            try connection.written() == [.simpleReply(.init(cookie: 1, data: ByteBuffer(repeating: 0, count: 512)))])
     }
 }

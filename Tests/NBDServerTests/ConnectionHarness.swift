@@ -227,7 +227,8 @@ enum Wire {
     ) -> ByteBuffer {
         let header = NBDRequestHeader(command: command, cookie: cookie, offset: offset, length: length)
         var buffer = ByteBuffer()
-        buffer.writeNBDRequest(NBDRequest(header: header, payload: payload.map { .data(ByteBuffer(bytes: $0)) } ?? .none))
+        buffer.writeNBDRequest(
+            NBDRequest(header: header, payload: payload.map { .data(ByteBuffer(bytes: $0)) } ?? .none))
         return buffer
     }
 }

@@ -162,7 +162,10 @@ func transmissionFlags(in replies: [NBDServerMessage]) -> NBDTransmissionFlags? 
         try connection.send(Wire.clientFlags, Wire.option(.extendedHeaders, { $0.writeInteger(UInt32(1)) }))
         #expect(
             try connection.written() == [
-                .optionReply(.init(option: .extendedHeaders, body: .error(.errorInvalid, message: "EXTENDED_HEADERS takes no data")))
+                .optionReply(
+                    .init(
+                        option: .extendedHeaders, body: .error(.errorInvalid, message: "EXTENDED_HEADERS takes no data")
+                    ))
             ])
         try connection.send(Wire.option(.extendedHeaders), Wire.option(.extendedHeaders))
         let replies = try connection.written()
@@ -213,7 +216,8 @@ func transmissionFlags(in replies: [NBDServerMessage]) -> NBDTransmissionFlags? 
         #expect(wrap.error == .invalid)
 
         // Still in sync: the next request is served, and the data is untouched.
-        let read = try connection.roundTrip(Wire.extendedRequest(.read, cookie: 9, length: 4096), offset: 0, length: 4096)
+        let read = try connection.roundTrip(
+            Wire.extendedRequest(.read, cookie: 9, length: 4096), offset: 0, length: 4096)
         #expect(read.error == nil && read.data == [UInt8](repeating: 0x11, count: 4096))
         #expect(connection.channel.isActive)
     }

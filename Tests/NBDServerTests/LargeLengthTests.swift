@@ -142,13 +142,14 @@ struct AllocationModel {
 
         // Zeroing and trimming of the lengths around 2³², starting at odd places so they cross 4 GiB; then data
         // on both sides of the line and far beyond it.
-        let changes: [(command: NBDCommand, flags: NBDCommandFlags, offset: UInt64, length: UInt64, state: SparseState)] = [
-            (.writeZeroes, .noHole, gib + 1, four - 1, .zero),
-            (.writeZeroes, [], 3 * gib + 7, four + 1, .hole),
-            (.writeZeroes, .noHole, 9 * gib, four, .zero),
-            (.trim, [], 12 * gib - 3, four + 1, .hole),
-            (.writeZeroes, .noHole, four - 1, 2, .zero),
-        ]
+        let changes:
+            [(command: NBDCommand, flags: NBDCommandFlags, offset: UInt64, length: UInt64, state: SparseState)] = [
+                (.writeZeroes, .noHole, gib + 1, four - 1, .zero),
+                (.writeZeroes, [], 3 * gib + 7, four + 1, .hole),
+                (.writeZeroes, .noHole, 9 * gib, four, .zero),
+                (.trim, [], 12 * gib - 3, four + 1, .hole),
+                (.writeZeroes, .noHole, four - 1, 2, .zero),
+            ]
         for change in changes.prefix(4) {
             let requests = try Self.command(
                 change.command, flags: change.flags, offset: change.offset, length: change.length,
@@ -167,7 +168,8 @@ struct AllocationModel {
             let bytes =
                 extended
                 ? Wire.extendedRequest(.write, cookie: cookie, offset: write.offset, payload: payload)
-                : Wire.request(.write, cookie: cookie, offset: write.offset, length: UInt64(write.length),
+                : Wire.request(
+                    .write, cookie: cookie, offset: write.offset, length: UInt64(write.length),
                     payload: Array(repeating: write.byte, count: write.length))
             let reply = try connection.roundTrip(bytes, offset: write.offset)
             #expect(reply.error == nil)
@@ -207,7 +209,9 @@ struct AllocationModel {
 
         // The sparse disk agrees with the model too (it is what the server read).
         let runs = disk.runs(at: 0, length: 16 * gib)
-        for run in runs { #expect(model.state(at: run.start) == run.state && model.state(at: run.end - 1) == run.state) }
+        for run in runs {
+            #expect(model.state(at: run.start) == run.state && model.state(at: run.end - 1) == run.state)
+        }
 
         // Data across the line reads back.
         cookie += 1

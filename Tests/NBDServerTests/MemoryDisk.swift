@@ -94,7 +94,9 @@ final class MemoryDisk: Disk {
 
     func extents(at offset: UInt64, length: UInt64) throws -> [Extent] {
         try self.check()
-        return [Extent(offset: offset, length: length, depth: 0, present: true, zero: false, data: true, hostOffset: offset)]
+        return [
+            Extent(offset: offset, length: length, depth: 0, present: true, zero: false, data: true, hostOffset: offset)
+        ]
     }
 
     func close() throws {}

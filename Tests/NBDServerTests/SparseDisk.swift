@@ -93,7 +93,8 @@ final class SparseDisk: Disk {
             if case .data(let byte) = run.state { value = byte } else { value = 0 }
             let from = Int(run.start - offset)
             let to = Int(run.end - offset)
-            UnsafeMutableRawBufferPointer(rebasing: buffer[from..<to]).initializeMemory(as: UInt8.self, repeating: value)
+            UnsafeMutableRawBufferPointer(rebasing: buffer[from..<to]).initializeMemory(
+                as: UInt8.self, repeating: value)
         }
     }
 

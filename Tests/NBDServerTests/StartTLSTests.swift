@@ -2,8 +2,8 @@ import Foundation
 import NBD
 import NIOCore
 import NIOSSL
-import Testing
 import TestSupport
+import Testing
 
 @testable import NBDServer
 

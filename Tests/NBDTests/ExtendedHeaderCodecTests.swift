@@ -28,7 +28,8 @@ struct ExtendedHeaderCodecTests {
         #expect(
             message
                 == .request(
-                    Self.extended(.blockStatus, flags: .requestOne, cookie: 0x0102_0304_0506_0708, offset: 0xffff_ffff,
+                    Self.extended(
+                        .blockStatus, flags: .requestOne, cookie: 0x0102_0304_0506_0708, offset: 0xffff_ffff,
                         length: (1 << 32) + 1)))
         #expect(buffer.readableBytes == 0)
     }
@@ -38,25 +39,36 @@ struct ExtendedHeaderCodecTests {
         NBDBlockStatusPayload(effectLength: 1 << 33, contextIDs: [0, 1]).write(to: &filter)
         let requests: [NBDRequest] = [
             Self.extended(.read, cookie: 1, offset: 1 << 40, length: 1 << 20),
-            Self.extended(.write, flags: .payloadLength, cookie: 2, offset: 512, length: 5,
+            Self.extended(
+                .write, flags: .payloadLength, cookie: 2, offset: 512, length: 5,
                 payload: .data(ByteBuffer(bytes: [1, 2, 3, 4, 5]))),
             // QEMU 10 sends WRITE without PAYLOAD_LEN: the data still follows.
             Self.extended(.write, cookie: 3, offset: 0, length: 3, payload: .data(ByteBuffer(bytes: [7, 8, 9]))),
             Self.extended(.writeZeroes, flags: .noHole, cookie: 4, offset: 7, length: UInt64.max - 7),
-            Self.extended(.blockStatus, flags: .payloadLength, cookie: 5, length: UInt64(filter.readableBytes),
+            Self.extended(
+                .blockStatus, flags: .payloadLength, cookie: 5, length: UInt64(filter.readableBytes),
                 payload: .data(filter)),
-            Self.extended(.trim, flags: .payloadLength, cookie: 6, length: 2, payload: .data(ByteBuffer(bytes: [0, 0]))),
+            Self.extended(
+                .trim, flags: .payloadLength, cookie: 6, length: 2, payload: .data(ByteBuffer(bytes: [0, 0]))),
             request(.read, cookie: 7, offset: 512, length: 4096),
         ]
         var pairs = requests.map { (wire($0), [NBDClientMessage.request($0)]) }
         // A payload above the 16-byte limit is skipped and the request flagged, in the extended form too.
         var oversized = ByteBuffer()
         oversized.writeNBDRequestHeader(
-            NBDRequestHeader(command: .blockStatus, flags: .payloadLength, cookie: 8, offset: 0, length: 40, isExtended: true))
+            NBDRequestHeader(
+                command: .blockStatus, flags: .payloadLength, cookie: 8, offset: 0, length: 40, isExtended: true))
         oversized.writeBytes(Array(repeating: 0xEE, count: 40))
         pairs.append(
-            (oversized,
-             [.request(Self.extended(.blockStatus, flags: .payloadLength, cookie: 8, length: 40, payload: .discarded(length: 40)))]))
+            (
+                oversized,
+                [
+                    .request(
+                        Self.extended(
+                            .blockStatus, flags: .payloadLength, cookie: 8, length: 40, payload: .discarded(length: 40))
+                    )
+                ]
+            ))
         try ByteToMessageDecoderVerifier.verifyDecoder(inputOutputPairs: pairs) {
             NBDServerDecoder(startingAt: .transmission, maximumPayloadLength: 16)
         }
@@ -67,7 +79,8 @@ struct ExtendedHeaderCodecTests {
         var decoder = NBDServerDecoder(startingAt: .transmission)
         var buffer = ByteBuffer()
         buffer.writeNBDRequestHeader(
-            NBDRequestHeader(command: .write, flags: .payloadLength, cookie: 1, offset: 0, length: length, isExtended: true))
+            NBDRequestHeader(
+                command: .write, flags: .payloadLength, cookie: 1, offset: 0, length: length, isExtended: true))
         #expect(throws: NBDDecodingError.payloadTooLarge(command: .write, length: length)) {
             _ = try decoder.decodeNext(from: &buffer)
         }
@@ -85,33 +98,43 @@ struct ExtendedHeaderCodecTests {
     @Test func extendedChunksByteByByte() {
         let cookie: UInt64 = 0x1122_3344_5566_7788
         let done = NBDServerMessage.extendedReply(.done(cookie: cookie), requestOffset: 0x1_0000_0000)
-        #expect(bytes(encoded(done)) == bytes(hex("6e8a278c 0001 0000 1122334455667788 0000000100000000 0000000000000000")))
+        #expect(
+            bytes(encoded(done)) == bytes(hex("6e8a278c 0001 0000 1122334455667788 0000000100000000 0000000000000000")))
 
         let status = NBDServerMessage.extendedReply(
             NBDStructuredReplyChunk(
                 cookie: cookie, flags: .done,
                 content: .blockStatusExtended(
                     contextID: 1,
-                    extents: [NBDExtendedExtent(length: 0x1_0000_0001, flags: 3), NBDExtendedExtent(length: 512, flags: 0)])),
+                    extents: [
+                        NBDExtendedExtent(length: 0x1_0000_0001, flags: 3), NBDExtendedExtent(length: 512, flags: 0),
+                    ])),
             requestOffset: 4096)
         #expect(
             bytes(encoded(status))
-                == bytes(hex("""
-                    6e8a278c 0001 0006 1122334455667788 0000000000001000 0000000000000028
-                    00000001 00000002 0000000100000001 0000000000000003 0000000000000200 0000000000000000
-                    """)))
+                == bytes(
+                    hex(
+                        """
+                        6e8a278c 0001 0006 1122334455667788 0000000000001000 0000000000000028
+                        00000001 00000002 0000000100000001 0000000000000003 0000000000000200 0000000000000000
+                        """)))
 
         let error = NBDServerMessage.extendedReply(.error(cookie: cookie, .overflow, message: "no"), requestOffset: 9)
         #expect(
             bytes(encoded(error))
-                == bytes(hex("6e8a278c 0001 8001 1122334455667788 0000000000000009 0000000000000008 0000004b 0002 \(ascii("no"))")))
+                == bytes(
+                    hex(
+                        "6e8a278c 0001 8001 1122334455667788 0000000000000009 0000000000000008 0000004b 0002 \(ascii("no"))"
+                    )))
 
         let data = NBDServerMessage.extendedReply(
-            NBDStructuredReplyChunk(cookie: cookie, flags: .done, content: .offsetData(offset: 9, data: ByteBuffer(bytes: [0xab]))),
+            NBDStructuredReplyChunk(
+                cookie: cookie, flags: .done, content: .offsetData(offset: 9, data: ByteBuffer(bytes: [0xab]))),
             requestOffset: 9)
         #expect(
             bytes(encoded(data))
-                == bytes(hex("6e8a278c 0001 0001 1122334455667788 0000000000000009 0000000000000009 0000000000000009 ab")))
+                == bytes(
+                    hex("6e8a278c 0001 0001 1122334455667788 0000000000000009 0000000000000009 0000000000000009 ab")))
     }
 
     @Test func extendedRequestEncodesAs32Bytes() {
@@ -155,7 +178,9 @@ struct ExtendedHeaderCodecTests {
 
     @Test func negotiationRules() {
         var n = Self.negotiation()
-        #expect(Self.replyType(n.receive(.option(optionRequest(.extendedHeaders, ByteBuffer(bytes: [0]))))) == .errorInvalid)
+        #expect(
+            Self.replyType(n.receive(.option(optionRequest(.extendedHeaders, ByteBuffer(bytes: [0]))))) == .errorInvalid
+        )
         #expect(!n.extendedHeadersNegotiated)
         #expect(Self.replyType(n.receive(.option(optionRequest(.structuredReply)))) == .ack)
         #expect(Self.replyType(n.receive(.option(optionRequest(.extendedHeaders)))) == .ack, "after structured replies")
@@ -170,7 +195,8 @@ struct ExtendedHeaderCodecTests {
         // Extended headers alone allow SET_META_CONTEXT, and GO then advertises BLOCK_STATUS_PAYLOAD.
         var alone = Self.negotiation()
         _ = alone.receive(.option(optionRequest(.extendedHeaders)))
-        #expect(Self.replyType(alone.receive(.option(metaRequest(.setMetaContext, name: "", ["base:allocation"])))) == .ack)
+        #expect(
+            Self.replyType(alone.receive(.option(metaRequest(.setMetaContext, name: "", ["base:allocation"])))) == .ack)
         let go = alone.receive(.option(infoRequest(.go, name: "")))
         guard case .enterTransmission(let session) = go.action else {
             Issue.record("GO did not enter transmission: \(go)")
@@ -179,7 +205,9 @@ struct ExtendedHeaderCodecTests {
         #expect(session.extendedHeaders && session.structuredReplies && session.metaContexts == [.baseAllocation])
         #expect(session.transmissionFlags.contains(.blockStatusPayload) && session.transmissionFlags.contains(.sendDF))
         let advertised = go.replies.compactMap { message -> NBDTransmissionFlags? in
-            if case .optionReply(let reply) = message, case .information(.export(_, let flags)) = reply.body { return flags }
+            if case .optionReply(let reply) = message, case .information(.export(_, let flags)) = reply.body {
+                return flags
+            }
             return nil
         }
         #expect(advertised == [session.transmissionFlags], "GO advertises what the session uses")
@@ -192,7 +220,8 @@ struct ExtendedHeaderCodecTests {
         n.tlsHandshakeCompleted()
         #expect(!n.extendedHeadersNegotiated, "the protocol asks for negotiating again after STARTTLS")
         #expect(Self.replyType(n.receive(.option(optionRequest(.structuredReply)))) == .ack, "no longer superseded")
-        #expect(Self.replyType(n.receive(.option(optionRequest(.extendedHeaders)))) == .ack, "and it can be asked again")
+        #expect(
+            Self.replyType(n.receive(.option(optionRequest(.extendedHeaders)))) == .ack, "and it can be asked again")
         #expect(n.extendedHeadersNegotiated)
     }
 
@@ -206,7 +235,9 @@ struct ExtendedHeaderCodecTests {
 
     static let validator = NBDRequestValidator(
         exportSize: 16 << 30,
-        transmissionFlags: [.hasFlags, .sendFlush, .sendTrim, .sendWriteZeroes, .sendCache, .sendDF, .blockStatusPayload],
+        transmissionFlags: [
+            .hasFlags, .sendFlush, .sendTrim, .sendWriteZeroes, .sendCache, .sendDF, .blockStatusPayload,
+        ],
         structuredReplies: true, extendedHeaders: true, hasMetaContexts: true, metaContextIDs: [0, 1])
 
     @Test(arguments: [UInt64(1 << 32) - 1, UInt64(1) << 32, UInt64(1 << 32) + 1])
@@ -223,15 +254,22 @@ struct ExtendedHeaderCodecTests {
         #expect(v.rejection(of: Self.extended(.read, cookie: 1, length: max + 1))?.error == .overflow)
         #expect(v.rejection(of: Self.extended(.read, cookie: 1, length: 1 << 32))?.error == .overflow)
         #expect(v.validate(Self.extended(.read, cookie: 1, length: max)) == .accept)
-        #expect(v.rejection(of: Self.extended(.write, flags: .payloadLength, cookie: 1, length: 64,
-            payload: .discarded(length: 64)))?.rule == .payloadDiscarded)
-        #expect(v.rejection(of: Self.extended(.trim, flags: .payloadLength, cookie: 1, length: 2,
-            payload: .data(ByteBuffer(bytes: [0, 0]))))?.rule == .inapplicableFlag)
+        #expect(
+            v.rejection(
+                of: Self.extended(
+                    .write, flags: .payloadLength, cookie: 1, length: 64,
+                    payload: .discarded(length: 64)))?.rule == .payloadDiscarded)
+        #expect(
+            v.rejection(
+                of: Self.extended(
+                    .trim, flags: .payloadLength, cookie: 1, length: 2,
+                    payload: .data(ByteBuffer(bytes: [0, 0]))))?.rule == .inapplicableFlag)
         #expect(v.rejection(of: Self.extended(.writeZeroes, cookie: 1, offset: 1, length: 16 << 30))?.error == .noSpace)
         #expect(v.rejection(of: Self.extended(.cache, cookie: 1, offset: 2, length: .max))?.rule == .overflow)
         #expect(v.rejection(of: Self.extended(.blockStatus, cookie: 1, length: 0))?.rule == .emptyBlockStatus)
         // The compact form keeps its rules: PAYLOAD_LEN is not a compact flag, long READ is EINVAL.
-        #expect(v.rejection(of: request(.read, flags: .payloadLength, cookie: 1, length: 512))?.rule == .inapplicableFlag)
+        #expect(
+            v.rejection(of: request(.read, flags: .payloadLength, cookie: 1, length: 512))?.rule == .inapplicableFlag)
         #expect(v.matchesHeaderStyle(Self.extended(.read, cookie: 1, length: 1).header))
         #expect(!v.matchesHeaderStyle(request(.read, cookie: 1, length: 1).header))
         let compact = NBDRequestValidator(
@@ -242,8 +280,13 @@ struct ExtendedHeaderCodecTests {
     @Test func blockStatusPayloadRules() {
         func status(_ ids: [UInt32], effect: UInt64 = 4096, raw: [UInt8]? = nil) -> NBDRequestRule? {
             var payload = ByteBuffer()
-            if let raw { payload.writeBytes(raw) } else { NBDBlockStatusPayload(effectLength: effect, contextIDs: ids).write(to: &payload) }
-            let request = Self.extended(.blockStatus, flags: .payloadLength, cookie: 1,
+            if let raw {
+                payload.writeBytes(raw)
+            } else {
+                NBDBlockStatusPayload(effectLength: effect, contextIDs: ids).write(to: &payload)
+            }
+            let request = Self.extended(
+                .blockStatus, flags: .payloadLength, cookie: 1,
                 length: UInt64(payload.readableBytes), payload: .data(payload))
             return Self.validator.rejection(of: request)?.rule
         }
@@ -260,8 +303,11 @@ struct ExtendedHeaderCodecTests {
             hasMetaContexts: true)
         var payload = ByteBuffer()
         NBDBlockStatusPayload(effectLength: 512, contextIDs: [0]).write(to: &payload)
-        #expect(withoutFlag.rejection(of: Self.extended(.blockStatus, flags: .payloadLength, cookie: 1, length: 12,
-            payload: .data(payload)))?.rule == .notAdvertised)
+        #expect(
+            withoutFlag.rejection(
+                of: Self.extended(
+                    .blockStatus, flags: .payloadLength, cookie: 1, length: 12,
+                    payload: .data(payload)))?.rule == .notAdvertised)
     }
 
     // MARK: Extents
@@ -269,11 +315,15 @@ struct ExtendedHeaderCodecTests {
     @Test func extendedExtentsKeep64BitLengths() {
         let runs: [(length: UInt64, flags: UInt32)] = [(1 << 32, 3), ((1 << 32) + 1, 3), (5, 0), (1 << 40, 2)]
         let extents = NBDBlockStatus.extendedExtents(from: runs, requestLength: (1 << 33) + 100, requestOne: false)
-        #expect(extents == [NBDExtendedExtent(length: (1 << 33) + 1, flags: 3), NBDExtendedExtent(length: 5, flags: 0),
-            NBDExtendedExtent(length: 94, flags: 2)])
+        #expect(
+            extents == [
+                NBDExtendedExtent(length: (1 << 33) + 1, flags: 3), NBDExtendedExtent(length: 5, flags: 0),
+                NBDExtendedExtent(length: 94, flags: 2),
+            ])
         let one = NBDBlockStatus.extendedExtents(from: runs, requestLength: (1 << 32) + 1, requestOne: true)
         #expect(one == [NBDExtendedExtent(length: (1 << 32) + 1, flags: 3)])
-        let chunk = NBDBlockStatus.chunk(cookie: 1, contextID: 0, runs: runs, requestLength: 1 << 34, requestOne: false,
+        let chunk = NBDBlockStatus.chunk(
+            cookie: 1, contextID: 0, runs: runs, requestLength: 1 << 34, requestOne: false,
             isFinal: true, extended: true)
         if case .blockStatusExtended(_, let list)? = chunk?.content {
             #expect(list.reduce(0) { $0 + $1.length } == 1 << 34)

@@ -19,8 +19,12 @@ struct FuzzConversation {
     static let maximumPayload: UInt32 = 64 << 10
     static let configuration = NBDServerConfiguration(
         exports: [
-            NBDExport(name: "", size: exportSize, flags: [.sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .sendDF,
-                                                         .sendCache, .sendFastZero], offersAllocationDepth: true),
+            NBDExport(
+                name: "", size: exportSize,
+                flags: [
+                    .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .sendDF,
+                    .sendCache, .sendFastZero,
+                ], offersAllocationDepth: true),
             NBDExport(name: "ro", description: "read-only", size: 4096, flags: .readOnly),
         ],
         tls: .disabled,
@@ -28,7 +32,8 @@ struct FuzzConversation {
     )
 
     init(_ rng: inout SplitMix64) {
-        bytes.writeNBDClientFlags(Int.random(in: 0..<10, using: &rng) == 0 ? [.fixedNewstyle] : [.fixedNewstyle, .noZeroes])
+        bytes.writeNBDClientFlags(
+            Int.random(in: 0..<10, using: &rng) == 0 ? [.fixedNewstyle] : [.fixedNewstyle, .noZeroes])
         let export = Int.random(in: 0..<5, using: &rng) == 0 ? "ro" : ""
         for _ in 0..<Int.random(in: 0...5, using: &rng) {
             switch Int.random(in: 0..<8, using: &rng) {
@@ -51,7 +56,8 @@ struct FuzzConversation {
                 } else {
                     option(.startTLS)
                 }
-            case 6: option(NBDOption(rawValue: UInt32.random(in: 11...50, using: &rng)), ByteBuffer(bytes: rng.bytes(6)))
+            case 6:
+                option(NBDOption(rawValue: UInt32.random(in: 11...50, using: &rng)), ByteBuffer(bytes: rng.bytes(6)))
             default:
                 if Int.random(in: 0..<10, using: &rng) == 0 {
                     option(.abort)
@@ -82,12 +88,14 @@ struct FuzzConversation {
             if extended && command != .read && command != .write && Int.random(in: 0..<4, using: &rng) == 0 {
                 effect = UInt64.random(in: 0...(size - offset), using: &rng)  // 64-bit effect lengths
             }
-            var payload: NBDRequestPayload = command == .write ? .data(ByteBuffer(bytes: rng.bytes(Int(length)))) : .none
+            var payload: NBDRequestPayload =
+                command == .write ? .data(ByteBuffer(bytes: rng.bytes(Int(length)))) : .none
             if extended && command == .write && Bool.random(using: &rng) { flags.insert(.payloadLength) }
             if extended && command == .blockStatus && Bool.random(using: &rng) {
                 // The context-filtering form: effect length and ids in a payload.
                 var filter = ByteBuffer()
-                NBDBlockStatusPayload(effectLength: effect, contextIDs: [UInt32.random(in: 0...2, using: &rng)]).write(to: &filter)
+                NBDBlockStatusPayload(effectLength: effect, contextIDs: [UInt32.random(in: 0...2, using: &rng)]).write(
+                    to: &filter)
                 flags.insert(.payloadLength)
                 effect = UInt64(filter.readableBytes)
                 payload = .data(filter)
@@ -99,7 +107,9 @@ struct FuzzConversation {
         if Bool.random(using: &rng) {
             requests += 1
             bytes.writeNBDRequest(
-                NBDRequest(header: NBDRequestHeader(command: .disconnect, cookie: 0, offset: 0, length: 0, isExtended: extended)))
+                NBDRequest(
+                    header: NBDRequestHeader(
+                        command: .disconnect, cookie: 0, offset: 0, length: 0, isExtended: extended)))
         }
     }
 
@@ -112,15 +122,22 @@ struct FuzzConversation {
     static func mutate(_ buffer: inout ByteBuffer, _ rng: inout SplitMix64) {
         var b = Array(buffer.readableBytesView)
         for _ in 0..<Int.random(in: 1...4, using: &rng) {
-            guard !b.isEmpty else { b = rng.bytes(Int.random(in: 1...32, using: &rng)); continue }
+            guard !b.isEmpty else {
+                b = rng.bytes(Int.random(in: 1...32, using: &rng))
+                continue
+            }
             let at = Int.random(in: 0..<b.count, using: &rng)
             switch Int.random(in: 0..<9, using: &rng) {
             case 0: b[at] ^= 1 << UInt8.random(in: 0..<8, using: &rng)
             case 1: b[at] = [0, 0xff, 0x7f, 0x80, 1][Int.random(in: 0..<5, using: &rng)]
             case 2:
-                let edges: [UInt32] = [0, 1, 0xffff_ffff, 0x7fff_ffff, maximumPayload, maximumPayload + 1, 32 << 20, (32 << 20) + 1, 4095]
+                let edges: [UInt32] = [
+                    0, 1, 0xffff_ffff, 0x7fff_ffff, maximumPayload, maximumPayload + 1, 32 << 20, (32 << 20) + 1, 4095,
+                ]
                 let value = edges[Int.random(in: 0..<edges.count, using: &rng)]
-                for i in 0..<4 where at + i < b.count { b[at + i] = UInt8(truncatingIfNeeded: value >> (24 - 8 * UInt32(i))) }
+                for i in 0..<4 where at + i < b.count {
+                    b[at + i] = UInt8(truncatingIfNeeded: value >> (24 - 8 * UInt32(i)))
+                }
             case 3: b.insert(contentsOf: rng.bytes(Int.random(in: 1...16, using: &rng)), at: at)
             case 4: b.removeSubrange(at..<min(b.count, at + Int.random(in: 1...32, using: &rng)))
             case 5:
@@ -157,8 +174,9 @@ struct FuzzServer {
         var replyBytes = 0
     }
 
-    var decoder = NBDServerDecoder(startingAt: .clientFlags, maximumOptionLength: 4096,
-                                   maximumPayloadLength: Int(FuzzConversation.maximumPayload))
+    var decoder = NBDServerDecoder(
+        startingAt: .clientFlags, maximumOptionLength: 4096,
+        maximumPayloadLength: Int(FuzzConversation.maximumPayload))
     var negotiation = NBDNegotiation(configuration: FuzzConversation.configuration)
     var session: NBDSession?
     var done = false
@@ -170,7 +188,8 @@ struct FuzzServer {
         var remaining = input
         var pending = ByteBuffer()
         while remaining.readableBytes > 0 && !done {
-            let size = Int.random(in: 0..<4, using: &rng) == 0 ? remaining.readableBytes : Int.random(in: 1...64, using: &rng)
+            let size =
+                Int.random(in: 0..<4, using: &rng) == 0 ? remaining.readableBytes : Int.random(in: 1...64, using: &rng)
             var piece = remaining.readSlice(length: min(size, remaining.readableBytes)) ?? ByteBuffer()
             pending.writeBuffer(&piece)
             do {
@@ -226,14 +245,19 @@ struct FuzzServer {
         case .blockStatus:
             let length = request.effectLength  // validated: within the export
             let runs = (0..<Int.random(in: 0...5, using: &rng)).map { _ in
-                (length: UInt64.random(in: 0...(length + 100), using: &rng), flags: UInt32.random(in: 0...3, using: &rng))
+                (
+                    length: UInt64.random(in: 0...(length + 100), using: &rng),
+                    flags: UInt32.random(in: 0...3, using: &rng)
+                )
             }
             for (index, context) in session.metaContexts.enumerated() {
-                if let chunk = NBDBlockStatus.chunk(cookie: header.cookie, contextID: context.id, runs: runs,
-                                                    requestLength: length,
-                                                    requestOne: header.flags.contains(.requestOne),
-                                                    isFinal: index == session.metaContexts.count - 1,
-                                                    extended: session.extendedHeaders) {
+                if let chunk = NBDBlockStatus.chunk(
+                    cookie: header.cookie, contextID: context.id, runs: runs,
+                    requestLength: length,
+                    requestOne: header.flags.contains(.requestOne),
+                    isFinal: index == session.metaContexts.count - 1,
+                    extended: session.extendedHeaders)
+                {
                     send(session.message(chunk, answering: header))
                 } else {
                     send(session.errorReply(to: header, .invalid))

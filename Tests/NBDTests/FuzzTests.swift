@@ -1,8 +1,8 @@
 import NBD
 import NIOCore
 import NIOEmbedded
-import Testing
 import TestSupport
+import Testing
 
 /// Random and mutated input must never trap or hang; decoders may only fail with
 /// ``NBDDecodingError``, the negotiation always answers, and every reply encodes.
@@ -15,11 +15,13 @@ struct FuzzTests {
 
     /// Validators for decoded requests: compact, and extended with context filtering advertised.
     static let validators = [
-        NBDRequestValidator(exportSize: 1 << 40, transmissionFlags: [.hasFlags, .sendTrim, .sendWriteZeroes],
-                            structuredReplies: true, hasMetaContexts: true),
-        NBDRequestValidator(exportSize: 1 << 40,
-                            transmissionFlags: [.hasFlags, .sendTrim, .sendWriteZeroes, .sendDF, .blockStatusPayload],
-                            structuredReplies: true, extendedHeaders: true, hasMetaContexts: true, metaContextIDs: [0, 1]),
+        NBDRequestValidator(
+            exportSize: 1 << 40, transmissionFlags: [.hasFlags, .sendTrim, .sendWriteZeroes],
+            structuredReplies: true, hasMetaContexts: true),
+        NBDRequestValidator(
+            exportSize: 1 << 40,
+            transmissionFlags: [.hasFlags, .sendTrim, .sendWriteZeroes, .sendDF, .blockStatusPayload],
+            structuredReplies: true, extendedHeaders: true, hasMetaContexts: true, metaContextIDs: [0, 1]),
     ]
 
     /// Random bytes, often starting with a valid magic and small lengths so parsing goes deep.
@@ -53,7 +55,8 @@ struct FuzzTests {
                 buffer.writeInteger(UInt16.random(in: 0...0x3f, using: &rng))
                 buffer.writeInteger(UInt16.random(in: 0...9, using: &rng))
                 buffer.writeInteger(UInt64.random(in: 0...UInt64.max, using: &rng))
-                buffer.writeInteger([0, UInt64.max, UInt64.random(in: 0...UInt64.max, using: &rng)][Int.random(in: 0..<3, using: &rng)])
+                buffer.writeInteger(
+                    [0, UInt64.max, UInt64.random(in: 0...UInt64.max, using: &rng)][Int.random(in: 0..<3, using: &rng)])
                 buffer.writeInteger(
                     [0, 1, 12, 64, UInt64(UInt32.max), 1 << 32, UInt64.max, UInt64.random(in: 0...200, using: &rng)][
                         Int.random(in: 0..<8, using: &rng)
@@ -107,7 +110,9 @@ struct FuzzTests {
                 }
             }
         }
-        print("NBD decoder fuzz (random bytes): \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): \(messages) messages, \(errors) errors")
+        print(
+            "NBD decoder fuzz (random bytes): \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): \(messages) messages, \(errors) errors"
+        )
         #expect(
             iterations.count < 1000 || (messages > iterations.count / 3 && errors > iterations.count / 3),
             "the fuzzer reached both outcomes (\(messages) messages, \(errors) errors)"
@@ -190,7 +195,9 @@ struct FuzzTests {
             }
             outcomes.insert("\(step.action)".prefix(12).description)
         }
-        print("NBD negotiation fuzz: \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): outcomes \(outcomes.sorted())")
+        print(
+            "NBD negotiation fuzz: \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): outcomes \(outcomes.sorted())"
+        )
         #expect(iterations.count < 100 || outcomes.count >= 3, "several kinds of outcome were reached: \(outcomes)")
     }
 
@@ -198,8 +205,10 @@ struct FuzzTests {
     /// then ends the stream (so `decodeLast` runs too); returns 1 if it failed. Failures must be
     /// ``NBDDecodingError``s.
     private static func throughChannel(_ input: ByteBuffer, _ rng: inout SplitMix64) -> Int {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(
-            NBDServerDecoder(maximumOptionLength: 4096, maximumPayloadLength: Int(FuzzConversation.maximumPayload))))
+        let channel = EmbeddedChannel(
+            handler: ByteToMessageHandler(
+                NBDServerDecoder(maximumOptionLength: 4096, maximumPayloadLength: Int(FuzzConversation.maximumPayload)))
+        )
         var remaining = input
         do {
             while remaining.readableBytes > 0 {
@@ -241,10 +250,13 @@ struct FuzzTests {
             server.feed(input, &rng)
             let o = server.outcome
             if pristine {
-                #expect(o.decodingErrors == 0, "base seed \(base) iteration \(iteration): a valid conversation failed to decode")
+                #expect(
+                    o.decodingErrors == 0,
+                    "base seed \(base) iteration \(iteration): a valid conversation failed to decode")
                 if conversation.entersTransmission {
-                    #expect(o.transmissions == 1 && o.requests == conversation.requests,
-                            "base seed \(base) iteration \(iteration): \(o), expected \(conversation.requests) requests")
+                    #expect(
+                        o.transmissions == 1 && o.requests == conversation.requests,
+                        "base seed \(base) iteration \(iteration): \(o), expected \(conversation.requests) requests")
                 }
             }
             total.decodingErrors += o.decodingErrors
@@ -269,7 +281,9 @@ struct FuzzTests {
                 }
             }
         }
-        print("NBD conversation fuzz (mutated valid streams): \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): \(total), \(phaseErrors) errors from other start phases, \(channelErrors) from the channel pipeline")
+        print(
+            "NBD conversation fuzz (mutated valid streams): \(iterations.count) iterations (base seed \(base)) in \(ContinuousClock.now - start): \(total), \(phaseErrors) errors from other start phases, \(channelErrors) from the channel pipeline"
+        )
         if iterations.count >= 1000 {
             #expect(channelErrors > 0, "the channel pipeline met damaged input")
             #expect(total.decodingErrors > iterations.count / 10 && total.closes > 0, "\(total)")

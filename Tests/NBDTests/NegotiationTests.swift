@@ -38,7 +38,9 @@ struct NegotiationTests {
     let config = NBDServerConfiguration(exports: [disk, deep])
 
     /// A negotiation that already accepted the usual client flags.
-    private func started(_ config: NBDServerConfiguration? = nil, flags: NBDClientFlags = [.fixedNewstyle, .noZeroes])
+    private func started(
+        _ config: NBDServerConfiguration? = nil, flags: NBDClientFlags = [.fixedNewstyle, .noZeroes]
+    )
         -> NBDNegotiation
     {
         var negotiation = NBDNegotiation(configuration: config ?? self.config)

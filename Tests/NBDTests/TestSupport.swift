@@ -76,7 +76,8 @@ func request(
     payload: NBDRequestPayload = .none
 ) -> NBDRequest {
     NBDRequest(
-        header: NBDRequestHeader(command: command, flags: flags, cookie: cookie, offset: offset, length: UInt64(length)),
+        header: NBDRequestHeader(
+            command: command, flags: flags, cookie: cookie, offset: offset, length: UInt64(length)),
         payload: payload
     )
 }

@@ -23,7 +23,8 @@ struct ValidatorTests {
         offset: UInt64 = 0,
         length: UInt32 = 512
     ) -> NBDRequestVerdict {
-        validator.validate(NBDRequestHeader(command: command, flags: flags, cookie: 1, offset: offset, length: UInt64(length)))
+        validator.validate(
+            NBDRequestHeader(command: command, flags: flags, cookie: 1, offset: offset, length: UInt64(length)))
     }
 
     @Test func ordinaryRequestsAreAccepted() {

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Behaviour around the verbs: create's output, errors, locks, help, signals, bench.
 @Suite struct CLITests {
@@ -33,11 +33,14 @@ import TestSupport
         let box = try Sandbox()
         let missing = try box.ours("info", "nope.qed")
         #expect(missing.status == 1)
-        #expect(missing.stderr.hasPrefix("qed-img: nope.qed: ") && missing.stderr.contains("No such file or directory"), "\(missing)")
+        #expect(
+            missing.stderr.hasPrefix("qed-img: nope.qed: ") && missing.stderr.contains("No such file or directory"),
+            "\(missing)")
         try box.mustQemu("create", "-f", "qed", "a.qed", "1M")
         try box.poke64("a.qed", at: 16, 0x100)  // an unknown incompatible feature
         let unknown = try box.ours("info", "a.qed")
-        #expect(unknown.status == 1 && unknown.stderr == "qed-img: a.qed: Unsupported QED features: 100\n", "\(unknown)")
+        #expect(
+            unknown.status == 1 && unknown.stderr == "qed-img: a.qed: Unsupported QED features: 100\n", "\(unknown)")
         for verb in ["check", "map", "convert", "compare"] {
             let o = try box.ours([verb, "a.qed"] + (verb == "convert" || verb == "compare" ? ["b.qed"] : []))
             #expect(o.status != 0 && !o.stderr.contains("Fatal error") && !o.stderr.contains("Stack"), "\(verb): \(o)")
@@ -53,8 +56,10 @@ import TestSupport
 
     @Test func helpForEveryVerbAndVersion() throws {
         let box = try Sandbox()
-        for verb in ["create", "info", "check", "map", "convert", "compare", "resize", "rebase", "commit", "measure",
-                     "dd", "bench", "io"] {
+        for verb in [
+            "create", "info", "check", "map", "convert", "compare", "resize", "rebase", "commit", "measure",
+            "dd", "bench", "io",
+        ] {
             let o = try box.ours(verb, "--help")
             #expect(o.status == 0 && o.stdout.contains("USAGE: qed-img \(verb)"), "\(verb): \(o)")
         }
@@ -72,7 +77,10 @@ import TestSupport
         defer { writer.stop() }
         let info = try box.ours("info", "busy.qed")
         #expect(info.status == 1)
-        #expect(info.stderr == "qed-img: busy.qed: Failed to get shared \"write\" lock\nIs another process using the image [busy.qed]?\n", "\(info)")
+        #expect(
+            info.stderr
+                == "qed-img: busy.qed: Failed to get shared \"write\" lock\nIs another process using the image [busy.qed]?\n",
+            "\(info)")
         let io = try box.ours("io", "-c", "read 0 1", "busy.qed")
         #expect(io.status == 1 && io.stderr.contains("Failed to get \"write\" lock"), "\(io)")
         let shared = try box.ours("info", "-U", "busy.qed")
@@ -132,13 +140,17 @@ import TestSupport
         let box = try Sandbox()
         try box.mustQemu("create", "-f", "qed", "o.qed", "16M")
         try box.copy("o.qed", "q.qed")
-        for args in [["-c", "200"], ["-c", "300", "-w", "-s", "64k", "-d", "4"],
-                     ["-c", "100", "-w", "-d", "2", "--flush-interval=10", "-o", "1M", "-S", "128k", "--pattern=5"]] {
+        for args in [
+            ["-c", "200"], ["-c", "300", "-w", "-s", "64k", "-d", "4"],
+            ["-c", "100", "-w", "-d", "2", "--flush-interval=10", "-o", "1M", "-S", "128k", "--pattern=5"],
+        ] {
             let ours = try box.ours(["bench"] + args + ["o.qed"])
             let theirs = try box.qemu(["bench"] + args + ["q.qed"])
             #expect(ours.status == 0 && theirs.status == 0, "\(ours) \(theirs)")
             #expect(ours.lines.dropLast(2) == theirs.lines.dropLast(2), "\(ours) \(theirs)")
-            #expect(ours.lines.last { !$0.isEmpty }?.range(of: #"^Run completed in \d+\.\d{3} seconds\.$"#, options: .regularExpression) != nil)
+            #expect(
+                ours.lines.last { !$0.isEmpty }?.range(
+                    of: #"^Run completed in \d+\.\d{3} seconds\.$"#, options: .regularExpression) != nil)
         }
         // Writes land where qemu-img bench puts them.
         #expect(try box.qemuIdentical("o.qed", "q.qed"))

@@ -9,8 +9,9 @@ extension Sandbox {
         try mustQemu("create", "-f", "raw", "base.raw", "1M")
         try qemuIO("-f", "raw", "-c", "write -P 0x11 0 256k", "-c", "write -P 0x22 512k 64k", "base.raw")
         try mustQemu("create", "-f", "qed", "-b", "base.raw", "-F", "raw", "ov.qed", "2M")
-        try qemuIO("-c", "write -P 0x33 64k 64k", "-c", "write -z 128k 128k", "-c", "write -P 0x44 1536k 4k",
-                   "-c", "write -P 5 128k 4k", "ov.qed")
+        try qemuIO(
+            "-c", "write -P 0x33 64k 64k", "-c", "write -z 128k 128k", "-c", "write -P 0x44 1536k 4k",
+            "-c", "write -P 5 128k 4k", "ov.qed")
     }
 
     /// A three-level QED chain made by qed-img: b1.qed (1 MiB) <- mid.qed (1.5 MiB) <- top.qed (2 MiB).

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// qed-img's info, check, map and compare against qemu-img 7.2 on the same images.
 @Suite struct GoldenTests {
@@ -53,7 +53,7 @@ import TestSupport
         try Files.truncate(box.path("leak.qed"), try box.fileSize("d.qed") + 131072)
         try box.copy("d.qed", "corrupt.qed")
         try box.poke64("corrupt.qed", at: l2 + 8, 0x200000)  // past the end of the file
-        try box.poke64("corrupt.qed", at: l2 + 16, data)     // a second reference to the data cluster
+        try box.poke64("corrupt.qed", at: l2 + 16, data)  // a second reference to the data cluster
     }
 
     @Test func checkMatchesQemuOnCleanLeakingAndCorruptImages() throws {
@@ -85,7 +85,10 @@ import TestSupport
                 #expect(ours.status == 2 && theirs.status == 2, "\(ours) \(theirs)")
                 #expect(ours.stdout.replacingOccurrences(of: "o.qed", with: "q.qed") == theirs.stdout)
                 if output == "human" {
-                    #expect(ours.stdout.hasPrefix("The following inconsistencies were found and repaired:\n\n    0 leaked clusters\n    1 corruptions\n\nDouble checking the fixed image now...\n"))
+                    #expect(
+                        ours.stdout.hasPrefix(
+                            "The following inconsistencies were found and repaired:\n\n    0 leaked clusters\n    1 corruptions\n\nDouble checking the fixed image now...\n"
+                        ))
                 }
                 // Both leave the same image behind.
                 try expectSameAsQemu(box, ["check", "--output=json", "o.qed"], json: false)
@@ -100,17 +103,18 @@ import TestSupport
         let before = try box.fileSize("leak.qed")
         let o = try box.ours("check", "-r", "leaks", "leak.qed")
         #expect(o.status == 0, "\(o)")
-        #expect(o.stdout == """
-            The following inconsistencies were found and repaired:
+        #expect(
+            o.stdout == """
+                The following inconsistencies were found and repaired:
 
-                2 leaked clusters
-                0 corruptions
+                    2 leaked clusters
+                    0 corruptions
 
-            Double checking the fixed image now...
-            No errors were found on the image.
-            1/16 = 6.25% allocated, 0.00% fragmented, 0.00% compressed clusters
+                Double checking the fixed image now...
+                No errors were found on the image.
+                1/16 = 6.25% allocated, 0.00% fragmented, 0.00% compressed clusters
 
-            """)
+                """)
         #expect(try box.fileSize("leak.qed") == before - 131072)
         #expect(try box.qemuCheckStatus("leak.qed") == 0)
         let json = try parseJSON(try box.ours("check", "--output=json", "-r", "all", "d.qed").stdout) as? [String: Any]
@@ -126,7 +130,8 @@ import TestSupport
             try expectSameAsQemu(box, ["map", image], comment: image)
             try expectSameAsQemu(box, ["map", "--output=json", image], json: true, comment: image)
         }
-        try expectSameAsQemu(box, ["map", "--output=json", "--start-offset=64k", "--max-length=1M", "ov.qed"], json: true)
+        try expectSameAsQemu(
+            box, ["map", "--output=json", "--start-offset=64k", "--max-length=1M", "ov.qed"], json: true)
         // The past-the-backing-end range is depth 0, not present (QEMU's block status).
         let entries = try parseJSON(try box.ours("map", "--output=json", "ov.qed").stdout) as? [[String: Any]] ?? []
         let tail = entries.first { ($0["start"] as? Int) == 1 << 20 }
@@ -141,7 +146,8 @@ import TestSupport
         #expect(o.status == 0)
         // 2 MiB at one 64 KiB cluster per cell: one row of 32 cells.
         #expect(o.lines[1] == "0x000000  b##z----b------- ........#.......", "\(o)")
-        #expect(o.stdout.contains("Legend: # data here  z zero clusters  b backing data  - backing zeroes  . unallocated"))
+        #expect(
+            o.stdout.contains("Legend: # data here  z zero clusters  b backing data  - backing zeroes  . unallocated"))
         #expect(o.stdout.contains("backing chain: ov.qed -> base.raw"))
         let big = try box.ours("map", "--output=picture", "--width", "16", "base.raw")
         #expect(big.lines.filter { $0.hasPrefix("0x") }.count == 16)

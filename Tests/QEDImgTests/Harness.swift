@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// What a finished command printed and returned.
 typealias Outcome = ChildOutcome
@@ -90,14 +90,22 @@ func jsonDifferences(_ a: Any, _ b: Any, at path: String = "$") -> [String] {
     case let (x as [String: Any], y as [String: Any]):
         var out: [String] = []
         for key in Set(x.keys).union(y.keys).sorted() {
-            guard let xv = x[key] else { out.append("\(path).\(key) missing in ours"); continue }
-            guard let yv = y[key] else { out.append("\(path).\(key) extra in ours"); continue }
+            guard let xv = x[key] else {
+                out.append("\(path).\(key) missing in ours")
+                continue
+            }
+            guard let yv = y[key] else {
+                out.append("\(path).\(key) extra in ours")
+                continue
+            }
             out += jsonDifferences(xv, yv, at: path + "." + key)
         }
         return out
     case let (x as [Any], y as [Any]):
         guard x.count == y.count else { return ["\(path): \(x.count) elements vs \(y.count)"] }
-        return zip(x, y).enumerated().flatMap { jsonDifferences($0.element.0, $0.element.1, at: "\(path)[\($0.offset)]") }
+        return zip(x, y).enumerated().flatMap {
+            jsonDifferences($0.element.0, $0.element.1, at: "\(path)[\($0.offset)]")
+        }
     case let (x as NSNumber, y as NSNumber):
         return x == y ? [] : ["\(path): \(x) vs \(y)"]
     case let (x as String, y as String):
@@ -108,12 +116,18 @@ func jsonDifferences(_ a: Any, _ b: Any, at path: String = "$") -> [String] {
 }
 
 /// Asserts that qed-img and qemu-img print the same thing and exit alike for `args`.
-func expectSameAsQemu(_ box: Sandbox, _ args: [String], json: Bool = false, comment: String = "",
-                      sourceLocation: SourceLocation = #_sourceLocation) throws {
+func expectSameAsQemu(
+    _ box: Sandbox, _ args: [String], json: Bool = false, comment: String = "",
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
     let ours = try box.ours(args)
     let theirs = try box.qemu(args)
-    #expect(ours.status == theirs.status, "\(comment) \(args): status ours \(ours) / qemu \(theirs)", sourceLocation: sourceLocation)
-    #expect(ours.lines == theirs.lines, "\(comment) \(args): output ours \(ours) / qemu \(theirs)", sourceLocation: sourceLocation)
+    #expect(
+        ours.status == theirs.status, "\(comment) \(args): status ours \(ours) / qemu \(theirs)",
+        sourceLocation: sourceLocation)
+    #expect(
+        ours.lines == theirs.lines, "\(comment) \(args): output ours \(ours) / qemu \(theirs)",
+        sourceLocation: sourceLocation)
     if json {
         let a = try parseJSON(ours.stdout), b = try parseJSON(theirs.stdout)
         let diffs = jsonDifferences(a, b)

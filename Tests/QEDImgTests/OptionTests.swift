@@ -24,13 +24,17 @@ import Testing
             #expect(o.status == 0, "\(args): \(o)")
         }
         // -q and -p -q silence the verbs that print a line when done.
-        for args in [["compare", "-q", "a.qed", "b.raw"], ["compare", "-p", "-q", "a.qed", "b.raw"],
-                     ["check", "-q", "a.qed"], ["resize", "-q", "-f", "qed", "a.qed", "2M"],
-                     ["create", "-q", "-f", "raw", "d.raw", "1M"]] {
+        for args in [
+            ["compare", "-q", "a.qed", "b.raw"], ["compare", "-p", "-q", "a.qed", "b.raw"],
+            ["check", "-q", "a.qed"], ["resize", "-q", "-f", "qed", "a.qed", "2M"],
+            ["create", "-q", "-f", "raw", "d.raw", "1M"],
+        ] {
             let o = try box.ours(args)
             #expect(o.status == 0 && o.stdout.isEmpty && o.stderr.isEmpty, "\(args): \(o)")
         }
-        #expect(try box.ours("compare", "a.qed", "b.raw").stdout == "Warning: Image size mismatch!\nImages are identical.\n")
+        #expect(
+            try box.ours("compare", "a.qed", "b.raw").stdout == "Warning: Image size mismatch!\nImages are identical.\n"
+        )
         #expect(try box.qemuIdentical("a.qed", "c.raw"))
     }
 
@@ -47,7 +51,10 @@ import Testing
             (["compare", "-F", "qcow2", "a.qed", "a.qed"], "qed-img: \(unknown)\n"),
             (["measure", "-O", "qcow2", "--size", "1M"], "qed-img: \(unknown)\n"),
             (["convert", "-t", "fast", "a.qed", "n.qed"], "qed-img: Invalid cache option: fast\n"),
-            (["resize", "--preallocation=full", "a.qed", "2M"], "qed-img: a.qed: Unsupported preallocation mode 'full'\n"),
+            (
+                ["resize", "--preallocation=full", "a.qed", "2M"],
+                "qed-img: a.qed: Unsupported preallocation mode 'full'\n"
+            ),
         ]
         for (args, message) in cases {
             let o = try box.ours(args)
@@ -65,8 +72,9 @@ import Testing
         // picture is map's alone: info, check and measure take qemu-img's human and json only.
         for verb in [["info"], ["check"], ["measure", "-O", "qed"]] {
             let picture = try box.ours(verb + ["--output=picture", "a.qed"])
-            #expect(picture.status == 1 && picture.stderr.contains("'picture' is invalid for '--output <output>'"),
-                    "\(verb): \(picture)")
+            #expect(
+                picture.status == 1 && picture.stderr.contains("'picture' is invalid for '--output <output>'"),
+                "\(verb): \(picture)")
         }
     }
 }

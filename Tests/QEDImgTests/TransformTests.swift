@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// convert, measure, commit, rebase, resize and dd: results agree with qemu-img's.
 @Suite struct TransformTests {
@@ -53,7 +53,8 @@ import TestSupport
     @Test func convertConcatenatesParallelAndOutOfOrder() throws {
         let box = try Sandbox()
         try box.makeQEDChain()
-        try box.mustOurs("convert", "-m", "4", "-W", "-o", "cluster_size=4k,table_size=2", "top.qed", "b1.qed", "cat.qed")
+        try box.mustOurs(
+            "convert", "-m", "4", "-W", "-o", "cluster_size=4k,table_size=2", "top.qed", "b1.qed", "cat.qed")
         try box.mustQemu("convert", "-O", "raw", "top.qed", "b1.qed", "cat.raw")
         #expect(try box.qemuIdentical("cat.qed", "cat.raw"))
         #expect(try box.qemuCheckStatus("cat.qed") == 0)
@@ -72,7 +73,8 @@ import TestSupport
         defer { try? h.close() }
         for (offset, length, byte) in runs {
             try h.seek(toOffset: offset)
-            try h.write(contentsOf: Data((0..<length).map { byte == 0 ? 0 : byte &+ UInt8(truncatingIfNeeded: $0 / 512) }))
+            try h.write(
+                contentsOf: Data((0..<length).map { byte == 0 ? 0 : byte &+ UInt8(truncatingIfNeeded: $0 / 512) }))
         }
         try h.truncate(atOffset: size)
     }
@@ -83,11 +85,15 @@ import TestSupport
     @Test func convertMappedAndReadSourcesAgree() throws {
         let box = try Sandbox()
         // Sizes are sector multiples: qemu-img rounds raw sources up to 512 bytes, we do not.
-        try makeRaw(box, "a.raw", size: 300 * 1024 + 1536,
-                    [(0, 8192, 0xa1), (8192, 12288, 0), (40 * 1024, 4096, 0xa2), (100 * 1024, 70000, 0xa3),
-                     (300 * 1024, 1000, 0xa4)])
-        try makeRaw(box, "b.raw", size: 200 * 1024 + 512,
-                    [(4096, 4096, 0xb1), (64 * 1024, 64 * 1024, 0), (150 * 1024, 50 * 1024 + 24, 0xb2)])
+        try makeRaw(
+            box, "a.raw", size: 300 * 1024 + 1536,
+            [
+                (0, 8192, 0xa1), (8192, 12288, 0), (40 * 1024, 4096, 0xa2), (100 * 1024, 70000, 0xa3),
+                (300 * 1024, 1000, 0xa4),
+            ])
+        try makeRaw(
+            box, "b.raw", size: 200 * 1024 + 512,
+            [(4096, 4096, 0xb1), (64 * 1024, 64 * 1024, 0), (150 * 1024, 50 * 1024 + 24, 0xb2)])
         try box.makeQEDChain()
         let sources = ["a.raw", "b.raw", "top.qed"]
         #expect(try box.qemu(["convert", "-O", "raw"] + sources + ["want.raw"]).status == 0)
@@ -122,19 +128,29 @@ import TestSupport
         let box = try Sandbox()
         try box.makeOverlayOnRaw()
         try box.makeQEDChain()
-        for (source, options) in [("ov.qed", "cluster_size=64k"), ("ov.qed", "cluster_size=4k,table_size=2"),
-                                  ("top.qed", "table_size=8"), ("base.raw", "cluster_size=16k")] {
+        for (source, options) in [
+            ("ov.qed", "cluster_size=64k"), ("ov.qed", "cluster_size=4k,table_size=2"),
+            ("top.qed", "table_size=8"), ("base.raw", "cluster_size=16k"),
+        ] {
             let m = try box.ours("measure", "-O", "qed", "-o", options, "--output=json", source)
             #expect(m.status == 0, "\(m)")
             let json = try parseJSON(m.stdout) as? [String: Any]
             try box.mustOurs("convert", "-O", "qed", "-o", options, source, "m.qed")
-            #expect((json?["required"] as? NSNumber)?.uint64Value == (try box.fileSize("m.qed")), "\(source) \(options)")
+            #expect(
+                (json?["required"] as? NSNumber)?.uint64Value == (try box.fileSize("m.qed")), "\(source) \(options)")
             try box.mustOurs("convert", "-S", "0", "-O", "qed", "-o", options, source, "mfull.qed")
-            #expect((json?["fully-allocated"] as? NSNumber)?.uint64Value == (try box.fileSize("mfull.qed")), "\(source) \(options)")
+            #expect(
+                (json?["fully-allocated"] as? NSNumber)?.uint64Value == (try box.fileSize("mfull.qed")),
+                "\(source) \(options)")
         }
-        #expect(m(try box.ours("measure", "-O", "qed", "--size", "1G")) == ["required size: 327680", "fully allocated size: 1074331648"])
-        for args in [["measure", "-O", "raw", "ov.qed"], ["measure", "-O", "raw", "--size", "1G"],
-                     ["measure", "-O", "raw", "--output=json", "base.raw"]] {
+        #expect(
+            m(try box.ours("measure", "-O", "qed", "--size", "1G")) == [
+                "required size: 327680", "fully allocated size: 1074331648",
+            ])
+        for args in [
+            ["measure", "-O", "raw", "ov.qed"], ["measure", "-O", "raw", "--size", "1G"],
+            ["measure", "-O", "raw", "--output=json", "base.raw"],
+        ] {
             try expectSameAsQemu(box, args)
         }
     }
@@ -148,8 +164,9 @@ import TestSupport
                 try box.mustQemu("create", "-f", baseFormat, "\(side)base", "1M")
                 try box.qemuIO("-f", baseFormat, "-c", "write -P 0xa1 0 512k", "\(side)base")
                 try box.mustQemu("create", "-f", "qed", "-b", "\(side)base", "-F", baseFormat, "\(side)ov.qed")
-                try box.qemuIO("-c", "write -P 0xcc 64k 64k", "-c", "write -z 256k 64k", "-c", "write -P 0xdd 900k 10k",
-                               "\(side)ov.qed")
+                try box.qemuIO(
+                    "-c", "write -P 0xcc 64k 64k", "-c", "write -z 256k 64k", "-c", "write -P 0xdd 900k 10k",
+                    "\(side)ov.qed")
             }
             let ours = try box.ours("commit", "oov.qed")
             #expect(ours.status == 0 && ours.stdout == "Image committed.\n", "\(ours)")
@@ -224,7 +241,9 @@ import TestSupport
         }
         #expect(try box.qemuCheckStatus("o.qed") == 0)
         let shrink = try box.ours("resize", "o.qed", "-1M")
-        #expect(shrink.status == 1 && shrink.stderr.hasPrefix("qed-img: o.qed: Use the --shrink option to perform a shrink operation.\n"))
+        #expect(
+            shrink.status == 1
+                && shrink.stderr.hasPrefix("qed-img: o.qed: Use the --shrink option to perform a shrink operation.\n"))
         #expect(try box.qemu("resize", "q.qed", "-1M").status == 1)
         let forced = try box.ours("resize", "--shrink", "o.qed", "1M")
         #expect(forced.status == 1 && forced.stderr == "qed-img: o.qed: Shrinking images is currently not supported\n")
@@ -240,8 +259,10 @@ import TestSupport
     @Test func ddMatchesQemu() throws {
         let box = try Sandbox()
         try box.makeOverlayOnRaw()
-        for (name, operands) in [("a", ["bs=64k", "count=4"]), ("b", ["bs=64k", "skip=1"]), ("c", ["bs=1M", "count=1", "skip=1"]),
-                                 ("d", ["bs=3000", "count=5", "skip=2"])] {
+        for (name, operands) in [
+            ("a", ["bs=64k", "count=4"]), ("b", ["bs=64k", "skip=1"]), ("c", ["bs=1M", "count=1", "skip=1"]),
+            ("d", ["bs=3000", "count=5", "skip=2"]),
+        ] {
             for fmt in ["raw", "qed"] {
                 let ours = try box.ours(["dd", "-O", fmt, "if=ov.qed", "of=o\(name).\(fmt)"] + operands)
                 let theirs = try box.qemu(["dd", "-O", fmt, "if=ov.qed", "of=q\(name).\(fmt)"] + operands)

@@ -1,15 +1,17 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// Backing chains: reads, copy-on-write fills, zero clusters and extents through the chain.
 @Suite("Backing chains")
 struct BackingChainTests {
     static let kib: UInt64 = 1024
 
-    static func create(_ dir: TemporaryDirectory, _ name: String, size: UInt64?, cs: UInt32 = 4096,
-                       backing: String? = nil, format: BackingFormat? = nil) throws {
+    static func create(
+        _ dir: TemporaryDirectory, _ name: String, size: UInt64?, cs: UInt32 = 4096,
+        backing: String? = nil, format: BackingFormat? = nil
+    ) throws {
         var options = CreateOptions(size: size, clusterSize: cs, tableSize: 2)
         options.backingFile = backing
         options.backingFormat = format
@@ -67,19 +69,26 @@ struct BackingChainTests {
         // A partial write into the cluster that straddles the backing's end: the fill copies the
         // backing up to its end and zeroes after it.
         try top.write(bytes(0x01, 100), at: 9000)
-        #expect(try top.read(at: 8192, count: 4096) == bytes(0xcc, 808) + bytes(0x01, 100) + bytes(0xcc, 900) + bytes(0, 2288))
+        #expect(
+            try top.read(at: 8192, count: 4096) == bytes(0xcc, 808) + bytes(0x01, 100) + bytes(0xcc, 900)
+                + bytes(0, 2288))
         // A write past the end of the backing file: fill is zeroes.
         try top.write(bytes(0x02, 10), at: 40000)
         #expect(try top.read(at: 36864, count: 4096) == bytes(0, 3136) + bytes(0x02, 10) + bytes(0, 950))
         let ext = try top.extents(at: 0, length: top.virtualSize)
         let hosts = ext.map(\.hostOffset)
-        #expect(ext == [
-            Extent(offset: 0, length: 8192, depth: 1, present: true, zero: false, data: true, hostOffset: 0),
-            Extent(offset: 8192, length: 4096, depth: 0, present: true, zero: false, data: true, hostOffset: hosts[1]),
-            Extent(offset: 12288, length: 24576, depth: 0, present: false, zero: true, data: false, hostOffset: nil),
-            Extent(offset: 36864, length: 4096, depth: 0, present: true, zero: false, data: true, hostOffset: hosts[3]),
-            Extent(offset: 40960, length: 24576, depth: 0, present: false, zero: true, data: false, hostOffset: nil),
-        ], "\(ext)")
+        #expect(
+            ext == [
+                Extent(offset: 0, length: 8192, depth: 1, present: true, zero: false, data: true, hostOffset: 0),
+                Extent(
+                    offset: 8192, length: 4096, depth: 0, present: true, zero: false, data: true, hostOffset: hosts[1]),
+                Extent(
+                    offset: 12288, length: 24576, depth: 0, present: false, zero: true, data: false, hostOffset: nil),
+                Extent(
+                    offset: 36864, length: 4096, depth: 0, present: true, zero: false, data: true, hostOffset: hosts[3]),
+                Extent(
+                    offset: 40960, length: 24576, depth: 0, present: false, zero: true, data: false, hostOffset: nil),
+            ], "\(ext)")
         #expect(hosts.count == 5 && hosts[1] != nil && hosts[3] != nil)
         // An unallocated run that straddles the backing's end: backing data up to it, then nothing.
         let straddle = try top.extents(at: 4096, length: 4096)
@@ -94,8 +103,10 @@ struct BackingChainTests {
         try Self.create(dir, "top.qed", size: 64 * Self.kib, backing: "base.raw", format: .raw)
         let top = try Self.openRW(dir, "top.qed")
         try top.writeZeroes(at: 0, length: 8192)
-        #expect(try top.extents(at: 0, length: 8192) == [
-            Extent(offset: 0, length: 8192, depth: 0, present: true, zero: true, data: false, hostOffset: nil)])
+        #expect(
+            try top.extents(at: 0, length: 8192) == [
+                Extent(offset: 0, length: 8192, depth: 0, present: true, zero: true, data: false, hostOffset: nil)
+            ])
         try top.write(bytes(0x5a, 512), at: 1024)
         let expected = bytes(0, 1024) + bytes(0x5a, 512) + bytes(0, 4096 - 1536)
         #expect(try top.read(at: 0, count: 4096) == expected)
@@ -171,8 +182,10 @@ struct BackingChainTests {
         try Self.create(dir, "t.qed", size: 64 * Self.kib, backing: "m.qed", format: .qed)
         let top = try Self.openRW(dir, "t.qed")
         try top.write(bytes(0x30, 100), at: 12288 + 7)
-        #expect(try top.read(at: 0, count: 16384)
-            == bytes(0x10, 4096) + bytes(0x20, 4096) + bytes(0, 4096) + bytes(0x10, 7) + bytes(0x30, 100) + bytes(0x10, 3989))
+        #expect(
+            try top.read(at: 0, count: 16384)
+                == bytes(0x10, 4096) + bytes(0x20, 4096) + bytes(0, 4096) + bytes(0x10, 7) + bytes(0x30, 100)
+                + bytes(0x10, 3989))
         let ext = try top.extents(at: 0, length: 16384)
         #expect(ext.map(\.depth) == [2, 1, 1, 0], "\(ext)")
         #expect(ext[0].data && ext[0].hostOffset == 0 && ext[2].zero && !ext[2].data)
@@ -206,11 +219,13 @@ struct BackingChainTests {
             return try Self.openRO(dir, "d.qed")
         }
         // The files are still usable by fixing the chain.
-        let a = try openImage(dir.file("a.qed"), {
-            var o = OpenOptions()
-            o.openBacking = false
-            return o
-        }())
+        let a = try openImage(
+            dir.file("a.qed"),
+            {
+                var o = OpenOptions()
+                o.openBacking = false
+                return o
+            }())
         try a.setBacking(name: nil, format: nil)
         try a.close()
         let fixed = try Self.openRO(dir, "c.qed")

@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// A backing name stored in an image is a plain local file name (relative names against the
 /// image's directory), never a protocol or an option string: an image from elsewhere must not make
@@ -36,8 +36,11 @@ import TestSupport
         try Data(secret).write(to: URL(fileURLWithPath: dir.file("secret.raw")))
         let listener = try listen(at: dir.file("s.sock"))
         let stored = name(dir.path)
-        try Image.create(path: dir.file("o.qed"), options: CreateOptions(size: 65536, clusterSize: 4096,
-                                                                          backingFile: stored, backingFormat: .raw))
+        try Image.create(
+            path: dir.file("o.qed"),
+            options: CreateOptions(
+                size: 65536, clusterSize: 4096,
+                backingFile: stored, backingFormat: .raw))
         return (dir, stored, listener)
     }
 
@@ -53,7 +56,8 @@ import TestSupport
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
         }
-        try #require(bound == 0 && Glibc.listen(fd, 4) == 0, "cannot listen at \(path): \(String(cString: strerror(errno)))")
+        try #require(
+            bound == 0 && Glibc.listen(fd, 4) == 0, "cannot listen at \(path): \(String(cString: strerror(errno)))")
         return fd
     }
 
@@ -70,8 +74,9 @@ import TestSupport
         defer { close(listener) }
         // The file the name denotes as a path: its slashes are directory separators below dir.
         let path = dir.file(stored)
-        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: (path as NSString).deletingLastPathComponent,
+            withIntermediateDirectories: true)
         try Data(Self.local).write(to: URL(fileURLWithPath: path))
         let image = try openImage(dir.file("o.qed"), OpenOptions(readOnly: true))
         defer { try? image.close() }
@@ -96,8 +101,9 @@ import TestSupport
                 Issue.record("\(form): opened with backing name \(stored)")
             } catch let error as QEDError {
                 #expect(error.code == .backingFile, "\(form): \(error)")
-                #expect(error.message == "Could not open backing file '\(dir.file(stored))': No such file or directory",
-                        "\(form): \(error)")
+                #expect(
+                    error.message == "Could not open backing file '\(dir.file(stored))': No such file or directory",
+                    "\(form): \(error)")
             }
         }
         #expect(!Self.someoneConnected(listener), "\(form): connected to a socket")

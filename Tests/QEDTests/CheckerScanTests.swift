@@ -1,5 +1,6 @@
-import Testing
 import TestSupport
+import Testing
+
 @testable import QED
 
 /// The checker's fast L2 scan (runs marked word-wise) must count exactly like the plain
@@ -7,8 +8,10 @@ import TestSupport
 @Suite("Checker L2 scan")
 struct CheckerScanTests {
     /// The per-entry reference: QEMU's counting, one bit at a time.
-    static func reference(_ entries: [UInt64], used: inout [Bool], cs: UInt64, lowest: UInt64, end: UInt64,
-                          clear: Bool) -> (Checker.L2Tally, [UInt64]) {
+    static func reference(
+        _ entries: [UInt64], used: inout [Bool], cs: UInt64, lowest: UInt64, end: UInt64,
+        clear: Bool
+    ) -> (Checker.L2Tally, [UInt64]) {
         var tally = Checker.L2Tally()
         var out = entries
         var previous: UInt64 = 0
@@ -54,8 +57,9 @@ struct CheckerScanTests {
             // Pre-mark some clusters, as earlier tables would have.
             let premarked = (0..<40).map { _ in Int(rng.next() % UInt64(clusters)) }
             for c in premarked { refUsed[c] = true }
-            let (expected, expectedEntries) = Self.reference(entries, used: &refUsed, cs: cs, lowest: lowest,
-                                                             end: end, clear: clear)
+            let (expected, expectedEntries) = Self.reference(
+                entries, used: &refUsed, cs: cs, lowest: lowest,
+                end: end, clear: clear)
 
             let words = (clusters + 63) / 64
             let used = UnsafeMutablePointer<UInt64>.allocate(capacity: words)
@@ -65,8 +69,9 @@ struct CheckerScanTests {
             let buffer = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: entries.count)
             defer { buffer.deallocate() }
             for (i, e) in entries.enumerated() { buffer[i] = e.littleEndian }
-            let got = Checker.scanL2(buffer, used: used, clusterSize: cs, lowest: lowest, end: end,
-                                     clusterBits: 12, clearInvalid: clear)
+            let got = Checker.scanL2(
+                buffer, used: used, clusterSize: cs, lowest: lowest, end: end,
+                clusterBits: 12, clearInvalid: clear)
 
             #expect(got.allocated == expected.allocated, "seed \(seed) round \(round)")
             #expect(got.fragmented == expected.fragmented, "seed \(seed) round \(round)")

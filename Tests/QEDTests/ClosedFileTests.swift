@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// ``PosixFile`` after ``PosixFile/close()``: every call is refused without a system call.
 @Suite("Closed files")
@@ -49,8 +49,12 @@ struct ClosedFileTests {
                     var buffer = [UInt8](repeating: 0, count: 4096)
                     for i in 0..<200 {
                         do {
-                            let n = try buffer.withUnsafeMutableBytes { try file.read(into: $0, at: UInt64((i + r) % 16) * 4096) }
-                            if n != 4096 || buffer != bytes(0x33, 4096) { failures.add("round \(round): short or wrong read") }
+                            let n = try buffer.withUnsafeMutableBytes {
+                                try file.read(into: $0, at: UInt64((i + r) % 16) * 4096)
+                            }
+                            if n != 4096 || buffer != bytes(0x33, 4096) {
+                                failures.add("round \(round): short or wrong read")
+                            }
                         } catch let error as QEDError where error.code == .closed {
                             return  // refused: every later call must be refused too
                         } catch {

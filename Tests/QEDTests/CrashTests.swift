@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 // Crash tests: a random workload on a FaultInjectingFile, a power cut at a random mutation
 // (possibly inside an operation) with a random crash mode, then recovery from the durable bytes.
@@ -32,16 +32,18 @@ struct CrashConfig: Sendable, CustomStringConvertible {
 
     /// 4 KiB clusters, 2-cluster tables: one L2 maps 4 MiB; the disk crosses into a second one.
     static func small(backing: Bool) -> CrashConfig {
-        CrashConfig(clusterSize: 4096, tableSize: 2, diskSize: (4 << 20) + (128 << 10) + 1536,
-                    backingSize: backing ? (4 << 20) + (64 << 10) + 1000 : nil,
-                    hot: ((4 << 20) - (48 << 10))..<((4 << 20) + (48 << 10)), cuts: cutsPerConfig)
+        CrashConfig(
+            clusterSize: 4096, tableSize: 2, diskSize: (4 << 20) + (128 << 10) + 1536,
+            backingSize: backing ? (4 << 20) + (64 << 10) + 1000 : nil,
+            hot: ((4 << 20) - (48 << 10))..<((4 << 20) + (48 << 10)), cuts: cutsPerConfig)
     }
 
     /// 64 KiB clusters, 4-cluster tables.
     static func large(backing: Bool) -> CrashConfig {
-        CrashConfig(clusterSize: 65536, tableSize: 4, diskSize: (1 << 20) + 1536,
-                    backingSize: backing ? (640 << 10) + 1000 : nil,
-                    hot: 0..<((1 << 20) + 1536), cuts: cutsPerConfig)
+        CrashConfig(
+            clusterSize: 65536, tableSize: 4, diskSize: (1 << 20) + 1536,
+            backingSize: backing ? (640 << 10) + 1000 : nil,
+            hot: 0..<((1 << 20) + 1536), cuts: cutsPerConfig)
     }
 
     /// Cuts per configuration (4 configurations); `QED_CRASH_CUTS` overrides.
@@ -49,7 +51,9 @@ struct CrashConfig: Sendable, CustomStringConvertible {
         ProcessInfo.processInfo.environment["QED_CRASH_CUTS"].flatMap { Int($0) } ?? 300
     }
 
-    static let all: [CrashConfig] = [small(backing: false), small(backing: true), large(backing: false), large(backing: true)]
+    static let all: [CrashConfig] = [
+        small(backing: false), small(backing: true), large(backing: false), large(backing: true),
+    ]
 }
 
 /// A guest change made after the last completed flush: its bytes (nil = zeroes) are candidates.
@@ -66,7 +70,8 @@ func checkCandidates(actual: [UInt8], flushed: [UInt8], pending: [PendingChange]
     var failures: [String] = []
     // Merge the changed ranges.
     var covered: [Range<Int>] = []
-    for r in pending.map({ Int($0.offset)..<(Int($0.offset) + $0.length) }).sorted(by: { $0.lowerBound < $1.lowerBound }) {
+    for r in pending.map({ Int($0.offset)..<(Int($0.offset) + $0.length) }).sorted(by: { $0.lowerBound < $1.lowerBound }
+    ) {
         if let last = covered.last, r.lowerBound <= last.upperBound {
             covered[covered.count - 1] = last.lowerBound..<max(last.upperBound, r.upperBound)
         } else {
@@ -77,7 +82,9 @@ func checkCandidates(actual: [UInt8], flushed: [UInt8], pending: [PendingChange]
     var pos = 0
     for r in covered + [actual.count..<actual.count] {
         if let d = ModelKit.firstDifference(actual, flushed, from: pos, to: r.lowerBound) {
-            failures.append("byte \(d) was not written after the last flush but reads \(ModelKit.hex(actual, at: d)), flushed \(ModelKit.hex(flushed, at: d))")
+            failures.append(
+                "byte \(d) was not written after the last flush but reads \(ModelKit.hex(actual, at: d)), flushed \(ModelKit.hex(flushed, at: d))"
+            )
             break
         }
         pos = r.upperBound
@@ -107,7 +114,9 @@ func checkCandidates(actual: [UInt8], flushed: [UInt8], pending: [PendingChange]
         }
         if let bad = ok.firstIndex(of: false) {
             let i = r.lowerBound + bad
-            failures.append("byte \(i) reads \(ModelKit.hex(actual, at: i, count: 1)): neither its flushed value \(ModelKit.hex(flushed, at: i, count: 1)) nor one written since")
+            failures.append(
+                "byte \(i) reads \(ModelKit.hex(actual, at: i, count: 1)): neither its flushed value \(ModelKit.hex(flushed, at: i, count: 1)) nor one written since"
+            )
             break
         }
     }
@@ -118,7 +127,8 @@ func checkCandidates(actual: [UInt8], flushed: [UInt8], pending: [PendingChange]
         let first = Int(change.offset) / 512
         let last = (Int(change.offset) + change.length - 1) / 512
         for s in first...last {
-            let whole = Int(change.offset) <= s * 512 && Int(change.offset) + change.length >= min(actual.count, s * 512 + 512)
+            let whole =
+                Int(change.offset) <= s * 512 && Int(change.offset) + change.length >= min(actual.count, s * 512 + 512)
             if whole { sectorChanges[s, default: []].append(index) } else { partial.insert(s) }
         }
     }
@@ -130,12 +140,15 @@ func checkCandidates(actual: [UInt8], flushed: [UInt8], pending: [PendingChange]
             guard let bytes = change.bytes else { return ModelKit.isZero(actual, r) }
             return actual.withUnsafeBytes { a in
                 bytes.withUnsafeBytes { b in
-                    memcmp(a.baseAddress! + r.lowerBound, b.baseAddress! + (r.lowerBound - Int(change.offset)), r.count) == 0
+                    memcmp(a.baseAddress! + r.lowerBound, b.baseAddress! + (r.lowerBound - Int(change.offset)), r.count)
+                        == 0
                 }
             }
         }
         if !matches {
-            failures.append("sector \(s) (guest \(s * 512)) mixes versions: it is neither its flushed content nor that of one of the \(indices.count) operations that covered it whole")
+            failures.append(
+                "sector \(s) (guest \(s * 512)) mixes versions: it is neither its flushed content nor that of one of the \(indices.count) operations that covered it whole"
+            )
             break
         }
     }
@@ -145,8 +158,11 @@ func checkCandidates(actual: [UInt8], flushed: [UInt8], pending: [PendingChange]
 /// A new image for `config` on a fault-injecting file (over the raw `backingPath`, if any), opened
 /// read-write with options whose NEED_CHECK timer never fires by itself (it must not clear the
 /// flag behind the test's back).
-func makeCrashImage(_ config: CrashConfig, path: String, backingPath: String?) throws
-    -> (file: FaultInjectingFile, options: OpenOptions, image: Image) {
+func makeCrashImage(
+    _ config: CrashConfig, path: String, backingPath: String?
+) throws
+    -> (file: FaultInjectingFile, options: OpenOptions, image: Image)
+{
     let file = FaultInjectingFile(path: path)
     var create = CreateOptions(size: config.diskSize, clusterSize: config.clusterSize, tableSize: config.tableSize)
     create.backingFile = backingPath
@@ -215,14 +231,19 @@ func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], se
         case 0..<15:
             let got = try image!.read(at: r.lowerBound, count: Int(r.count))
             if let d = ModelKit.firstDifference(got, model.read(at: r.lowerBound, count: Int(r.count))) {
-                return CutOutcome(failures: ["before the cut, read \(r) differs from the model at \(r.lowerBound + UInt64(d)) [seed \(seed) \(config); ops: \(log)]"])
+                return CutOutcome(failures: [
+                    "before the cut, read \(r) differs from the model at \(r.lowerBound + UInt64(d)) [seed \(seed) \(config); ops: \(log)]"
+                ])
             }
             continue workload
         case 15..<60:
             let data = rng.bytes(Int(r.count))
             changes = [PendingChange(offset: r.lowerBound, length: Int(r.count), bytes: data)]
             describe = "write \(r)"
-            perform = { try image!.write(data, at: r.lowerBound); model.write(data, at: r.lowerBound) }
+            perform = {
+                try image!.write(data, at: r.lowerBound)
+                model.write(data, at: r.lowerBound)
+            }
         case 60..<75:
             let unmap = rng.chance(0.5)
             changes = [PendingChange(offset: r.lowerBound, length: Int(r.count), bytes: nil)]
@@ -236,10 +257,17 @@ func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], se
             changes = copy.discard(at: r.lowerBound, length: UInt64(r.count))
                 .map { PendingChange(offset: $0.lowerBound, length: Int($0.count), bytes: nil) }
             describe = "discard \(r)"
-            perform = { try image!.discard(at: r.lowerBound, length: UInt64(r.count)); model.discard(at: r.lowerBound, length: UInt64(r.count)) }
+            perform = {
+                try image!.discard(at: r.lowerBound, length: UInt64(r.count))
+                model.discard(at: r.lowerBound, length: UInt64(r.count))
+            }
         default:
             describe = "flush"
-            perform = { try image!.flush(); pending = []; flushed = model }
+            perform = {
+                try image!.flush()
+                pending = []
+                flushed = model
+            }
         }
         pending += changes
         do {
@@ -249,7 +277,9 @@ func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], se
             log.append(describe + " <cut>")
             break workload
         } catch {
-            return CutOutcome(failures: ["\(describe) failed before the cut: \(error) [seed \(seed) \(config); ops: \(log)]"])
+            return CutOutcome(failures: [
+                "\(describe) failed before the cut: \(error) [seed \(seed) \(config); ops: \(log)]"
+            ])
         }
         _ = step
     }
@@ -271,7 +301,8 @@ func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], se
     let mode = FaultInjectingFile.CrashMode.random(using: &rng)
     var durable = file.crash(mode: mode, rng: &rng)
     image = nil  // dropped, not closed: its deinit's close() meets a frozen file
-    var context = "seed \(seed) \(config) mode \(mode) after \(file.mutationCount) mutations; ops: \(log.joined(separator: ", "))"
+    var context =
+        "seed \(seed) \(config) mode \(mode) after \(file.mutationCount) mutations; ops: \(log.joined(separator: ", "))"
 
     // Sometimes the first recovery (open with its check-and-repair, then close) is cut too.
     var interrupted = false
@@ -292,8 +323,9 @@ func runCrashCut(config: CrashConfig, backingPath: String?, backing: [UInt8], se
     }
 
     var outcome = CutOutcome(cutInsideOperation: cutInside, interruptedRecovery: interrupted)
-    verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
-                   flushed: flushed, pending: pending, crashView: model, outcome: &outcome, rng: &rng)
+    verifyRecovery(
+        durable: durable, config: config, backingPath: backingPath, options: options,
+        flushed: flushed, pending: pending, crashView: model, outcome: &outcome, rng: &rng)
     outcome.failures = outcome.failures.map { "\($0) [\(context)]" }
     return outcome
 }
@@ -343,9 +375,22 @@ final class ConcurrentLog: @unchecked Sendable {
     private(set) var operations: [LoggedOperation] = []
     private(set) var completedFlushStarts: [Int] = []
 
-    func ticket() -> Int { lock.lock(); defer { lock.unlock() }; counter += 1; return counter }
-    func record(_ op: LoggedOperation) { lock.lock(); operations.append(op); lock.unlock() }
-    func flushCompleted(startedAt start: Int) { lock.lock(); completedFlushStarts.append(start); lock.unlock() }
+    func ticket() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        counter += 1
+        return counter
+    }
+    func record(_ op: LoggedOperation) {
+        lock.lock()
+        operations.append(op)
+        lock.unlock()
+    }
+    func flushCompleted(startedAt start: Int) {
+        lock.lock()
+        completedFlushStarts.append(start)
+        lock.unlock()
+    }
 }
 
 /// Three workers on interleaved 2-cluster blocks of one image on a FaultInjectingFile, a cut at a
@@ -385,7 +430,8 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
             do {
                 if roll < 10 {
                     let got = try live.read(at: start, count: Int(length))
-                    if !file.isFrozen, let d = ModelKit.firstDifference(got, shared.read(at: start, count: Int(length))) {
+                    if !file.isFrozen, let d = ModelKit.firstDifference(got, shared.read(at: start, count: Int(length)))
+                    {
                         failures.add("worker \(w): read before the cut differs at \(start + UInt64(d))")
                     }
                     continue
@@ -399,16 +445,19 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
                 var op: LoggedOperation
                 if roll < 55 {
                     let data = rng.bytes(Int(length))
-                    op = LoggedOperation(worker: w, kind: .write(start, data),
-                                         changes: [PendingChange(offset: start, length: data.count, bytes: data)])
+                    op = LoggedOperation(
+                        worker: w, kind: .write(start, data),
+                        changes: [PendingChange(offset: start, length: data.count, bytes: data)])
                 } else if roll < 72 {
-                    op = LoggedOperation(worker: w, kind: .zero(start, length),
-                                         changes: [PendingChange(offset: start, length: Int(length), bytes: nil)])
+                    op = LoggedOperation(
+                        worker: w, kind: .zero(start, length),
+                        changes: [PendingChange(offset: start, length: Int(length), bytes: nil)])
                 } else {
                     var copy = shared.value
                     let zeroed = copy.discard(at: start, length: length)
-                    op = LoggedOperation(worker: w, kind: .discard(start, length),
-                                         changes: zeroed.map { PendingChange(offset: $0.lowerBound, length: Int($0.count), bytes: nil) })
+                    op = LoggedOperation(
+                        worker: w, kind: .discard(start, length),
+                        changes: zeroed.map { PendingChange(offset: $0.lowerBound, length: Int($0.count), bytes: nil) })
                 }
                 op.start = log.ticket()
                 do {
@@ -446,16 +495,22 @@ func runConcurrentCut(config: CrashConfig, backingPath: String?, backing: [UInt8
     for op in log.operations {  // per worker in order; workers touch disjoint clusters
         if let end = op.end {
             op.apply(to: &crashView)
-            if end < lastFlush { op.apply(to: &flushed); continue }
+            if end < lastFlush {
+                op.apply(to: &flushed)
+                continue
+            }
         }
         pending += op.changes
     }
-    let context = "seed \(seed) \(config) mode \(mode), \(log.operations.count) operations, \(log.completedFlushStarts.count) flushes (interleaving varies)"
+    let context =
+        "seed \(seed) \(config) mode \(mode), \(log.operations.count) operations, \(log.completedFlushStarts.count) flushes (interleaving varies)"
     var outcome = CutOutcome(cutInsideOperation: log.operations.contains { $0.end == nil })
-    verifyRecovery(durable: durable, config: config, backingPath: backingPath, options: options,
-                   flushed: flushed, pending: pending, crashView: crashView, outcome: &outcome, rng: &rng)
+    verifyRecovery(
+        durable: durable, config: config, backingPath: backingPath, options: options,
+        flushed: flushed, pending: pending, crashView: crashView, outcome: &outcome, rng: &rng)
     if !outcome.failures.isEmpty {  // the interleaving this run had, for the report
-        let trace = "ops: \(log.operations.map(\.trace).joined(separator: "; ")); completed flushes started at \(log.completedFlushStarts.sorted().map { "t\($0)" })"
+        let trace =
+            "ops: \(log.operations.map(\.trace).joined(separator: "; ")); completed flushes started at \(log.completedFlushStarts.sorted().map { "t\($0)" })"
         outcome.failures = outcome.failures.map { "\($0) [\(context); \(trace)]" }
     }
     return outcome
@@ -474,9 +529,11 @@ struct CutOutcome {
 
 /// Reopens the surviving bytes and checks everything the crash guarantees. An error thrown on the
 /// way is recorded as a failure of `outcome` (one bad cut is reported with its context, not thrown).
-func verifyRecovery(durable: [UInt8], config: CrashConfig, backingPath: String?, options: OpenOptions,
-                    flushed: ReferenceDisk, pending: [PendingChange], crashView: ReferenceDisk,
-                    outcome: inout CutOutcome, rng: inout ModelRNG) {
+func verifyRecovery(
+    durable: [UInt8], config: CrashConfig, backingPath: String?, options: OpenOptions,
+    flushed: ReferenceDisk, pending: [PendingChange], crashView: ReferenceDisk,
+    outcome: inout CutOutcome, rng: inout ModelRNG
+) {
     do {
         // With a backing file the engine never sets NEED_CHECK: it relies on sync-before-L2-update.
         // Without one, a clear NEED_CHECK means no check on open, so the check() after recovery
@@ -501,7 +558,9 @@ func verifyRecovery(durable: [UInt8], config: CrashConfig, backingPath: String?,
         }
         if recovered.isDirty { outcome.failures.append("NEED_CHECK still set after the check on open") }
         let first = try recovered.check()
-        if first.corruptions != 0 || first.checkErrors != 0 { outcome.failures.append("check after recovery: \(first)") }
+        if first.corruptions != 0 || first.checkErrors != 0 {
+            outcome.failures.append("check after recovery: \(first)")
+        }
         let actual = try recovered.read(at: 0, count: Int(config.diskSize))
         outcome.failures += checkCandidates(actual: actual, flushed: flushed.snapshot(), pending: pending)
         outcome.lostSomething = ModelKit.firstDifference(actual, crashView.snapshot()) != nil
@@ -520,7 +579,9 @@ func verifyRecovery(durable: [UInt8], config: CrashConfig, backingPath: String?,
         }
         try recovered.close()
         let reopened = try Image.open(file: memory, options: options)
-        if reopened.isDirty || reopened.checkOnOpen != nil { outcome.failures.append("NEED_CHECK set after a clean close") }
+        if reopened.isDirty || reopened.checkOnOpen != nil {
+            outcome.failures.append("NEED_CHECK set after a clean close")
+        }
         if let d = ModelKit.firstDifference(try reopened.read(at: 0, count: Int(config.diskSize)), expected) {
             outcome.failures.append("after repair, two new writes, close and reopen, byte \(d) is not as expected")
         }
@@ -578,17 +639,22 @@ struct CrashTests {
                 if failed <= 3 { Issue.record("cut \(i): \(outcome.failures.joined(separator: "\n"))") }
             }
         }
-        print("crash \(config): \(config.cuts) cuts, \(inside) inside an operation, \(interrupted) with a cut recovery, \(lost) lost unflushed data, \(repaired) repaired on open, \(failed) failed")
+        print(
+            "crash \(config): \(config.cuts) cuts, \(inside) inside an operation, \(interrupted) with a cut recovery, \(lost) lost unflushed data, \(repaired) repaired on open, \(failed) failed"
+        )
         #expect(failed == 0, "\(failed) of \(config.cuts) cuts failed (base seed \(base))")
         // The harness must actually exercise crashes (a cut that never lands tests nothing).
-        #expect(inside > config.cuts / 4 && lost > config.cuts / 10 && interrupted > config.cuts / 10,
-                "too few interesting cuts: \(inside) inside, \(lost) lossy, \(interrupted) interrupted recoveries")
+        #expect(
+            inside > config.cuts / 4 && lost > config.cuts / 10 && interrupted > config.cuts / 10,
+            "too few interesting cuts: \(inside) inside, \(lost) lossy, \(interrupted) interrupted recoveries")
         if config.backingSize == nil && config.cuts >= 100 {
             #expect(repaired > 0, "no cut ever left an entry for the check on open to repair")
         }
     }
 
-    @Test("power cuts during concurrent workloads", arguments: [CrashConfig.small(backing: false), .small(backing: true), .large(backing: true)])
+    @Test(
+        "power cuts during concurrent workloads",
+        arguments: [CrashConfig.small(backing: false), .small(backing: true), .large(backing: true)])
     func concurrentCuts(config: CrashConfig) throws {
         let base = ModelRNG.seed(0xC0C7_0000 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0), salt: 8)
         var rng = ModelRNG(seed: base)
@@ -613,7 +679,9 @@ struct CrashTests {
             }
         }
         print("concurrent crash \(config): \(rounds) cuts, \(lost) lost unflushed data, \(failed) failed")
-        #expect(failed == 0, "\(failed) of \(rounds) concurrent cuts failed (base seed \(base); thread interleaving varies)")
+        #expect(
+            failed == 0, "\(failed) of \(rounds) concurrent cuts failed (base seed \(base); thread interleaving varies)"
+        )
         #expect(lost > rounds / 10, "too few cuts lost anything (\(lost))")
     }
 
@@ -628,8 +696,11 @@ struct CrashTests {
             let seed = base &+ UInt64(i)
             var rng = ModelRNG(seed: seed)
             let file = FaultInjectingFile(path: "/crash-test/timer.qed")
-            try Image.create(on: file, options: CreateOptions(size: config.diskSize, clusterSize: config.clusterSize,
-                                                              tableSize: config.tableSize))
+            try Image.create(
+                on: file,
+                options: CreateOptions(
+                    size: config.diskSize, clusterSize: config.clusterSize,
+                    tableSize: config.tableSize))
             var options = OpenOptions()
             options.needCheckDelay = 0.02
             var image: Image? = try Image.open(file: file, options: options)
@@ -665,17 +736,22 @@ struct CrashTests {
             var quiet = options
             quiet.needCheckDelay = 1e6
             var outcome = CutOutcome()
-            verifyRecovery(durable: durable, config: config, backingPath: nil, options: quiet, flushed: initial,
-                           pending: pending, crashView: model, outcome: &outcome, rng: &rng)
+            verifyRecovery(
+                durable: durable, config: config, backingPath: nil, options: quiet, flushed: initial,
+                pending: pending, crashView: model, outcome: &outcome, rng: &rng)
             if !outcome.failures.isEmpty {
                 failed += 1
                 if failed <= 3 {
-                    Issue.record("round \(i): \(outcome.failures.joined(separator: "\n")) [seed \(seed) cut after \(budget) timer mutations, mode \(mode), timer cleared: \(wasCleared)]")
+                    Issue.record(
+                        "round \(i): \(outcome.failures.joined(separator: "\n")) [seed \(seed) cut after \(budget) timer mutations, mode \(mode), timer cleared: \(wasCleared)]"
+                    )
                 }
             }
         }
         #expect(failed == 0, "\(failed) of \(rounds) timer cuts failed (base seed \(base))")
-        #expect(cleared > 0 && cleared < rounds, "the cut should sometimes stop the timer and sometimes not (\(cleared) cleared)")
+        #expect(
+            cleared > 0 && cleared < rounds,
+            "the cut should sometimes stop the timer and sometimes not (\(cleared) cleared)")
     }
 
     // MARK: The fault-injecting file itself
@@ -693,10 +769,14 @@ struct CrashTests {
         try file.writeBytes([7], at: 6)
         try file.punchHole(at: 0, length: 2)
         #expect(file.volatileBytes == [0, 0, 9, 4, 0, 0, 7, 0])
-        #expect(FaultInjectingFile.survivor(durable: file.durableBytes, pending: file.pendingOperations,
-                                            mode: .loseAll, rng: &rng) == [1, 9, 9, 4])
-        #expect(FaultInjectingFile.survivor(durable: file.durableBytes, pending: file.pendingOperations,
-                                            mode: .keepAll, rng: &rng) == [0, 0, 9, 4, 0, 0, 7, 0])
+        #expect(
+            FaultInjectingFile.survivor(
+                durable: file.durableBytes, pending: file.pendingOperations,
+                mode: .loseAll, rng: &rng) == [1, 9, 9, 4])
+        #expect(
+            FaultInjectingFile.survivor(
+                durable: file.durableBytes, pending: file.pendingOperations,
+                mode: .keepAll, rng: &rng) == [0, 0, 9, 4, 0, 0, 7, 0])
         let crashed = file.crash(mode: .loseAll, rng: &rng)
         #expect(crashed == [1, 9, 9, 4])
         #expect(throws: QEDError.self) { try file.writeBytes([5], at: 0) }

@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Create and resize: refusals and layout")
 struct CreateAndResizeTests {
@@ -34,9 +34,10 @@ struct CreateAndResizeTests {
     }
 
     @Test func createRefusesTableSizeOneByDefault() throws {
-        let error = try #require(expectQEDError(.invalidArgument) {
-            try Image.create(on: MemoryFile(), options: CreateOptions(size: 1 << 20, tableSize: 1))
-        })
+        let error = try #require(
+            expectQEDError(.invalidArgument) {
+                try Image.create(on: MemoryFile(), options: CreateOptions(size: 1 << 20, tableSize: 1))
+            })
         #expect(error.message.contains("QEMU"), "\(error.message)")
         var options = CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 1)
         options.allowQEMUIncompatible = true
@@ -53,9 +54,11 @@ struct CreateAndResizeTests {
     func createRefusesQEMUOverflowGeometry(_ cs: UInt32, _ ts: UInt32) throws {
         let geometry = Geometry(clusterSize: cs, tableSize: ts)
         #expect(geometry.qemuMaxImageSize == 0)
-        let error = try #require(expectQEDError(.invalidImageSize) {
-            try Image.create(on: MemoryFile(), options: CreateOptions(size: 1 << 30, clusterSize: cs, tableSize: ts))
-        })
+        let error = try #require(
+            expectQEDError(.invalidImageSize) {
+                try Image.create(
+                    on: MemoryFile(), options: CreateOptions(size: 1 << 30, clusterSize: cs, tableSize: ts))
+            })
         #expect(error.message.contains("QEMU"), "\(error.message)")
     }
 
@@ -70,11 +73,15 @@ struct CreateAndResizeTests {
         try image.close()
     }
 
-    @Test(arguments: [(UInt32(2048), UInt32(4), QEDError.Code.invalidClusterSize), (65536 + 4096, 4, .invalidClusterSize),
-                      (128 << 20, 4, .invalidClusterSize), (65536, 0, .invalidTableSize), (65536, 3, .invalidTableSize),
-                      (65536, 32, .invalidTableSize)])
+    @Test(arguments: [
+        (UInt32(2048), UInt32(4), QEDError.Code.invalidClusterSize), (65536 + 4096, 4, .invalidClusterSize),
+        (128 << 20, 4, .invalidClusterSize), (65536, 0, .invalidTableSize), (65536, 3, .invalidTableSize),
+        (65536, 32, .invalidTableSize),
+    ])
     func createRefusesBadGeometry(_ cs: UInt32, _ ts: UInt32, _ code: QEDError.Code) {
-        expectQEDError(code) { try Image.create(on: MemoryFile(), options: CreateOptions(size: 1 << 20, clusterSize: cs, tableSize: ts)) }
+        expectQEDError(code) {
+            try Image.create(on: MemoryFile(), options: CreateOptions(size: 1 << 20, clusterSize: cs, tableSize: ts))
+        }
     }
 
     @Test func createRefusesBadSizes() {
@@ -82,7 +89,8 @@ struct CreateAndResizeTests {
             try Image.create(on: MemoryFile(), options: CreateOptions(size: 1000))
         }
         expectQEDError(.invalidImageSize, "past the maximum") {
-            try Image.create(on: MemoryFile(), options: CreateOptions(size: (16 << 30) + 512, clusterSize: 4096, tableSize: 4))
+            try Image.create(
+                on: MemoryFile(), options: CreateOptions(size: (16 << 30) + 512, clusterSize: 4096, tableSize: 4))
         }
         expectQEDError(.invalidArgument, "no size and no backing file") {
             try Image.create(on: MemoryFile(), options: CreateOptions())
@@ -92,8 +100,12 @@ struct CreateAndResizeTests {
     @Test func createRefusesNonRegularFile() throws {
         expectQEDError(.notRegularFile) { try Image.create(path: "/dev/null", options: CreateOptions(size: 1 << 20)) }
         let dir = try TemporaryDirectory()
-        expectQEDError(.notRegularFile, "a directory") { try Image.create(path: dir.path, options: CreateOptions(size: 1 << 20)) }
-        expectQEDError(.notRegularFile, "open /dev/null") { try Image.open(path: "/dev/null", options: OpenOptions(readOnly: true)) }
+        expectQEDError(.notRegularFile, "a directory") {
+            try Image.create(path: dir.path, options: CreateOptions(size: 1 << 20))
+        }
+        expectQEDError(.notRegularFile, "open /dev/null") {
+            try Image.open(path: "/dev/null", options: OpenOptions(readOnly: true))
+        }
     }
 
     @Test func createTakesSizeFromBacking() throws {

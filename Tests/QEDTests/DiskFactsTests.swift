@@ -1,5 +1,6 @@
-import Testing
 import TestSupport
+import Testing
+
 @testable import QED
 
 /// What the tools ask a ``Disk`` instead of casting to its type — cluster size, dirty mark, backing
@@ -26,12 +27,14 @@ struct DiskFactsTests {
             #expect(disk.backingFile == nil)
         }
         expectQEDError(.unsupported) {
-            try DiskOpener.create(path: dir.file("x.qcow2"), format: DiskFormat(rawValue: "qcow2"),
-                                  options: NewDiskOptions(size: 4096))
+            try DiskOpener.create(
+                path: dir.file("x.qcow2"), format: DiskFormat(rawValue: "qcow2"),
+                options: NewDiskOptions(size: 4096))
         }
         expectQEDError(.invalidArgument) {
-            try DiskOpener.create(path: dir.file("b.raw"), format: .raw,
-                                  options: NewDiskOptions(size: 4096, backingFile: "base.raw"))
+            try DiskOpener.create(
+                path: dir.file("b.raw"), format: .raw,
+                options: NewDiskOptions(size: 4096, backingFile: "base.raw"))
         }
     }
 
@@ -39,27 +42,34 @@ struct DiskFactsTests {
     func backingReference() throws {
         let dir = try TemporaryDirectory()
         try DiskOpener.create(path: dir.file("base.raw"), format: .raw, options: NewDiskOptions(size: 65536))
-        try DiskOpener.create(path: dir.file("raw-backed.qed"), format: .qed,
-                              options: NewDiskOptions(size: 65536, backingFile: "base.raw", backingFormat: .raw))
-        try DiskOpener.create(path: dir.file("probed.qed"), format: .qed,
-                              options: NewDiskOptions(size: 65536, backingFile: "raw-backed.qed", backingFormat: .qed))
+        try DiskOpener.create(
+            path: dir.file("raw-backed.qed"), format: .qed,
+            options: NewDiskOptions(size: 65536, backingFile: "base.raw", backingFormat: .raw))
+        try DiskOpener.create(
+            path: dir.file("probed.qed"), format: .qed,
+            options: NewDiskOptions(size: 65536, backingFile: "raw-backed.qed", backingFormat: .qed))
         var options = OpenOptions(readOnly: true)
         options.openBacking = false
         let rawBacked = try DiskOpener.open(path: dir.file("raw-backed.qed"), format: .qed, options: options)
         defer { try? rawBacked.close() }
-        #expect(rawBacked.backingFile == BackingFileReference(name: "base.raw", path: dir.file("base.raw"), format: .raw))
+        #expect(
+            rawBacked.backingFile == BackingFileReference(name: "base.raw", path: dir.file("base.raw"), format: .raw))
         let probed = try DiskOpener.open(path: dir.file("probed.qed"), format: .qed, options: options)
         defer { try? probed.close() }
-        #expect(probed.backingFile == BackingFileReference(name: "raw-backed.qed", path: dir.file("raw-backed.qed"),
-                                                           format: nil))
+        #expect(
+            probed.backingFile
+                == BackingFileReference(
+                    name: "raw-backed.qed", path: dir.file("raw-backed.qed"),
+                    format: nil))
     }
 
     @Test("check runs QED's checker through Disk and is unsupported on raw")
     func checkThroughDisk() throws {
         let dir = try TemporaryDirectory()
         for format in DiskOpener.formats {
-            try DiskOpener.create(path: dir.file("c.\(format.rawValue)"), format: format,
-                                  options: NewDiskOptions(size: 1 << 20))
+            try DiskOpener.create(
+                path: dir.file("c.\(format.rawValue)"), format: format,
+                options: NewDiskOptions(size: 1 << 20))
         }
         let qed = try DiskOpener.open(path: dir.file("c.qed"), format: .qed, options: OpenOptions(readOnly: true))
         defer { try? qed.close() }

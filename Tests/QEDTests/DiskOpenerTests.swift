@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import QED
 
 /// ``DiskOpener``: probing, the driver registry, chain walking through ``Disk/backing`` and layer
@@ -44,7 +45,8 @@ struct DiskOpenerTests {
         #expect(try disk.readBytes(at: size - 4096, count: 4096) == bytes(0, 4096))
         // Depths count layers: the base's data is at depth 2, the middle image's at depth 1.
         let extents = try disk.extents(at: 0, length: 2 * 65536)
-        let depth = { (offset: UInt64) in extents.first { $0.offset <= offset && offset - $0.offset < $0.length }?.depth }
+        let depth = { (offset: UInt64) in extents.first { $0.offset <= offset && offset - $0.offset < $0.length }?.depth
+        }
         #expect(depth(0) == 2 && depth(65536) == 1 && depth(65536 + 4096) == 1, "\(extents)")
         #expect(extents.first?.data == true && extents.first?.hostOffset == 0)
 

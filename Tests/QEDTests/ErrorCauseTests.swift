@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// `QEDError` carries the failed system call under it (name and `errno`), and its codes are stable
 /// names that tools can print and compare.
@@ -29,8 +29,9 @@ import TestSupport
         // The message qed-img prints is unchanged: the cause's text is already part of it.
         #expect(error.message == "Could not open '\(path)': No such file or directory")
         #expect(error.cause?.description == "open: No such file or directory")
-        #expect(String(reflecting: error).hasSuffix("[io; open: No such file or directory (errno \(ENOENT))]"),
-                "\(String(reflecting: error))")
+        #expect(
+            String(reflecting: error).hasSuffix("[io; open: No such file or directory (errno \(ENOENT))]"),
+            "\(String(reflecting: error))")
     }
 
     @Test func aWriteThroughAReadOnlyDescriptorNamesPwrite() throws {
@@ -64,7 +65,8 @@ import TestSupport
 
     @Test func codesAreStableNamesAndErrnoKeepsTheCall() {
         let names: [(QEDError.Code, String)] = [
-            (.notQED, "notQED"), (.unsupportedFeatures, "unsupportedFeatures"), (.invalidClusterSize, "invalidClusterSize"),
+            (.notQED, "notQED"), (.unsupportedFeatures, "unsupportedFeatures"),
+            (.invalidClusterSize, "invalidClusterSize"),
             (.invalidTableSize, "invalidTableSize"), (.invalidImageSize, "invalidImageSize"),
             (.invalidTableOffset, "invalidTableOffset"), (.invalidClusterOffset, "invalidClusterOffset"),
             (.headerSizeTooLarge, "headerSizeTooLarge"), (.invalidBackingName, "invalidBackingName"),

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import QED
 
 /// Group commit and failure delivery of ``FlushCoordinator``, driven by a file whose first sync
@@ -10,8 +11,11 @@ struct FlushCoordinatorTests {
 
     /// Starts caller A (it runs sync 1, which the file holds), then `waiters` more callers, and
     /// waits until all of those are parked in the coordinator. Returns A and the others.
-    static func park(_ coordinator: FlushCoordinator, _ file: ScriptedSyncFile)
-        -> (first: BackgroundThread<Void>, others: [BackgroundThread<Void>]) {
+    static func park(
+        _ coordinator: FlushCoordinator, _ file: ScriptedSyncFile
+    )
+        -> (first: BackgroundThread<Void>, others: [BackgroundThread<Void>])
+    {
         let first = BackgroundThread { try coordinator.sync(file) }
         #expect(waitUntil { file.syncCount == 1 }, "caller A never started its sync")
         let others = (0..<waiters).map { _ in BackgroundThread { try coordinator.sync(file) } }
@@ -58,8 +62,9 @@ struct FlushCoordinatorTests {
         for _ in 0..<20 {
             let error = try #require(expectQEDError(.io) { try coordinator.sync(file) })
             #expect(error.code == .io && error.errno == 5)
-            #expect(error.message.contains("failed earlier") && error.message.contains("sync 2: injected failure"),
-                    "\(error.message)")
+            #expect(
+                error.message.contains("failed earlier") && error.message.contains("sync 2: injected failure"),
+                "\(error.message)")
         }
         #expect(file.syncCount == 2)
     }
@@ -76,8 +81,9 @@ struct FlushCoordinatorTests {
         for caller in others {
             let result = try #require(caller.join())
             let error = try #require(expectQEDError(.io) { try result.get() })
-            #expect(error.message.contains("failed earlier") && error.message.contains("sync 1: injected failure"),
-                    "\(error.message)")
+            #expect(
+                error.message.contains("failed earlier") && error.message.contains("sync 1: injected failure"),
+                "\(error.message)")
         }
         #expect(file.syncCount == 1)
     }

@@ -1,6 +1,6 @@
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// Every geometry at the edge of what it can address: cluster sizes 4 KiB…64 MiB × table sizes
 /// 1…16, each at its maximum image size and at crafted sizes up to 2^64 − 512. Opening either
@@ -71,7 +71,8 @@ struct GeometryLimitsTests {
         expectQEDError(.outOfRange, label) { try image.read(at: UInt64.max - 511, count: 512) }
 
         let map = try mapExtents(image)
-        #expect(map.first?.offset == 0 && map.last.map { $0.offset + $0.length } == size, "\(label): map covers the disk")
+        #expect(
+            map.first?.offset == 0 && map.last.map { $0.offset + $0.length } == size, "\(label): map covers the disk")
         let data = map.filter(\.data).map(\.length).reduce(0, +)
         // The clusters of the two writes are the only data, clipped at the end of the disk.
         let written = Set([0, last >> g.clusterBits]).map { min(g.clusterSize, size - ($0 << g.clusterBits)) }

@@ -75,8 +75,10 @@ struct GeometryTests {
         let g = Geometry(clusterSize: 4096, tableSize: 4)
         let cs: UInt64 = 4096
         func qemu(_ bytes: UInt64) -> UInt64 { ((bytes + cs - 1) & ~(cs - 1)) / (cs - 1) }
-        let cases: [(UInt64, UInt64)] = [(0, 0), (1, 1), (cs, 1), (cs + 1, 2), (cs * (cs - 2), cs - 2),
-                                         (cs * (cs - 1), cs - 1), (cs * (cs - 1) + 1, cs), (cs * 5000, 5000)]
+        let cases: [(UInt64, UInt64)] = [
+            (0, 0), (1, 1), (cs, 1), (cs + 1, 2), (cs * (cs - 2), cs - 2),
+            (cs * (cs - 1), cs - 1), (cs * (cs - 1) + 1, cs), (cs * 5000, 5000),
+        ]
         for (bytes, clusters) in cases {
             #expect(g.clusters(coveringBytes: bytes) == clusters, "\(bytes) bytes")
         }
@@ -86,7 +88,9 @@ struct GeometryTests {
 
     @Test func validityRanges() {
         for cs in [UInt64(4096), 8192, 65536, 1 << 20, 64 << 20] { #expect(Geometry.isValidClusterSize(cs), "\(cs)") }
-        for cs in [UInt64(0), 2048, 4095, 6144, 128 << 20, 1 << 40] { #expect(!Geometry.isValidClusterSize(cs), "\(cs)") }
+        for cs in [UInt64(0), 2048, 4095, 6144, 128 << 20, 1 << 40] {
+            #expect(!Geometry.isValidClusterSize(cs), "\(cs)")
+        }
         for ts in [UInt64(1), 2, 4, 8, 16] { #expect(Geometry.isValidTableSize(ts), "\(ts)") }
         for ts in [UInt64(0), 3, 6, 32, 1 << 33] { #expect(!Geometry.isValidTableSize(ts), "\(ts)") }
     }
@@ -122,9 +126,10 @@ struct GeometryTests {
     }
 
     @Test func headerEncodingIsQEMUs() throws {
-        let h = Header(clusterSize: 65536, tableSize: 4, headerSize: 1, features: [.backingFile, .backingFormatNoProbe],
-                       compatFeatures: 0x0102, autoclearFeatures: 0x0304, l1TableOffset: 0x10000, imageSize: 0x4000_0000,
-                       backingNameOffset: 64, backingNameSize: 8)
+        let h = Header(
+            clusterSize: 65536, tableSize: 4, headerSize: 1, features: [.backingFile, .backingFormatNoProbe],
+            compatFeatures: 0x0102, autoclearFeatures: 0x0304, l1TableOffset: 0x10000, imageSize: 0x4000_0000,
+            backingNameOffset: 64, backingNameSize: 8)
         let expected: [UInt8] = [
             0x51, 0x45, 0x44, 0x00, 0x00, 0x00, 0x01, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
             0x05, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0,

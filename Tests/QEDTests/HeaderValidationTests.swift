@@ -47,7 +47,8 @@ struct HeaderValidationTests {
     func goodClusterSizes(_ cs: UInt32) throws {
         // (64 MiB is valid too — see GeometryTests — but would need a 128 MiB memory file.)
         let ts: UInt32 = cs >= 8 << 20 ? 1 : 2
-        let image = try open(Craft.file(Header(clusterSize: cs, tableSize: ts, l1TableOffset: UInt64(cs), imageSize: 1 << 20)))
+        let image = try open(
+            Craft.file(Header(clusterSize: cs, tableSize: ts, l1TableOffset: UInt64(cs), imageSize: 1 << 20)))
         #expect(image.clusterSize == UInt64(cs))
         try image.close()
     }
@@ -171,7 +172,9 @@ struct HeaderValidationTests {
         h.backingNameSize = 0
         expectQEDError(.invalidBackingName, "empty name") { try open(Craft.file(h)) }
         h.backingNameSize = 3
-        expectQEDError(.invalidBackingName, "name with NUL") { try open(Craft.file(h, extra: [(64, [0x61, 0, 0x62])])) }
+        expectQEDError(.invalidBackingName, "name with NUL") {
+            try open(Craft.file(h, extra: [(64, [0x61, 0, 0x62])]))
+        }
     }
 
     @Test func unknownAutoclearBitsClearedOnReadWriteOpenOnly() throws {

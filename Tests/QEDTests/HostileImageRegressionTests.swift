@@ -1,8 +1,8 @@
 import Foundation
 import QED
 import QEDTools
-import Testing
 import TestSupport
+import Testing
 
 /// Reproducers of what hostile images did before the engine refused them, one test each.
 @Suite("Hostile images: regressions")
@@ -43,7 +43,8 @@ struct HostileImageRegressionTests {
     /// table_size 16) took 2^32 calls: a hang. Empty stretches now grow the window.
     @Test func mapOfAHugeEmptyDiskTakesFewCalls() throws {
         let dir = try TemporaryDirectory(prefix: "qed-map")
-        try Image.create(path: dir.file("huge.qed"), options: CreateOptions(size: 1 << 62, clusterSize: 1 << 20, tableSize: 16))
+        try Image.create(
+            path: dir.file("huge.qed"), options: CreateOptions(size: 1 << 62, clusterSize: 1 << 20, tableSize: 16))
         let image = try openImage(dir.file("huge.qed"), .quiet(readOnly: true))
         let counting = CountingDisk(image, limit: 1000)
         let map = try mapExtents(counting)
@@ -106,7 +107,9 @@ final class CountingDisk: Disk, @unchecked Sendable {
     var clusterSize: UInt64? { base.clusterSize }
     var isDirty: Bool { base.isDirty }
     var backingFile: BackingFileReference? { base.backingFile }
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws { try base.read(into: buffer, at: offset) }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try base.read(into: buffer, at: offset)
+    }
     func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool { false }
     func extents(at offset: UInt64, length: UInt64) throws -> [Extent] {
         calls += 1

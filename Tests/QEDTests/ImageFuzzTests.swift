@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// The in-process image fuzzer: images made by qemu-img, mutated (``ImageMutator``), then opened
 /// read-only and read-write, read throughout, mapped, checked, repaired, written and closed.
@@ -34,12 +34,15 @@ struct ImageFuzzTests {
         let start = ContinuousClock.now
         for iteration in iterations {
             watchdog.tick(iteration)
-            var run = ImageFuzzIteration(seeds: seeds, base: base, iteration: iteration,
-                                         rng: FuzzSettings.generator(base: base, iteration: iteration))
+            var run = ImageFuzzIteration(
+                seeds: seeds, base: base, iteration: iteration,
+                rng: FuzzSettings.generator(base: base, iteration: iteration))
             run.execute(&stats)
         }
         let elapsed = ContinuousClock.now - start
-        print("image fuzz: \(iterations.count) iterations (first \(iterations.lowerBound), base seed \(base)) in \(elapsed): \(stats)")
+        print(
+            "image fuzz: \(iterations.count) iterations (first \(iterations.lowerBound), base seed \(base)) in \(elapsed): \(stats)"
+        )
         if iterations.count >= 1000 {
             // The fuzzer must reach deep: many images open read-write and run every oracle, and
             // the rejections are varied.
@@ -62,7 +65,8 @@ struct ImageFuzzStats: CustomStringConvertible {
     var errors: [QEDError.Code: Int] = [:]
 
     var description: String {
-        let codes = errors.sorted { $0.value > $1.value }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
+        let codes = errors.sorted { $0.value > $1.value }.map { "\($0.key.rawValue) \($0.value)" }.joined(
+            separator: ", ")
         return "read-only opens \(readOnlyOpens), read-write opens \(readWriteOpens), full oracle \(fullOracle), "
             + "shared after repair \(sharedAfterRepair), real read-only files \(realFileChecks); errors: \(codes)"
     }
@@ -129,14 +133,18 @@ struct ImageFuzzIteration {
             #expect(repaired.checkErrors == 0, "\(repaired) \(context)")
             if !model.metadataShared {
                 for chunk in before {
-                    let now = attempt("read after repair", &stats) { try image.read(at: chunk.offset, count: chunk.bytes.count) }
-                    #expect(now.map { Self.same($0, chunk.bytes) } == true,
-                            "repair changed guest bytes \(chunk.offset)+\(chunk.bytes.count): \(context)")
+                    let now = attempt("read after repair", &stats) {
+                        try image.read(at: chunk.offset, count: chunk.bytes.count)
+                    }
+                    #expect(
+                        now.map { Self.same($0, chunk.bytes) } == true,
+                        "repair changed guest bytes \(chunk.offset)+\(chunk.bytes.count): \(context)")
                 }
             }
             if let after = attempt("check after repair", &stats, { try image.check() }) {
-                #expect((after.corruptions > 0) == model.shared && after.checkErrors == 0,
-                        "after repair: \(after), double references: \(model.shared): \(context)")
+                #expect(
+                    (after.corruptions > 0) == model.shared && after.checkErrors == 0,
+                    "after repair: \(after), double references: \(model.shared): \(context)")
                 if after.corruptions > 0 { stats.sharedAfterRepair += 1 }
             }
             writeAndReadBack(image, model: model, &stats)
@@ -169,7 +177,9 @@ struct ImageFuzzIteration {
             }
             if wrote && !model.shared {  // with a shared cluster one write can land twice in it
                 let back = attempt("read back", &stats) { try image.read(at: offset, count: length) }
-                #expect(back.map { Self.same($0, data) } == true, "write at \(offset)+\(length) did not read back: \(context)")
+                #expect(
+                    back.map { Self.same($0, data) } == true,
+                    "write at \(offset)+\(length) did not read back: \(context)")
             }
         }
     }
@@ -180,10 +190,14 @@ struct ImageFuzzIteration {
         let file = MemoryFile(bytes, path: seeds.imagePath)
         var options = Self.readWrite
         options.autoCheck = Bool.random(using: &rng)
-        guard let image = attempt("open read-write", &stats, { try Image.open(file: file, options: options) }) else { return }
+        guard let image = attempt("open read-write", &stats, { try Image.open(file: file, options: options) }) else {
+            return
+        }
         if Int.random(in: 0..<4, using: &rng) == 0 {
             let g = image.geometry
-            let sizes = [image.virtualSize &+ 512, g.maxImageSize, g.maxImageSize &+ 512, image.virtualSize &+ g.bytesPerL2]
+            let sizes = [
+                image.virtualSize &+ 512, g.maxImageSize, g.maxImageSize &+ 512, image.virtualSize &+ g.bytesPerL2,
+            ]
             let newSize = sizes[Int.random(in: 0..<sizes.count, using: &rng)]
             _ = attempt("resize", &stats) { try image.resize(to: newSize) }
         }
@@ -219,7 +233,9 @@ struct ImageFuzzIteration {
             return
         }
         stats.realFileChecks += 1
-        if let image = attempt("open real file read-only", &stats, { try Image.open(path: path, options: Self.readOnly) }) {
+        if let image = attempt(
+            "open real file read-only", &stats, { try Image.open(path: path, options: Self.readOnly) })
+        {
             _ = readEverything(image, &stats)
             _ = attempt("check", &stats) { try image.check() }
             _ = attempt("close", &stats) { try image.close() }
@@ -280,8 +296,11 @@ struct ImageFuzzIteration {
 
     /// Byte equality through memcmp (fast in debug builds too).
     static func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        a.count == b.count && a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in
-            a.isEmpty || memcmp(pa.baseAddress!, pb.baseAddress!, a.count) == 0
-        } }
+        a.count == b.count
+            && a.withUnsafeBytes { pa in
+                b.withUnsafeBytes { pb in
+                    a.isEmpty || memcmp(pa.baseAddress!, pb.baseAddress!, a.count) == 0
+                }
+            }
     }
 }

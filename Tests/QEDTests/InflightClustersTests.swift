@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import QED
 
 /// ``InflightClusters``: overlapping ranges exclude each other, disjoint ones do not, releases

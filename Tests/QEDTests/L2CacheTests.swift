@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import QED
 
 /// ``L2Cache``: one table object per offset, placeholder load failures, pinning and LRU eviction.
@@ -63,7 +64,10 @@ struct L2CacheTests {
         #expect(cache.count == 5)
         // Lookups of pinned tables find the very same objects.
         for t in tables {
-            let found = try cache.pin(offset: t.fileOffset) { Issue.record("reloaded a pinned table"); return t }
+            let found = try cache.pin(offset: t.fileOffset) {
+                Issue.record("reloaded a pinned table")
+                return t
+            }
             #expect(found === t)
             cache.unpin(found)
         }

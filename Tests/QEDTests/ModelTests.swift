@@ -1,8 +1,8 @@
 import Foundation
 import QED
 import Synchronization
-import Testing
 import TestSupport
+import Testing
 
 // Model-based tests: random operations against an Image, every read compared with
 // ReferenceDisk; concurrent workers own disjoint (interleaved) cluster blocks, so they share L2
@@ -40,20 +40,24 @@ struct ModelConfig: Sendable, CustomStringConvertible {
 
     /// 4 KiB clusters, 2-cluster tables: one L2 maps 4 MiB, so the disk spans three L2 tables.
     static func small(backing: Bool, onDisk: Bool) -> ModelConfig {
-        ModelConfig(clusterSize: 4096, tableSize: 2, diskSize: (12 << 20) + 1536,
-                    backingSize: backing ? (6 << 20) + 1000 : nil, onDisk: onDisk,
-                    l2CacheBytes: 2 * 8192, blockClusters: 3, hot: ((4 << 20) - (96 << 10))..<((4 << 20) + (96 << 10)))
+        ModelConfig(
+            clusterSize: 4096, tableSize: 2, diskSize: (12 << 20) + 1536,
+            backingSize: backing ? (6 << 20) + 1000 : nil, onDisk: onDisk,
+            l2CacheBytes: 2 * 8192, blockClusters: 3, hot: ((4 << 20) - (96 << 10))..<((4 << 20) + (96 << 10)))
     }
 
     /// 64 KiB clusters, 4-cluster tables (the QEMU default).
     static func large(backing: Bool, onDisk: Bool) -> ModelConfig {
-        ModelConfig(clusterSize: 65536, tableSize: 4, diskSize: (16 << 20) + 1536,
-                    backingSize: backing ? (10 << 20) + 1000 : nil, onDisk: onDisk,
-                    l2CacheBytes: 32 << 20, blockClusters: 2, hot: (9 << 20)..<(11 << 20), stepScale: 0.4)
+        ModelConfig(
+            clusterSize: 65536, tableSize: 4, diskSize: (16 << 20) + 1536,
+            backingSize: backing ? (10 << 20) + 1000 : nil, onDisk: onDisk,
+            l2CacheBytes: 32 << 20, blockClusters: 2, hot: (9 << 20)..<(11 << 20), stepScale: 0.4)
     }
 
     static let all: [ModelConfig] = [false, true].flatMap { disk in
-        [false, true].flatMap { backing in [small(backing: backing, onDisk: disk), large(backing: backing, onDisk: disk)] }
+        [false, true].flatMap { backing in
+            [small(backing: backing, onDisk: disk), large(backing: backing, onDisk: disk)]
+        }
     }
     static let inMemory: [ModelConfig] = [false, true].flatMap { backing in
         [small(backing: backing, onDisk: false), large(backing: backing, onDisk: false)]
@@ -121,8 +125,10 @@ final class SharedModel: Sendable {
 /// One worker's random operations on its own blocks; returns how many operations it ran.
 /// Every read is compared with the model; mismatches and errors go to `failures`.
 @discardableResult
-func runModelWorker(image: Image, model: SharedModel, config: ModelConfig, worker: Int, workers: Int,
-                    steps: Int, seed: UInt64, failures: FailureLog) -> Int {
+func runModelWorker(
+    image: Image, model: SharedModel, config: ModelConfig, worker: Int, workers: Int,
+    steps: Int, seed: UInt64, failures: FailureLog
+) -> Int {
     var rng = ModelRNG(seed: seed)
     let cs = config.cs
     let blockBytes = config.blockClusters * cs
@@ -169,7 +175,9 @@ func runModelWorker(image: Image, model: SharedModel, config: ModelConfig, worke
                 let got = try image.read(at: r.lowerBound, count: Int(r.count))
                 let want = model.read(at: r.lowerBound, count: Int(r.count))
                 if let d = ModelKit.firstDifference(got, want) {
-                    failures.add("\(tag) step \(step): read \(r) differs at guest \(r.lowerBound + UInt64(d)): got \(ModelKit.hex(got, at: d)) want \(ModelKit.hex(want, at: d))")
+                    failures.add(
+                        "\(tag) step \(step): read \(r) differs at guest \(r.lowerBound + UInt64(d)): got \(ModelKit.hex(got, at: d)) want \(ModelKit.hex(want, at: d))"
+                    )
                 }
             case 30..<62:
                 let r = pickRange(block)
@@ -201,14 +209,21 @@ func compareWholeDisk(_ image: Image, _ model: ReferenceDisk, context: String) t
     let got = try image.read(at: 0, count: Int(model.size))
     let want = model.snapshot()
     let diff = ModelKit.firstDifference(got, want)
-    #expect(diff == nil, "\(context): disk differs from the model at guest \(diff ?? 0): got \(ModelKit.hex(got, at: diff ?? 0)) want \(ModelKit.hex(want, at: diff ?? 0))")
+    #expect(
+        diff == nil,
+        "\(context): disk differs from the model at guest \(diff ?? 0): got \(ModelKit.hex(got, at: diff ?? 0)) want \(ModelKit.hex(want, at: diff ?? 0))"
+    )
 
     var mismatches: [String] = []
     for e in try image.extents(at: 0, length: model.size) {
         let kind: ReferenceDisk.ClusterState
-        if e.depth == 0 && e.data { kind = .allocated }
-        else if e.depth == 0 && e.present && e.zero { kind = .zero }
-        else { kind = .unallocated }
+        if e.depth == 0 && e.data {
+            kind = .allocated
+        } else if e.depth == 0 && e.present && e.zero {
+            kind = .zero
+        } else {
+            kind = .unallocated
+        }
         var c = e.offset / model.clusterSize
         while c * model.clusterSize < e.offset + e.length {
             if model.state(ofCluster: c) != kind && mismatches.count < 5 {
@@ -224,8 +239,9 @@ func compareWholeDisk(_ image: Image, _ model: ReferenceDisk, context: String) t
 func verifyFinal(_ image: Image, fixture: ImageFixture, model: ReferenceDisk, context: String) throws {
     let report = try image.check()
     #expect(report.corruptions == 0 && report.leaks == 0 && report.checkErrors == 0, "\(context): check \(report)")
-    #expect(report.allocatedClusters == UInt64(model.allocatedClusterCount),
-            "\(context): \(report.allocatedClusters) allocated clusters, model has \(model.allocatedClusterCount)")
+    #expect(
+        report.allocatedClusters == UInt64(model.allocatedClusterCount),
+        "\(context): \(report.allocatedClusters) allocated clusters, model has \(model.allocatedClusterCount)")
     try compareWholeDisk(image, model, context: context + " (before reopen)")
     try image.close()
     let again = try fixture.open()
@@ -319,8 +335,9 @@ struct ModelTests {
         let model = SharedModel(fixture.model())
         let failures = FailureLog()
         let steps = config.steps(700)
-        let ran = runModelWorker(image: image, model: model, config: config, worker: 0, workers: 1,
-                                 steps: steps, seed: seed, failures: failures)
+        let ran = runModelWorker(
+            image: image, model: model, config: config, worker: 0, workers: 1,
+            steps: steps, seed: seed, failures: failures)
         #expect(failures.count == 0, "seed \(seed) \(config): \(failures.summary)")
         #expect(ran == steps)
         try verifyFinal(image, fixture: fixture, model: model.value, context: "seed \(seed) \(config)")
@@ -328,8 +345,9 @@ struct ModelTests {
 
     @Test("concurrent workers on interleaved clusters of one image", arguments: ModelConfig.all)
     func concurrent(config: ModelConfig) throws {
-        let seed = ModelRNG.seed(0xC0C0 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0)
-                                 &+ (config.onDisk ? 1 : 0), salt: 2)
+        let seed = ModelRNG.seed(
+            0xC0C0 &+ UInt64(config.clusterSize) &+ UInt64(config.backingSize ?? 0)
+                &+ (config.onDisk ? 1 : 0), salt: 2)
         var rng = ModelRNG(seed: seed)
         let fixture = try ImageFixture(config, label: "conc", rng: &rng)
         defer { fixture.cleanup() }
@@ -340,8 +358,9 @@ struct ModelTests {
         let steps = config.steps(250)
         let done = Mutex(0)
         ModelKit.runThreads(workers) { w in
-            let n = runModelWorker(image: image, model: model, config: config, worker: w, workers: workers,
-                                   steps: steps, seed: seed &+ UInt64(w) &* 0x1000_0001, failures: failures)
+            let n = runModelWorker(
+                image: image, model: model, config: config, worker: w, workers: workers,
+                steps: steps, seed: seed &+ UInt64(w) &* 0x1000_0001, failures: failures)
             done.withLock { $0 += n }
         }
         #expect(failures.count == 0, "seed \(seed) \(config): \(failures.count) failures:\n\(failures.summary)")
@@ -392,11 +411,18 @@ struct ModelTests {
             }
         }
         let report = try image.check()
-        #expect(report.corruptions == 0 && report.leaks == 0 && report.checkErrors == 0, "seed \(seed) \(config): \(report)")
-        #expect(report.allocatedClusters == clusters, "seed \(seed) \(config): \(report.allocatedClusters) clusters allocated for \(clusters)")
+        #expect(
+            report.corruptions == 0 && report.leaks == 0 && report.checkErrors == 0, "seed \(seed) \(config): \(report)"
+        )
+        #expect(
+            report.allocatedClusters == clusters,
+            "seed \(seed) \(config): \(report.allocatedClusters) clusters allocated for \(clusters)")
         let l2Tables = Set((first..<(first + clusters)).map { $0 / entries }).count
-        let expectedSize = (1 + UInt64(config.tableSize)) * cs + UInt64(l2Tables) * UInt64(config.tableSize) * cs + clusters * cs
-        #expect(image.fileSize == expectedSize, "seed \(seed) \(config): file is \(image.fileSize) bytes, want \(expectedSize)")
+        let expectedSize =
+            (1 + UInt64(config.tableSize)) * cs + UInt64(l2Tables) * UInt64(config.tableSize) * cs + clusters * cs
+        #expect(
+            image.fileSize == expectedSize,
+            "seed \(seed) \(config): file is \(image.fileSize) bytes, want \(expectedSize)")
         try verifyFinal(image, fixture: fixture, model: model, context: "seed \(seed) \(config)")
     }
 
@@ -448,7 +474,8 @@ struct ModelTests {
             for w in 0..<UInt64(workers) {
                 let at = t * perL2 + w * 3 * cs + 512 * w
                 let want = [UInt8](repeating: UInt8(truncatingIfNeeded: t &* 7 &+ w &+ 1), count: 1024)
-                #expect(try again.read(at: at, count: 1024) == want, "seed \(seed): table \(t) worker \(w) after reopen")
+                #expect(
+                    try again.read(at: at, count: 1024) == want, "seed \(seed): table \(t) worker \(w) after reopen")
             }
         }
         try again.close()
@@ -535,8 +562,9 @@ struct ModelTests {
             }
         }
         #expect(failures.count == 0, "seed \(seed) \(config): \(failures.summary)")
-        #expect(race.strictOld.load(ordering: .relaxed) >= clusters && race.strictNew.load(ordering: .relaxed) >= clusters,
-                "the readers did not observe every cluster before and after its write")
+        #expect(
+            race.strictOld.load(ordering: .relaxed) >= clusters && race.strictNew.load(ordering: .relaxed) >= clusters,
+            "the readers did not observe every cluster before and after its write")
         try verifyFinal(image, fixture: fixture, model: model, context: "seed \(seed) \(config)")
     }
 }

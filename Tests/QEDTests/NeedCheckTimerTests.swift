@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+
 @testable import QED
 
 /// ``NeedCheckTimer`` on its own, with a `setBit` closure that records its calls.

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+
 @testable import QED
 
 /// ``OperationGate``: exclusive operations wait for running requests and keep new ones out;
@@ -140,14 +141,27 @@ private final class HeldReadFile: BlockFile, @unchecked Sendable {
     var isWritable: Bool { true }
 
     func holdNextDataRead(atOrAfter offset: UInt64) {
-        cond.lock(); holdFrom = offset; cond.unlock()
+        cond.lock()
+        holdFrom = offset
+        cond.unlock()
     }
 
-    var readIsHeld: Bool { cond.lock(); defer { cond.unlock() }; return held }
-    var closeCount: Int { cond.lock(); defer { cond.unlock() }; return closes }
+    var readIsHeld: Bool {
+        cond.lock()
+        defer { cond.unlock() }
+        return held
+    }
+    var closeCount: Int {
+        cond.lock()
+        defer { cond.unlock() }
+        return closes
+    }
 
     func releaseRead() {
-        cond.lock(); released = true; cond.broadcast(); cond.unlock()
+        cond.lock()
+        released = true
+        cond.broadcast()
+        cond.unlock()
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
@@ -169,7 +183,9 @@ private final class HeldReadFile: BlockFile, @unchecked Sendable {
     func setLength(_ length: UInt64) throws { try inner.setLength(length) }
     func punchHole(at offset: UInt64, length: UInt64) throws { try inner.punchHole(at: offset, length: length) }
     func close() {
-        cond.lock(); closes += 1; cond.unlock()
+        cond.lock()
+        closes += 1
+        cond.unlock()
         inner.close()
     }
 }

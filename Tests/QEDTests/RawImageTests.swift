@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import QED
 
 /// ``RawImage`` over any ``BlockFile``: the same class serves real files, memory files and the
@@ -8,7 +9,9 @@ import TestSupport
 @Suite("RawImage over any BlockFile")
 struct RawImageTests {
     /// A model of the disk kept next to the raw image; every read is compared with it.
-    static func expectMatches(_ disk: RawImage, _ model: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) throws {
+    static func expectMatches(
+        _ disk: RawImage, _ model: [UInt8], sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         #expect(disk.virtualSize == UInt64(model.count), sourceLocation: sourceLocation)
         #expect(try disk.readBytes(at: 0, count: model.count) == model, sourceLocation: sourceLocation)
     }

@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// The non-blocking read the NBD server answers small reads with on its event loop: it must return
 /// exactly what ``Image/read(into:at:)`` returns, or decline (false) whenever it would need the disk.
@@ -21,9 +21,9 @@ struct ReadIfCachedTests {
         let options = OpenOptions.quiet()
         var image = try Image.open(file: file, options: options)
         let data = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
-        try image.write(data, at: 4096)                       // first L2 table (guest 0–4 MiB)
-        try image.writeZeroes(at: 65536, length: 4096)          // a zero cluster over nothing
-        try image.write(bytes(0x33, 4096), at: 5 << 20)      // second L2 table
+        try image.write(data, at: 4096)  // first L2 table (guest 0–4 MiB)
+        try image.writeZeroes(at: 65536, length: 4096)  // a zero cluster over nothing
+        try image.write(bytes(0x33, 4096), at: 5 << 20)  // second L2 table
         try image.close()
 
         image = try Image.open(file: file, options: options)

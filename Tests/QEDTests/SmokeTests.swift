@@ -1,7 +1,7 @@
-import Testing
-import QED
 import Foundation
+import QED
 import TestSupport
+import Testing
 
 @Test func smokeCreateWriteRead() throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qed-smoke-\(getpid())").path

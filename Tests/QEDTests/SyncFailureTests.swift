@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import QED
 
 /// A failed `fdatasync` (or header write) makes the image *failed*: every later flush and write
@@ -26,12 +27,15 @@ struct SyncFailureTests {
     }
 
     /// Expects `body` to throw the "failed earlier" error that quotes `first`.
-    static func expectFailedEarlier(_ what: String, first: String, sourceLocation: SourceLocation = #_sourceLocation,
-                                    _ body: () throws -> Void) {
+    static func expectFailedEarlier(
+        _ what: String, first: String, sourceLocation: SourceLocation = #_sourceLocation,
+        _ body: () throws -> Void
+    ) {
         guard let error = expectQEDError(.io, what, sourceLocation: sourceLocation, body) else { return }
         #expect(error.code == .io && error.errno == 5, "\(what): \(error)", sourceLocation: sourceLocation)
-        #expect(error.message.contains("failed earlier") && error.message.contains(first),
-                "\(what): \(error.message)", sourceLocation: sourceLocation)
+        #expect(
+            error.message.contains("failed earlier") && error.message.contains(first),
+            "\(what): \(error.message)", sourceLocation: sourceLocation)
     }
 
     @Test("consecutive sync failures: every later flush and write throws until reopen", arguments: [1, 16, 17, 100])
@@ -42,7 +46,7 @@ struct SyncFailureTests {
         try image.flush()
 
         file.failSyncs(failures)
-        try image.write(bytes(0xB2, 4096), at: 4096)      // in place, over flushed data
+        try image.write(bytes(0xB2, 4096), at: 4096)  // in place, over flushed data
         try image.write(bytes(0xC3, 4096), at: 64 << 10)  // allocating
         let syncsBefore = file.syncCount
         let first = try #require(expectQEDError(.io) { try image.flush() })
@@ -53,13 +57,17 @@ struct SyncFailureTests {
             Self.expectFailedEarlier("flush \(i)", first: "injected write-back failure") { try image.flush() }
         }
         file.failSyncs(0)
-        Self.expectFailedEarlier("flush with a healthy disk", first: "injected write-back failure") { try image.flush() }
+        Self.expectFailedEarlier("flush with a healthy disk", first: "injected write-back failure") {
+            try image.flush()
+        }
         #expect(file.syncCount == syncsBefore + 1, "no sync is issued once the image failed")
 
         // Every kind of write is refused; the file sees no mutation.
         let mutations = file.mutationCount
         Self.expectFailedEarlier("in-place write", first: "injected") { try image.write(bytes(1, 512), at: 0) }
-        Self.expectFailedEarlier("allocating write", first: "injected") { try image.write(bytes(1, 512), at: 512 << 10) }
+        Self.expectFailedEarlier("allocating write", first: "injected") {
+            try image.write(bytes(1, 512), at: 512 << 10)
+        }
         Self.expectFailedEarlier("zero write", first: "injected") { try image.writeZeroes(at: 0, length: 4096) }
         Self.expectFailedEarlier("discard", first: "injected") { try image.discard(at: 0, length: 8192) }
         Self.expectFailedEarlier("resize", first: "injected") { try image.resize(to: 2 << 20) }

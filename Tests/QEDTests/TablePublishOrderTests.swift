@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
+
 @testable import QED
 
 // A table entry must not be visible to lock-free lookups before its sector write has been issued.
@@ -108,11 +109,14 @@ struct TablePublishOrderTests {
 
         let recovered = try Image.open(file: FaultInjectingFile(durable, path: dir.file("disk.qed")), options: .quiet())
         defer { try? recovered.close() }
-        #expect(try recovered.read(at: 2 * 4096 + 100, count: dataB.count) == dataB,
-                "B's write completed before its flush started, so the flush must have made it durable")
+        #expect(
+            try recovered.read(at: 2 * 4096 + 100, count: dataB.count) == dataB,
+            "B's write completed before its flush started, so the flush must have made it durable")
     }
 
-    @Test("an in-place write into a cluster being allocated, then flush, survives a crash while the allocation is stalled")
+    @Test(
+        "an in-place write into a cluster being allocated, then flush, survives a crash while the allocation is stalled"
+    )
     func flushedWriteIntoClusterBeingAllocatedSurvives() throws {
         let disk = FaultInjectingFile(path: "/publish-order/l2.qed")
         try Image.create(on: disk, options: CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 2))
@@ -143,10 +147,12 @@ struct TablePublishOrderTests {
         let durable = try #require(b.join()).get()
         try image.close()
 
-        let recovered = try Image.open(file: FaultInjectingFile(durable, path: "/publish-order/l2.qed"), options: .quiet())
+        let recovered = try Image.open(
+            file: FaultInjectingFile(durable, path: "/publish-order/l2.qed"), options: .quiet())
         defer { try? recovered.close() }
-        #expect(try recovered.read(at: 1024, count: 512) == dataB,
-                "B's write completed before its flush started, so the flush must have made it durable")
+        #expect(
+            try recovered.read(at: 1024, count: 512) == dataB,
+            "B's write completed before its flush started, so the flush must have made it durable")
         #expect(try recovered.read(at: 5 * 4096, count: 512) == bytes(0x55, 512))
     }
 }

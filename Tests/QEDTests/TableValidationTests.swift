@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// Lookup rules (§2.1): bad L1/L2 entries make I/O fail with a specific error, never crash or
 /// follow the pointer; a repairing check clears them.
@@ -39,18 +39,19 @@ struct TableValidationTests {
             let l1 = TableValidationTests.l1Entry(1)
             let l2 = TableValidationTests.l2Entry(file, guestCluster: 1)
             let current = Craft.readLE64(file, at: isL1 ? l1 : l2)
-            let (at, value): (UInt64, UInt64) = switch self {
-            case .l1PastEOF: (l1, length + (1 << 30))
-            case .l1Misaligned: (l1, current + 512)
-            case .l1One: (l1, 1)
-            case .l1TableEndsPastEOF: (l1, length - 4096)  // two-cluster table, only one inside
-            case .l1InHeader: (l1, 4096)
-            case .l2PastEOF: (l2, 1 << 40)
-            case .l2Misaligned: (l2, current + 2048)
-            case .l2InHeader: (l2, 4096)
-            case .l2LowBits: (l2, current | 1)
-            case .l2AtEOF: (l2, length)
-            }
+            let (at, value): (UInt64, UInt64) =
+                switch self {
+                case .l1PastEOF: (l1, length + (1 << 30))
+                case .l1Misaligned: (l1, current + 512)
+                case .l1One: (l1, 1)
+                case .l1TableEndsPastEOF: (l1, length - 4096)  // two-cluster table, only one inside
+                case .l1InHeader: (l1, 4096)
+                case .l2PastEOF: (l2, 1 << 40)
+                case .l2Misaligned: (l2, current + 2048)
+                case .l2InHeader: (l2, 4096)
+                case .l2LowBits: (l2, current | 1)
+                case .l2AtEOF: (l2, length)
+                }
             try Craft.writeLE64(file, value, at: at)
         }
     }

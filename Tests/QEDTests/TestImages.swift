@@ -1,7 +1,7 @@
 import Foundation
 import QED
-import Testing
 import TestSupport
+import Testing
 
 /// Helpers to craft images byte by byte and to expect specific engine errors.
 enum Craft {
@@ -12,8 +12,10 @@ enum Craft {
 
     /// A memory file holding `header` followed by zeroes up to `length` bytes (default: header
     /// area plus an L1 table), with `extra` byte runs written on top.
-    static func file(_ header: Header, length: UInt64? = nil, extra: [(UInt64, [UInt8])] = [],
-                     writable: Bool = true) -> MemoryFile {
+    static func file(
+        _ header: Header, length: UInt64? = nil, extra: [(UInt64, [UInt8])] = [],
+        writable: Bool = true
+    ) -> MemoryFile {
         let cs = UInt64(header.clusterSize)
         let len = length ?? (UInt64(header.headerSize) + UInt64(header.tableSize)) * cs
         var bytes = [UInt8](repeating: 0, count: Int(len))
@@ -39,8 +41,10 @@ enum Craft {
 
 /// Runs `body` and expects it to throw a ``QEDError`` with `code`; returns the error.
 @discardableResult
-func expectQEDError<T>(_ code: QEDError.Code, _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation,
-                       _ body: () throws -> T) -> QEDError? {
+func expectQEDError<T>(
+    _ code: QEDError.Code, _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () throws -> T
+) -> QEDError? {
     do {
         _ = try body()
         Issue.record("expected QEDError.\(code) but it succeeded. \(comment)", sourceLocation: sourceLocation)
@@ -81,4 +85,3 @@ extension OpenOptions {
 
 /// `count` bytes of `value`.
 func bytes(_ value: UInt8, _ count: Int) -> [UInt8] { [UInt8](repeating: value, count: count) }
-

@@ -1,7 +1,7 @@
 import QED
 import QEDTools
-import Testing
 import TestSupport
+import Testing
 
 /// `qemu-img map`'s rows: an engine ``Extent`` plus the layer's file, merged by the extent's rule
 /// and, in addition, only within one file.

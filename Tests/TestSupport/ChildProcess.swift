@@ -25,8 +25,10 @@ public enum ChildProcess {
     /// Runs the program at `path` with `arguments` in `directory`, with standard input empty and the
     /// output collected through files (no pipe can fill up and block the child). With a `timeout`
     /// (seconds) the child is killed with SIGKILL when it runs longer.
-    public static func run(_ path: String, _ arguments: [String], in directory: String,
-                           environment: [String: String] = [:], timeout: Double? = nil) throws -> ChildOutcome {
+    public static func run(
+        _ path: String, _ arguments: [String], in directory: String,
+        environment: [String: String] = [:], timeout: Double? = nil
+    ) throws -> ChildOutcome {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -58,8 +60,9 @@ public enum ChildProcess {
         try? err.close()
         let outData = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
         let errData = (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data()
-        return ChildOutcome(stdout: String(decoding: outData, as: UTF8.self),
-                            stderr: String(decoding: errData, as: UTF8.self), status: process.terminationStatus)
+        return ChildOutcome(
+            stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self), status: process.terminationStatus)
     }
 }
 
@@ -98,7 +101,8 @@ extension ChildProcess {
     public static func builtProduct(_ name: String, override variable: String) -> String {
         if let path = ProcessInfo.processInfo.environment[variable] { return path }
         var candidates: [String] = []
-        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL.deletingLastPathComponent()
+        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? "").standardizedFileURL
+            .deletingLastPathComponent()
         for _ in 0..<4 {
             candidates.append(dir.appendingPathComponent(name).path)
             dir = dir.deletingLastPathComponent()

@@ -60,4 +60,3 @@ public enum Files {
         (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
     }
 }
-

@@ -49,8 +49,10 @@ public final class StallWatchdog: Sendable {
                     lastTicks = now
                     quietSince = Date()
                 } else if Date().timeIntervalSince(quietSince) > limit, !stopped.load(ordering: .relaxed) {
-                    FileHandle.standardError.write(Data(
-                        "\(label): iteration \(iteration.load(ordering: .relaxed)) made no progress for \(limit) s (a hang)\n".utf8))
+                    FileHandle.standardError.write(
+                        Data(
+                            "\(label): iteration \(iteration.load(ordering: .relaxed)) made no progress for \(limit) s (a hang)\n"
+                                .utf8))
                     abort()
                 }
             }

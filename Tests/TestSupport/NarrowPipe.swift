@@ -37,7 +37,8 @@ public final class NarrowPipe {
         _ = fcntl(writeDescriptor, Self.setPipeSize, Int32(page))
         let capacity = Int(fcntl(writeDescriptor, Self.getPipeSize))
         guard capacity >= page else {
-            close(fds[0]); close(fds[1])
+            close(fds[0])
+            close(fds[1])
             throw Failure(description: "F_GETPIPE_SZ: \(String(cString: strerror(errno)))")
         }
         // Full pages, each into a buffer of its own, then the partial last one.
@@ -46,7 +47,8 @@ public final class NarrowPipe {
             let filler = [UInt8](repeating: UInt8(ascii: "#"), count: count)
             let written = filler.withUnsafeBytes { write(fds[1], $0.baseAddress, count) }
             guard written == count else {
-                close(fds[0]); close(fds[1])
+                close(fds[0])
+                close(fds[1])
                 throw Failure(description: "filling the pipe: wrote \(written) of \(count) bytes")
             }
         }

@@ -8,7 +8,8 @@ public enum ProcLocks {
     public static func lockedRanges(_ path: String) -> [ClosedRange<UInt64>]? {
         var st = stat()
         guard stat(path, &st) == 0,
-              let text = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else { return nil }
+            let text = try? String(contentsOfFile: "/proc/locks", encoding: .utf8)
+        else { return nil }
         let dev = UInt64(st.st_dev)
         let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
         let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
@@ -19,7 +20,8 @@ public enum ProcLocks {
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: " ")
             guard fields.count >= 8, fields[1] == "OFDLCK", let at = fields.firstIndex(where: { $0 == file }),
-                  at + 2 < fields.count, let first = UInt64(fields[at + 1]) else { continue }
+                at + 2 < fields.count, let first = UInt64(fields[at + 1])
+            else { continue }
             let last = fields[at + 2] == "EOF" ? UInt64.max : UInt64(fields[at + 2]) ?? first
             out.append(first...max(first, last))
         }

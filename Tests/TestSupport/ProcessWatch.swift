@@ -21,7 +21,8 @@ public struct ProcessWatch: Sendable {
     /// State letter and start time from /proc/PID/stat, or nil if there is no such process.
     private static func stat(_ pid: Int32) -> (Character, UInt64)? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")") else { return nil }
+            let close = text.lastIndex(of: ")")
+        else { return nil }
         // After "pid (comm)": state is the first field, start time the 20th.
         let fields = text[text.index(after: close)...].split(separator: " ")
         guard fields.count > 19, let state = fields[0].first, let start = UInt64(fields[19]) else { return nil }

@@ -63,7 +63,10 @@ public final class QEMUIOHolder {
             guard n > 0 else { return "it exited before its first prompt" }
             seen += chunk[0..<n]
             if seen.count >= Self.prompt.count,
-               (0...(seen.count - Self.prompt.count)).contains(where: { seen[$0..<($0 + Self.prompt.count)].elementsEqual(Self.prompt) }) {
+                (0...(seen.count - Self.prompt.count)).contains(where: {
+                    seen[$0..<($0 + Self.prompt.count)].elementsEqual(Self.prompt)
+                })
+            {
                 return nil
             }
         }

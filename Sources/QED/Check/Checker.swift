@@ -1,4 +1,5 @@
 import CQEDSys
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -35,17 +36,20 @@ final class Checker {
         self.clusterCount = fileSize >> image.geometry.clusterBits
         self.words = Int((clusterCount + 63) / 64)
         guard let bitmap = calloc(max(1, words), MemoryLayout<UInt64>.stride) else {
-            throw QEDError(.io, "cannot allocate the check's bitmap of \(words * 8) bytes for a file of \(fileSize) bytes",
-                           value: fileSize, path: image.path, errno: ENOMEM)
+            throw QEDError(
+                .io, "cannot allocate the check's bitmap of \(words * 8) bytes for a file of \(fileSize) bytes",
+                value: fileSize, path: image.path, errno: ENOMEM)
         }
         let entries = Int(image.geometry.entriesPerTable)
         guard let scratch = malloc(entries * MemoryLayout<UInt64>.stride) else {
             free(bitmap)
-            throw QEDError(.io, "cannot allocate the check's table buffer of \(entries * 8) bytes",
-                           value: UInt64(entries * 8), path: image.path, errno: ENOMEM)
+            throw QEDError(
+                .io, "cannot allocate the check's table buffer of \(entries * 8) bytes",
+                value: UInt64(entries * 8), path: image.path, errno: ENOMEM)
         }
         self.used = bitmap.bindMemory(to: UInt64.self, capacity: max(1, words))
-        self.table = UnsafeMutableBufferPointer(start: scratch.bindMemory(to: UInt64.self, capacity: entries), count: entries)
+        self.table = UnsafeMutableBufferPointer(
+            start: scratch.bindMemory(to: UInt64.self, capacity: entries), count: entries)
     }
 
     deinit {
@@ -105,7 +109,9 @@ final class Checker {
                 continue
             }
             if checkL2() > 0 && repair {
-                do { try file.write(UnsafeRawBufferPointer(tableBuffer), at: tableOffset) } catch { report.checkErrors += 1 }
+                do { try file.write(UnsafeRawBufferPointer(tableBuffer), at: tableOffset) } catch {
+                    report.checkErrors += 1
+                }
             }
         }
         if l1Changed {
@@ -159,8 +165,9 @@ final class Checker {
     /// invalid entries still move the "previous" position.
     private func checkL2() -> Int {
         let g = image.geometry
-        let tally = Checker.scanL2(table, used: used, clusterSize: g.clusterSize, lowest: g.headerBytes,
-                                   end: fileSize, clusterBits: g.clusterBits, clearInvalid: repair)
+        let tally = Checker.scanL2(
+            table, used: used, clusterSize: g.clusterSize, lowest: g.headerBytes,
+            end: fileSize, clusterBits: g.clusterBits, clearInvalid: repair)
         report.allocatedClusters += tally.allocated
         report.fragmentedClusters += tally.fragmented
         report.corruptions += tally.duplicates
@@ -198,9 +205,11 @@ final class Checker {
     /// The hot loop of the check, over plain pointers so nothing in it touches reference counts or
     /// exclusivity checks. Entries are little-endian; invalid ones are zeroed when `clearInvalid`.
     @inline(never)
-    static func scanL2(_ entries: UnsafeMutableBufferPointer<UInt64>, used: UnsafeMutablePointer<UInt64>,
-                       clusterSize cs: UInt64, lowest: UInt64, end: UInt64, clusterBits bits: UInt64,
-                       clearInvalid: Bool) -> L2Tally {
+    static func scanL2(
+        _ entries: UnsafeMutableBufferPointer<UInt64>, used: UnsafeMutablePointer<UInt64>,
+        clusterSize cs: UInt64, lowest: UInt64, end: UInt64, clusterBits bits: UInt64,
+        clearInvalid: Bool
+    ) -> L2Tally {
         var tally = L2Tally()
         let misaligned = cs &- 1
         var previous: UInt64 = 0

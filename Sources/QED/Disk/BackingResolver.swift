@@ -36,15 +36,18 @@ package enum BackingResolver {
     /// Opens the backing file `name` of the image at `imagePath`, read-only with shared locks,
     /// probing its format unless `format` is given, with its format's ``DiskDriver`` (which opens
     /// the rest of the chain). `seen` holds the chain so far (loop check).
-    static func open(name: String, format: BackingFormat?, imagePath: String, seen: Set<FileIdentity>,
-                     options: OpenOptions) throws -> any Disk {
+    static func open(
+        name: String, format: BackingFormat?, imagePath: String, seen: Set<FileIdentity>,
+        options: OpenOptions
+    ) throws -> any Disk {
         guard seen.count < maxDepth else {
             throw QEDError(.backingFile, "backing chain is deeper than \(maxDepth) images", path: imagePath)
         }
         let path = resolve(name, relativeTo: imagePath)
         guard let identity = FileIdentity(path: path) else {
-            throw QEDError(.backingFile, "Could not open backing file '\(path)': No such file or directory",
-                           path: imagePath, errno: ENOENT)
+            throw QEDError(
+                .backingFile, "Could not open backing file '\(path)': No such file or directory",
+                path: imagePath, errno: ENOENT)
         }
         guard !seen.contains(identity) else {
             throw QEDError(.backingFile, "backing chain loops: '\(path)' is already part of it", path: imagePath)

@@ -13,8 +13,9 @@ struct DiskDriver: Sendable {
     /// Opens `file` — already open read-only and locked as `options` call for — as a backing layer
     /// (`options` are read-only and force-shared); `seen` holds the identities of the layers above
     /// it and of `file` itself, for the loop check of its own backing file. The disk owns `file`.
-    let openLayer: @Sendable (_ file: any BlockFile, _ options: OpenOptions, _ seen: Set<FileIdentity>) throws
-        -> any Disk
+    let openLayer:
+        @Sendable (_ file: any BlockFile, _ options: OpenOptions, _ seen: Set<FileIdentity>) throws
+            -> any Disk
     /// Creates (or truncates) the file at `path` as an empty disk of this format, or throws a
     /// typed error for options the format cannot honour (a backing file for raw).
     let create: @Sendable (_ path: String, _ options: NewDiskOptions) throws -> Void

@@ -71,7 +71,8 @@ public enum DiskOpener {
         guard let id = FileIdentity(path: target) else { return }
         for source in sources {
             for layer in chain(of: source) where FileIdentity(path: layer.path) == id {
-                throw QEDError(.invalidArgument, "the output is the same file as the input '\(layer.path)'", path: target)
+                throw QEDError(
+                    .invalidArgument, "the output is the same file as the input '\(layer.path)'", path: target)
             }
         }
     }

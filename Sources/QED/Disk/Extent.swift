@@ -22,8 +22,10 @@ public struct Extent: Sendable, Equatable {
     public var hostOffset: UInt64?
 
     /// An extent with every field given.
-    public init(offset: UInt64, length: UInt64, depth: Int, present: Bool, zero: Bool, data: Bool,
-                hostOffset: UInt64?) {
+    public init(
+        offset: UInt64, length: UInt64, depth: Int, present: Bool, zero: Bool, data: Bool,
+        hostOffset: UInt64?
+    ) {
         self.offset = offset
         self.length = length
         self.depth = depth
@@ -38,7 +40,8 @@ public struct Extent: Sendable, Equatable {
     public func canMerge(with next: Extent) -> Bool {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end == next.offset, depth == next.depth, present == next.present,
-              zero == next.zero, data == next.data else { return false }
+            zero == next.zero, data == next.data
+        else { return false }
         switch (hostOffset, next.hostOffset) {
         case (nil, nil): return true
         case let (a?, b?):

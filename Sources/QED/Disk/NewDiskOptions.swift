@@ -18,8 +18,10 @@ public struct NewDiskOptions: Sendable {
     public var tableSize: UInt32
 
     /// Options with every default but the size.
-    public init(size: UInt64, backingFile: String? = nil, backingFormat: DiskFormat? = nil,
-                clusterSize: UInt32 = 65536, tableSize: UInt32 = 4) {
+    public init(
+        size: UInt64, backingFile: String? = nil, backingFormat: DiskFormat? = nil,
+        clusterSize: UInt32 = 65536, tableSize: UInt32 = 4
+    ) {
         self.size = size
         self.backingFile = backingFile
         self.backingFormat = backingFormat

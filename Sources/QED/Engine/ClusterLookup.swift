@@ -34,9 +34,10 @@ extension Image {
         if tableOffset == TableEntry.unallocated { return Run(kind: .unallocated, length: limit) }
         let fileSize = allocator.fileSize
         guard geometry.isValidTableOffset(tableOffset, fileSize: fileSize) else {
-            throw QEDError(.invalidTableOffset,
-                           "L1 entry for guest offset \(pos) points to an invalid L2 table offset \(tableOffset)",
-                           value: tableOffset, path: path)
+            throw QEDError(
+                .invalidTableOffset,
+                "L1 entry for guest offset \(pos) points to an invalid L2 table offset \(tableOffset)",
+                value: tableOffset, path: path)
         }
         let table: Table
         if cachedOnly {
@@ -78,9 +79,10 @@ extension Image {
             }
             let fileSize = allocator.fileSize
             guard geometry.isValidClusterOffset(first, fileSize: fileSize) else {
-                throw QEDError(.invalidClusterOffset,
-                               "L2 entry for guest offset \(pos) points to an invalid cluster offset \(first)",
-                               value: first, path: path)
+                throw QEDError(
+                    .invalidClusterOffset,
+                    "L2 entry for guest offset \(pos) points to an invalid cluster offset \(first)",
+                    value: first, path: path)
             }
             if last >= fileSize {
                 // The run runs past the end of the file: stop before the first invalid entry (the

@@ -64,8 +64,10 @@ public final class Image: Sendable {
         var disk: (any Disk)?
     }
 
-    private init(file: any BlockFile, header: Header, geometry: Geometry, l1: Table, fileSize: UInt64,
-                 fileLength: UInt64, backingName: String?, options: OpenOptions) {
+    private init(
+        file: any BlockFile, header: Header, geometry: Geometry, l1: Table, fileSize: UInt64,
+        fileLength: UInt64, backingName: String?, options: OpenOptions
+    ) {
         self.file = file
         self.geometry = geometry
         self.isReadOnly = options.readOnly
@@ -121,7 +123,8 @@ public final class Image: Sendable {
         try open(file: file, options: options, lockHeld: true, seen: [])
     }
 
-    static func open(file: any BlockFile, options: OpenOptions, lockHeld: Bool, seen: Set<FileIdentity>) throws -> Image {
+    static func open(file: any BlockFile, options: OpenOptions, lockHeld: Bool, seen: Set<FileIdentity>) throws -> Image
+    {
         var options = options
         if !file.isWritable { options.readOnly = true }
         let path = file.path
@@ -138,9 +141,10 @@ public final class Image: Sendable {
             if header.hasBackingFile {
                 let raw = try file.readBytes(count: Int(header.backingNameSize), at: UInt64(header.backingNameOffset))
                 guard !raw.isEmpty, !raw.contains(0), let name = String(validating: raw, as: UTF8.self) else {
-                    throw QEDError(.invalidBackingName,
-                                   "QED backing filename is empty, contains NUL bytes or is not UTF-8",
-                                   value: UInt64(header.backingNameOffset))
+                    throw QEDError(
+                        .invalidBackingName,
+                        "QED backing filename is empty, contains NUL bytes or is not UTF-8",
+                        value: UInt64(header.backingNameOffset))
                 }
                 backingName = name
             }
@@ -154,9 +158,10 @@ public final class Image: Sendable {
             }
 
             let l1 = try Table.load(from: file, at: header.l1TableOffset, count: Int(geometry.entriesPerTable))
-            let image = Image(file: file, header: header, geometry: geometry, l1: l1, fileSize: fileSize,
-                              fileLength: options.readOnly ? length : fileSize, backingName: backingName,
-                              options: options)
+            let image = Image(
+                file: file, header: header, geometry: geometry, l1: l1, fileSize: fileSize,
+                fileLength: options.readOnly ? length : fileSize, backingName: backingName,
+                options: options)
             if !options.readOnly && header.autoclearFeatures != 0 {
                 // Features we do not know may be stale after our writes; QEMU clears them too.
                 try image.header.update { $0.autoclearFeatures = 0 }
@@ -169,9 +174,12 @@ public final class Image: Sendable {
             if header.features.contains(.needCheck) && !options.readOnly && options.autoCheck {
                 let report = try image.check(repair: true)
                 image.openCheck.withLock { $0 = report }
-                image.logger.info("NEED_CHECK was set: checked on open", metadata: [
-                    "corruptions-fixed": "\(report.corruptionsFixed)", "leaks-fixed": "\(report.leaksFixed)",
-                    "corruptions": "\(report.corruptions)", "leaks": "\(report.leaks)"])
+                image.logger.info(
+                    "NEED_CHECK was set: checked on open",
+                    metadata: [
+                        "corruptions-fixed": "\(report.corruptionsFixed)", "leaks-fixed": "\(report.leaksFixed)",
+                        "corruptions": "\(report.corruptions)", "leaks": "\(report.leaks)",
+                    ])
             }
             image.needCheck.armIfDirty()
             return image
@@ -210,51 +218,61 @@ public final class Image: Sendable {
         }
         var probe = OpenOptions(readOnly: true, forceShare: true)
         probe.openBacking = true
-        let disk = try BackingResolver.open(name: name, format: options.backingFormat, imagePath: imagePath,
-                                            seen: [], options: probe)
+        let disk = try BackingResolver.open(
+            name: name, format: options.backingFormat, imagePath: imagePath,
+            seen: [], options: probe)
         defer { try? disk.close() }
         return disk.virtualSize
     }
 
     package static func validateCreate(options: CreateOptions, size: UInt64, path: String) throws {
         guard Geometry.isValidClusterSize(UInt64(options.clusterSize)) else {
-            throw QEDError(.invalidClusterSize,
-                           "QED cluster size must be within range [4096, 67108864] and power of 2",
-                           value: UInt64(options.clusterSize), path: path)
+            throw QEDError(
+                .invalidClusterSize,
+                "QED cluster size must be within range [4096, 67108864] and power of 2",
+                value: UInt64(options.clusterSize), path: path)
         }
         guard Geometry.isValidTableSize(UInt64(options.tableSize)) else {
-            throw QEDError(.invalidTableSize, "QED table size must be within range [1, 16] and power of 2",
-                           value: UInt64(options.tableSize), path: path)
+            throw QEDError(
+                .invalidTableSize, "QED table size must be within range [1, 16] and power of 2",
+                value: UInt64(options.tableSize), path: path)
         }
         let geometry = Geometry(clusterSize: options.clusterSize, tableSize: options.tableSize)
         guard size % 512 == 0 else {
             throw QEDError(.invalidImageSize, "QED image size must be a multiple of 512 bytes", value: size, path: path)
         }
         guard size <= geometry.maxImageSize else {
-            throw QEDError(.invalidImageSize,
-                           "QED image size must not exceed \(geometry.maxImageSize) bytes for this cluster and table size",
-                           value: size, path: path)
+            throw QEDError(
+                .invalidImageSize,
+                "QED image size must not exceed \(geometry.maxImageSize) bytes for this cluster and table size",
+                value: size, path: path)
         }
         if !options.allowQEMUIncompatible {
             guard options.tableSize != 1 else {
-                throw QEDError(.invalidArgument,
-                               "table_size=1 would create an image QEMU cannot open (its table offset check rejects it); use 2 or more",
-                               value: 1, path: path)
+                throw QEDError(
+                    .invalidArgument,
+                    "table_size=1 would create an image QEMU cannot open (its table offset check rejects it); use 2 or more",
+                    value: 1, path: path)
             }
             guard size <= geometry.qemuMaxImageSize else {
-                throw QEDError(.invalidImageSize,
-                               "QEMU cannot open this image: its maximum size for cluster_size=\(options.clusterSize) and table_size=\(options.tableSize) overflows to \(geometry.qemuMaxImageSize) bytes; use smaller clusters or tables",
-                               value: size, path: path)
+                throw QEDError(
+                    .invalidImageSize,
+                    "QEMU cannot open this image: its maximum size for cluster_size=\(options.clusterSize) and table_size=\(options.tableSize) overflows to \(geometry.qemuMaxImageSize) bytes; use smaller clusters or tables",
+                    value: size, path: path)
             }
         }
         if let name = options.backingFile {
             let bytes = UInt64(name.utf8.count)
             guard bytes > 0, !name.utf8.contains(0) else {
-                throw QEDError(.invalidArgument, "backing file name must be non-empty and free of NUL bytes", path: path)
+                throw QEDError(
+                    .invalidArgument, "backing file name must be non-empty and free of NUL bytes", path: path)
             }
-            guard UInt64(Header.encodedSize) + bytes <= geometry.headerBytes, bytes <= UInt64(Header.maxBackingNameLength) else {
-                throw QEDError(.noSpace, "backing file name of \(bytes) bytes does not fit the header cluster",
-                               value: bytes, path: path)
+            guard UInt64(Header.encodedSize) + bytes <= geometry.headerBytes,
+                bytes <= UInt64(Header.maxBackingNameLength)
+            else {
+                throw QEDError(
+                    .noSpace, "backing file name of \(bytes) bytes does not fit the header cluster",
+                    value: bytes, path: path)
             }
         }
     }
@@ -355,8 +373,9 @@ public final class Image: Sendable {
     func ensureInside(_ offset: UInt64, _ length: UInt64) throws {
         let (end, overflow) = offset.addingReportingOverflow(length)
         if overflow || end > virtualSize {
-            throw QEDError(.outOfRange, "request of \(length) bytes at offset \(offset) ends past the disk size \(virtualSize)",
-                           value: offset, path: path)
+            throw QEDError(
+                .outOfRange, "request of \(length) bytes at offset \(offset) ends past the disk size \(virtualSize)",
+                value: offset, path: path)
         }
     }
 }

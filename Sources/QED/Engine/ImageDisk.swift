@@ -10,8 +10,9 @@ extension Image: Disk {
     public var backingFile: BackingFileReference? {
         let state = backingState.withLock { ($0.name, $0.format) }
         guard let name = state.0 else { return nil }
-        return BackingFileReference(name: name, path: BackingResolver.resolve(name, relativeTo: path),
-                                    format: state.1.map(DiskFormat.init))
+        return BackingFileReference(
+            name: name, path: BackingResolver.resolve(name, relativeTo: path),
+            format: state.1.map(DiskFormat.init))
     }
 }
 
@@ -25,15 +26,19 @@ extension DiskDriver {
         create: { path, options in
             // QED's size is whole 512-byte sectors: rounded up, as qemu-img does.
             guard let size = options.size.roundedUp(toMultipleOf: 512) else {
-                throw QEDError(.invalidImageSize, "image size \(options.size) overflows when rounded up to whole sectors",
-                               value: options.size, path: path)
+                throw QEDError(
+                    .invalidImageSize, "image size \(options.size) overflows when rounded up to whole sectors",
+                    value: options.size, path: path)
             }
             // The header can record only "raw, never probe"; any other backing format is probed.
             let backingFormat: BackingFormat? = options.backingFormat.map { $0 == .raw ? .raw : .qed }
-            try Image.create(path: path, options: CreateOptions(size: size, clusterSize: options.clusterSize,
-                                                                tableSize: options.tableSize,
-                                                                backingFile: options.backingFile,
-                                                                backingFormat: backingFormat))
+            try Image.create(
+                path: path,
+                options: CreateOptions(
+                    size: size, clusterSize: options.clusterSize,
+                    tableSize: options.tableSize,
+                    backingFile: options.backingFile,
+                    backingFormat: backingFormat))
         })
 }
 

@@ -12,9 +12,10 @@ extension Image {
             throw QEDError(.unsupported, "Shrinking images is currently not supported", value: newSize, path: path)
         }
         guard newSize % 512 == 0, newSize <= geometry.maxImageSize else {
-            throw QEDError(.invalidImageSize,
-                           "Invalid image size specified: \(newSize) must be a multiple of 512 and at most \(geometry.maxImageSize)",
-                           value: newSize, path: path)
+            throw QEDError(
+                .invalidImageSize,
+                "Invalid image size specified: \(newSize) must be a multiple of 512 and at most \(geometry.maxImageSize)",
+                value: newSize, path: path)
         }
         try header.update { $0.imageSize = newSize }
         sizeMirror.store(newSize, ordering: .releasing)
@@ -35,23 +36,27 @@ extension Image {
         let nameBytes = Array((name ?? "").utf8)
         if let name {
             guard !name.isEmpty, !nameBytes.contains(0) else {
-                throw QEDError(.invalidArgument, "backing file name must be non-empty and free of NUL bytes", path: path)
+                throw QEDError(
+                    .invalidArgument, "backing file name must be non-empty and free of NUL bytes", path: path)
             }
         }
         let current = currentHeader
         if name != nil && current.compatFeatures != 0 {
-            throw QEDError(.unsupported, "cannot set a backing file while unknown compatible features are set",
-                           value: current.compatFeatures, path: path)
+            throw QEDError(
+                .unsupported, "cannot set a backing file while unknown compatible features are set",
+                value: current.compatFeatures, path: path)
         }
         let end = UInt64(Header.encodedSize) + UInt64(nameBytes.count)
         guard end <= geometry.headerBytes, nameBytes.count <= Int(Header.maxBackingNameLength) else {
-            throw QEDError(.noSpace, "backing file name of \(nameBytes.count) bytes does not fit the header area",
-                           value: UInt64(nameBytes.count), path: path)
+            throw QEDError(
+                .noSpace, "backing file name of \(nameBytes.count) bytes does not fit the header area",
+                value: UInt64(nameBytes.count), path: path)
         }
         var newDisk: (any Disk)?
         if let name, open, options.openBacking {
             let seen: Set<FileIdentity> = FileIdentity(path: path).map { [$0] } ?? []
-            newDisk = try BackingResolver.open(name: name, format: format, imagePath: path, seen: seen, options: options)
+            newDisk = try BackingResolver.open(
+                name: name, format: format, imagePath: path, seen: seen, options: options)
         }
         do {
             try header.update(trailer: nameBytes) { h in

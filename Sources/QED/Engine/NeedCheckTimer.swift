@@ -32,8 +32,10 @@ final class NeedCheckTimer: @unchecked Sendable {
 
     /// `dirty`: the bit as on disk now. `setBit(true/false)` writes the header with the bit
     /// set/cleared (and syncs when setting).
-    init(dirty: Bool, managesBit: Bool, readOnly: Bool, delay: Double,
-         setBit: @escaping @Sendable (Bool) throws -> Void) {
+    init(
+        dirty: Bool, managesBit: Bool, readOnly: Bool, delay: Double,
+        setBit: @escaping @Sendable (Bool) throws -> Void
+    ) {
         self.dirty = dirty
         self.readOnly = readOnly
         self.managesBit = managesBit

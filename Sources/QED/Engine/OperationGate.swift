@@ -1,4 +1,5 @@
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -132,8 +133,10 @@ final class OperationGate: @unchecked Sendable {
             while state.load(ordering: .acquiring) & (Self.waitingBit | Self.runningBit) != 0 { lock.wait() }
             state.bitwiseOr(Self.waitingBit, ordering: .acquiringAndReleasing)
             // Then for the running requests to end (the last one broadcasts).
-            while !state.compareExchange(expected: Self.waitingBit, desired: Self.runningBit,
-                                         ordering: .acquiringAndReleasing).exchanged {
+            while !state.compareExchange(
+                expected: Self.waitingBit, desired: Self.runningBit,
+                ordering: .acquiringAndReleasing
+            ).exchanged {
                 lock.wait()
             }
             owner = pthread_self()

@@ -25,8 +25,10 @@ public struct CreateOptions: Sendable {
     public var allowQEMUIncompatible = false
 
     /// Options with every default; set the fields you need.
-    public init(size: UInt64? = nil, clusterSize: UInt32 = 65536, tableSize: UInt32 = 4,
-                backingFile: String? = nil, backingFormat: BackingFormat? = nil) {
+    public init(
+        size: UInt64? = nil, clusterSize: UInt32 = 65536, tableSize: UInt32 = 4,
+        backingFile: String? = nil, backingFormat: BackingFormat? = nil
+    ) {
         self.size = size
         self.clusterSize = clusterSize
         self.tableSize = tableSize

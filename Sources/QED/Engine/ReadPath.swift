@@ -77,11 +77,15 @@ extension Image {
             let run = try lookup(pos, maxLength: end - pos)
             switch run.kind {
             case .data(let host):
-                out.appendMerging(Extent(offset: pos, length: run.length, depth: 0, present: true, zero: false,
-                                         data: true, hostOffset: host))
+                out.appendMerging(
+                    Extent(
+                        offset: pos, length: run.length, depth: 0, present: true, zero: false,
+                        data: true, hostOffset: host))
             case .zero:
-                out.appendMerging(Extent(offset: pos, length: run.length, depth: 0, present: true, zero: true,
-                                         data: false, hostOffset: nil))
+                out.appendMerging(
+                    Extent(
+                        offset: pos, length: run.length, depth: 0, present: true, zero: true,
+                        data: false, hostOffset: nil))
             case .unallocated:
                 var length = run.length
                 let next = pos + length
@@ -100,8 +104,10 @@ extension Image {
 
     private func appendBackingExtents(_ out: inout [Extent], at pos: UInt64, length: UInt64) throws {
         guard let disk = backing else {
-            out.appendMerging(Extent(offset: pos, length: length, depth: 0, present: false, zero: true,
-                                     data: false, hostOffset: nil))
+            out.appendMerging(
+                Extent(
+                    offset: pos, length: length, depth: 0, present: false, zero: true,
+                    data: false, hostOffset: nil))
             return
         }
         let size = disk.virtualSize
@@ -117,8 +123,10 @@ extension Image {
         if covered < length {
             // Past the backing file's end: QEMU's block layer answers "zero" at this layer without
             // descending, so `qemu-img map` reports depth 0 here.
-            out.appendMerging(Extent(offset: pos + covered, length: length - covered, depth: 0, present: false,
-                                     zero: true, data: false, hostOffset: nil))
+            out.appendMerging(
+                Extent(
+                    offset: pos + covered, length: length - covered, depth: 0, present: false,
+                    zero: true, data: false, hostOffset: nil))
         }
     }
 }

@@ -1,4 +1,5 @@
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -26,7 +27,8 @@ final class StickyFailure: Sendable {
 
     /// Records `error` unless a failure was recorded already (the first one is the one reported).
     func record(_ error: any Error) {
-        let qed = (error as? QEDError)?.naming(path)
+        let qed =
+            (error as? QEDError)?.naming(path)
             ?? QEDError(.io, "\(error)", path: path, errno: EIO)
         first.withLock { if $0 == nil { $0 = qed } }
         raised.store(true, ordering: .releasing)
@@ -44,9 +46,10 @@ final class StickyFailure: Sendable {
     /// that quotes it.
     var failedError: QEDError? {
         guard let first = firstError else { return nil }
-        return QEDError(.io, "the image failed earlier and must be reopened: \(first.message)",
-                        value: first.value, path: first.path ?? path,
-                        cause: first.cause ?? QEDError.Cause(syscall: nil, errno: EIO))
+        return QEDError(
+            .io, "the image failed earlier and must be reopened: \(first.message)",
+            value: first.value, path: first.path ?? path,
+            cause: first.cause ?? QEDError.Cause(syscall: nil, errno: EIO))
     }
 
     /// Throws ``failedError`` if a failure was recorded (one atomic load otherwise).

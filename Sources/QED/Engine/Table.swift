@@ -1,4 +1,6 @@
 import CQEDSys
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -6,7 +8,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
 
 /// One L1 or L2 table in memory: `entriesPerTable` host-endian offsets, guarded by ``lock``.
 ///
@@ -37,8 +38,9 @@ final class Table: @unchecked Sendable {
     init(fileOffset: UInt64, count: Int) throws(QEDError) {
         self.fileOffset = fileOffset
         guard let memory = calloc(max(1, count), MemoryLayout<UInt64>.stride) else {
-            throw QEDError(.io, "cannot allocate \(count * 8) bytes for the table at \(fileOffset)",
-                           value: fileOffset, errno: ENOMEM)
+            throw QEDError(
+                .io, "cannot allocate \(count * 8) bytes for the table at \(fileOffset)",
+                value: fileOffset, errno: ENOMEM)
         }
         entries = UnsafeMutableBufferPointer(start: memory.bindMemory(to: UInt64.self, capacity: count), count: count)
     }
@@ -107,8 +109,10 @@ final class Table: @unchecked Sendable {
     /// sector — its flushed data would then be unreachable after a crash.
     func update(at index: Int, values: some Collection<UInt64>, file: any BlockFile) throws {
         guard index >= 0, values.count <= entries.count - min(index, entries.count) else {
-            throw QEDError(.corrupt, "table update of \(values.count) entries at index \(index) overruns the \(entries.count)-entry table at \(fileOffset)",
-                           value: UInt64(truncatingIfNeeded: index), path: file.path)
+            throw QEDError(
+                .corrupt,
+                "table update of \(values.count) entries at index \(index) overruns the \(entries.count)-entry table at \(fileOffset)",
+                value: UInt64(truncatingIfNeeded: index), path: file.path)
         }
         guard !values.isEmpty else { return }
         try lock.withLock { _ in
@@ -118,10 +122,16 @@ final class Table: @unchecked Sendable {
             defer { staged.deallocate() }
             _ = staged.initialize(from: entries[sectors])
             var i = index - sectors.lowerBound
-            for v in values { staged[i] = v; i += 1 }
+            for v in values {
+                staged[i] = v
+                i += 1
+            }
             try writeSectors(UnsafeBufferPointer(staged), firstEntry: sectors.lowerBound, file: file)
             i = index
-            for v in values { qedsys_store_release_u64(entries.baseAddress! + i, v); i += 1 }
+            for v in values {
+                qedsys_store_release_u64(entries.baseAddress! + i, v)
+                i += 1
+            }
         }
     }
 

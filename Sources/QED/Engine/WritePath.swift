@@ -48,8 +48,9 @@ extension Image {
         let firstCluster = pos >> bits
         let requestEnd = try pos.adding(length, or: .outOfRange, "guest offset \(pos) plus length \(length)")
         guard let requestClusterEnd = requestEnd.roundedUp(toMultipleOf: cs) else {
-            throw QEDError(.outOfRange, "guest offset \(requestEnd) rounded up to a cluster overflows 64 bits",
-                           value: requestEnd, path: path)
+            throw QEDError(
+                .outOfRange, "guest offset \(requestEnd) rounded up to a cluster overflows 64 bits",
+                value: requestEnd, path: path)
         }
         let clusters = firstCluster..<(requestClusterEnd >> bits)
         inflight.acquire(clusters)
@@ -75,7 +76,8 @@ extension Image {
 
         guard let data else {
             try failure.recording {
-                try table.update(at: index, values: repeatElement(TableEntry.zeroCluster, count: Int(count)), file: file)
+                try table.update(
+                    at: index, values: repeatElement(TableEntry.zeroCluster, count: Int(count)), file: file)
             }
             return n
         }
@@ -84,20 +86,25 @@ extension Image {
         let tail = clusterEnd - end
         let disk = run.kind == .unallocated ? backing : nil
         if let disk, head + tail > 0, clusterStart < disk.virtualSize {
-            try writeWithBackingFill(data: UnsafeRawBufferPointer(rebasing: data[0..<Int(n)]), host: host,
-                                     clusterStart: clusterStart, head: head, tail: tail)
+            try writeWithBackingFill(
+                data: UnsafeRawBufferPointer(rebasing: data[0..<Int(n)]), host: host,
+                clusterStart: clusterStart, head: head, tail: tail)
         } else {
             // A new cluster lies past the old end of file and reads as zeroes: only the data is written.
             try file.write(UnsafeRawBufferPointer(rebasing: data[0..<Int(n)]), at: host + head)
         }
         if backing != nil { try flusher.sync(file) }
-        try failure.recording { try table.update(at: index, values: (0..<count).lazy.map { host + ($0 << bits) }, file: file) }
+        try failure.recording {
+            try table.update(at: index, values: (0..<count).lazy.map { host + ($0 << bits) }, file: file)
+        }
         return n
     }
 
     /// Writes head fill (from the backing chain), data and tail fill as one write.
-    private func writeWithBackingFill(data: UnsafeRawBufferPointer, host: UInt64, clusterStart: UInt64,
-                                      head: UInt64, tail: UInt64) throws {
+    private func writeWithBackingFill(
+        data: UnsafeRawBufferPointer, host: UInt64, clusterStart: UInt64,
+        head: UInt64, tail: UInt64
+    ) throws {
         let total = Int(head) + data.count + Int(tail)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 4096)
         defer { buffer.deallocate() }
@@ -106,8 +113,9 @@ extension Image {
         }
         UnsafeMutableRawBufferPointer(rebasing: buffer[Int(head)..<Int(head) + data.count]).copyMemory(from: data)
         if tail > 0 {
-            try readBacking(into: UnsafeMutableRawBufferPointer(rebasing: buffer[(total - Int(tail))...]),
-                            at: clusterStart + head + UInt64(data.count))
+            try readBacking(
+                into: UnsafeMutableRawBufferPointer(rebasing: buffer[(total - Int(tail))...]),
+                at: clusterStart + head + UInt64(data.count))
         }
         try file.write(UnsafeRawBufferPointer(buffer), at: host)
     }
@@ -141,9 +149,10 @@ extension Image {
 
     private func pinValidTable(_ offset: UInt64, pos: UInt64) throws -> Table {
         guard geometry.isValidTableOffset(offset, fileSize: allocator.fileSize) else {
-            throw QEDError(.invalidTableOffset,
-                           "L1 entry for guest offset \(pos) points to an invalid L2 table offset \(offset)",
-                           value: offset, path: path)
+            throw QEDError(
+                .invalidTableOffset,
+                "L1 entry for guest offset \(pos) points to an invalid L2 table offset \(offset)",
+                value: offset, path: path)
         }
         return try pinL2(at: offset)
     }

@@ -55,8 +55,9 @@ public struct Header: Sendable, Equatable {
     /// Decodes the first 64 bytes of `bytes`; throws ``QEDError/Code/truncatedFile`` if shorter.
     public init(decoding bytes: some Collection<UInt8>) throws(QEDError) {
         guard bytes.count >= Header.encodedSize else {
-            throw QEDError(.truncatedFile, "Failed to read QED header: file is shorter than 64 bytes",
-                           value: UInt64(bytes.count))
+            throw QEDError(
+                .truncatedFile, "Failed to read QED header: file is shorter than 64 bytes",
+                value: UInt64(bytes.count))
         }
         let b = Array(bytes.prefix(Header.encodedSize))
         func u32(_ at: Int) -> UInt32 {
@@ -76,9 +77,17 @@ public struct Header: Sendable, Equatable {
         out.reserveCapacity(Header.encodedSize)
         func put32(_ v: UInt32) { for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
         func put64(_ v: UInt64) { for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
-        put32(magic); put32(clusterSize); put32(tableSize); put32(headerSize)
-        put64(features.rawValue); put64(compatFeatures); put64(autoclearFeatures)
-        put64(l1TableOffset); put64(imageSize); put32(backingNameOffset); put32(backingNameSize)
+        put32(magic)
+        put32(clusterSize)
+        put32(tableSize)
+        put32(headerSize)
+        put64(features.rawValue)
+        put64(compatFeatures)
+        put64(autoclearFeatures)
+        put64(l1TableOffset)
+        put64(imageSize)
+        put32(backingNameOffset)
+        put32(backingNameSize)
         return out
     }
 
@@ -98,8 +107,9 @@ public struct Header: Sendable, Equatable {
         }
         let unknown = features.rawValue & ~FeatureFlags.known.rawValue
         guard unknown == 0 else {
-            throw QEDError(.unsupportedFeatures, "Unsupported QED features: \(String(unknown, radix: 16))",
-                           value: unknown)
+            throw QEDError(
+                .unsupportedFeatures, "Unsupported QED features: \(String(unknown, radix: 16))",
+                value: unknown)
         }
         guard Geometry.isValidClusterSize(UInt64(clusterSize)) else {
             throw QEDError(.invalidClusterSize, "QED cluster size is invalid", value: UInt64(clusterSize))
@@ -112,13 +122,15 @@ public struct Header: Sendable, Equatable {
         }
         let geometry = Geometry(clusterSize: clusterSize, tableSize: tableSize, headerSize: headerSize)
         guard imageSize % 512 == 0 else {
-            throw QEDError(.invalidImageSize, "QED image size is invalid: \(imageSize) is not a multiple of 512",
-                           value: imageSize)
+            throw QEDError(
+                .invalidImageSize, "QED image size is invalid: \(imageSize) is not a multiple of 512",
+                value: imageSize)
         }
         guard imageSize <= geometry.maxImageSize else {
-            throw QEDError(.invalidImageSize,
-                           "QED image size is invalid: \(imageSize) exceeds the \(geometry.maxImageSize) bytes this engine can address with cluster_size=\(clusterSize) and table_size=\(tableSize)",
-                           value: imageSize)
+            throw QEDError(
+                .invalidImageSize,
+                "QED image size is invalid: \(imageSize) exceeds the \(geometry.maxImageSize) bytes this engine can address with cluster_size=\(clusterSize) and table_size=\(tableSize)",
+                value: imageSize)
         }
         let fileSize = fileLength.roundedDown(toMultipleOf: geometry.clusterSize)
         guard geometry.isValidTableOffset(l1TableOffset, fileSize: fileSize) else {
@@ -127,8 +139,9 @@ public struct Header: Sendable, Equatable {
         if hasBackingFile {
             let end = UInt64(backingNameOffset) + UInt64(backingNameSize)
             guard end <= geometry.headerBytes else {
-                throw QEDError(.invalidBackingName, "QED backing filename offset is invalid",
-                               value: UInt64(backingNameOffset))
+                throw QEDError(
+                    .invalidBackingName, "QED backing filename offset is invalid",
+                    value: UInt64(backingNameOffset))
             }
             guard backingNameSize <= Header.maxBackingNameLength else {
                 throw QEDError(.invalidBackingName, "QED backing filename is too long", value: UInt64(backingNameSize))

@@ -60,8 +60,9 @@ extension BlockFile {
     public func readFully(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         var done = 0
         while done < buffer.count {
-            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]),
-                             at: offset + UInt64(done))
+            let n = try read(
+                into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]),
+                at: offset + UInt64(done))
             if n == 0 { break }
             done += n
         }

@@ -68,8 +68,10 @@ final class DescriptorGuard: Sendable {
     /// Closes the descriptor if closing has begun, nothing is in flight and nobody closed it yet.
     /// The compare-exchange lets exactly one of the racing candidates do it.
     private func releaseIfLast() {
-        let won = state.compareExchange(expected: Self.closing, desired: Self.closing | Self.released,
-                                        ordering: .acquiringAndReleasing).exchanged
+        let won = state.compareExchange(
+            expected: Self.closing, desired: Self.closing | Self.released,
+            ordering: .acquiringAndReleasing
+        ).exchanged
         if won { try? descriptor.close() }
     }
 }

@@ -1,5 +1,6 @@
 import CQEDSys
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -54,7 +55,9 @@ package final class FileMapping: @unchecked Sendable {
     func populate(_ range: Range<Int>) {
         guard !range.isEmpty else { return }
         let page = Int(FileMapping.pageSize)
-        let from = (bytes.baseAddress! + range.lowerBound) - (Int(bitPattern: bytes.baseAddress! + range.lowerBound) & (page - 1))
+        let from =
+            (bytes.baseAddress! + range.lowerBound)
+            - (Int(bitPattern: bytes.baseAddress! + range.lowerBound) & (page - 1))
         let to = bytes.baseAddress! + range.upperBound
         _ = qedsys_populate_read(UnsafeMutableRawPointer(mutating: from), to - from)
     }
@@ -71,7 +74,9 @@ package protocol MappableDisk {
 }
 
 extension Image: MappableDisk {
-    package var mappableFile: (any MappableFile)? { options.locking && !options.forceShare ? file as? any MappableFile : nil }
+    package var mappableFile: (any MappableFile)? {
+        options.locking && !options.forceShare ? file as? any MappableFile : nil
+    }
 }
 
 extension RawImage: MappableDisk {
@@ -112,8 +117,11 @@ package final class WindowedMapping: Sendable {
         let start = index * windowSize
         let window: FileMapping? = windows.withLock { windows in
             if let w = windows[index] { return w }
-            guard let w = FileMapping(file: file, offset: start,
-                                      length: Int(min(windowSize, length - start))) else { return nil }
+            guard
+                let w = FileMapping(
+                    file: file, offset: start,
+                    length: Int(min(windowSize, length - start)))
+            else { return nil }
             if windows.count >= WindowedMapping.cachedWindows, let oldest = windows.keys.min() {
                 windows[oldest] = nil
             }

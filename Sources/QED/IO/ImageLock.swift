@@ -1,4 +1,5 @@
 import CQEDSys
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -62,8 +63,9 @@ public enum ImageLock {
         for byte in taken where qedsys_lock_byte(fd, byte, 1) != 0 {
             let e = errno
             rollback()
-            throw QEDError(.locked, "Failed to lock byte \(byte): \(String(cString: strerror(e)))",
-                           value: UInt64(byte), path: path, errno: e, syscall: "fcntl")
+            throw QEDError(
+                .locked, "Failed to lock byte \(byte): \(String(cString: strerror(e)))",
+                value: UInt64(byte), path: path, errno: e, syscall: "fcntl")
         }
         // A conflict may be a ghost: a descriptor this process just closed keeps its OFD locks
         // while a child forked by any thread has not yet exec'd (the child shares the open file
@@ -88,21 +90,24 @@ public enum ImageLock {
         // Another holder refusing to share a permission we hold?
         for i in 0..<4 where mode.held & (UInt8(1) << UInt8(i)) != 0 {
             if qedsys_byte_is_locked(fd, sharedByteBase + Int64(i)) != 0 {
-                return conflict("Failed to get \"\(permissionNames[i])\" lock", byte: sharedByteBase + Int64(i), path: path)
+                return conflict(
+                    "Failed to get \"\(permissionNames[i])\" lock", byte: sharedByteBase + Int64(i), path: path)
             }
         }
         // Another holder holding a permission we refuse to share?
         for i in 0..<4 where mode.unshared & (UInt8(1) << UInt8(i)) != 0 {
             if qedsys_byte_is_locked(fd, permByteBase + Int64(i)) != 0 {
-                return conflict("Failed to get shared \"\(permissionNames[i])\" lock",
-                                byte: permByteBase + Int64(i), path: path)
+                return conflict(
+                    "Failed to get shared \"\(permissionNames[i])\" lock",
+                    byte: permByteBase + Int64(i), path: path)
             }
         }
         return nil
     }
 
     private static func conflict(_ what: String, byte: Int64, path: String) -> QEDError {
-        QEDError(.locked, "\(what)\nIs another process using the image [\(path)]?", value: UInt64(byte),
-                 path: path, errno: EAGAIN)
+        QEDError(
+            .locked, "\(what)\nIs another process using the image [\(path)]?", value: UInt64(byte),
+            path: path, errno: EAGAIN)
     }
 }

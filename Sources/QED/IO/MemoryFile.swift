@@ -85,7 +85,10 @@ public final class MemoryFile: BlockFile {
             let start = min(Int(clamping: offset), b.count)
             let end = min(Int(clamping: offset &+ length), b.count)
             guard start < end else { return }
-            b.withUnsafeMutableBytes { _ = UnsafeMutableRawBufferPointer(rebasing: $0[start..<end]).initializeMemory(as: UInt8.self, repeating: 0) }
+            b.withUnsafeMutableBytes {
+                _ = UnsafeMutableRawBufferPointer(rebasing: $0[start..<end]).initializeMemory(
+                    as: UInt8.self, repeating: 0)
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 import CQEDSys
 import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -62,8 +63,9 @@ public final class PosixFile: BlockFile {
     public static func create(path: String, lock: LockMode? = nil) throws -> PosixFile {
         var st = stat()
         if stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG {
-            throw QEDError(.notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
-                           path: path)
+            throw QEDError(
+                .notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
+                path: path)
         }
         do {
             let fd = try FileDescriptor.open(
@@ -104,8 +106,9 @@ public final class PosixFile: BlockFile {
             throw QEDError.system(Errno(rawValue: errno), "Could not stat '\(path)'", syscall: "fstat", path: path)
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw QEDError(.notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
-                           path: path)
+            throw QEDError(
+                .notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
+                path: path)
         }
     }
 
@@ -113,10 +116,12 @@ public final class PosixFile: BlockFile {
         try withDescriptor { fd in
             guard let off = Int64(exactly: offset) else { return 0 }
             do {
-                return try FileDescriptor(rawValue: fd).read(fromAbsoluteOffset: off, into: buffer, retryOnInterrupt: true)
+                return try FileDescriptor(rawValue: fd).read(
+                    fromAbsoluteOffset: off, into: buffer, retryOnInterrupt: true)
             } catch let errno as Errno {
-                throw QEDError.system(errno, "read of \(buffer.count) bytes at offset \(offset) failed",
-                                      syscall: "pread", path: path, value: offset)
+                throw QEDError.system(
+                    errno, "read of \(buffer.count) bytes at offset \(offset) failed",
+                    syscall: "pread", path: path, value: offset)
             }
         }
     }
@@ -141,8 +146,9 @@ public final class PosixFile: BlockFile {
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try withDescriptor { fd in
             let failed = { (errno: Errno) in
-                QEDError.system(errno, "write of \(bytes.count) bytes at offset \(offset) failed",
-                                syscall: "pwrite", path: self.path, value: offset)
+                QEDError.system(
+                    errno, "write of \(bytes.count) bytes at offset \(offset) failed",
+                    syscall: "pwrite", path: self.path, value: offset)
             }
             let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
             guard !overflow, let start = Int64(exactly: offset), Int64(exactly: end) != nil else {
@@ -156,8 +162,9 @@ public final class PosixFile: BlockFile {
             while done < bytes.count {
                 let n: Int
                 do {
-                    n = try descriptor.write(toAbsoluteOffset: start + Int64(done),
-                                             UnsafeRawBufferPointer(rebasing: bytes[done...]), retryOnInterrupt: true)
+                    n = try descriptor.write(
+                        toAbsoluteOffset: start + Int64(done),
+                        UnsafeRawBufferPointer(rebasing: bytes[done...]), retryOnInterrupt: true)
                 } catch let errno as Errno {
                     throw failed(errno)
                 }
@@ -213,8 +220,9 @@ public final class PosixFile: BlockFile {
             do {
                 try FileDescriptor(rawValue: fd).resize(to: len, retryOnInterrupt: true)
             } catch let errno as Errno {
-                throw QEDError.system(errno, "ftruncate to \(length) bytes failed", syscall: "ftruncate", path: path,
-                                      value: length)
+                throw QEDError.system(
+                    errno, "ftruncate to \(length) bytes failed", syscall: "ftruncate", path: path,
+                    value: length)
             }
         }
     }
@@ -223,17 +231,20 @@ public final class PosixFile: BlockFile {
         try withDescriptor { fd in
             guard length > 0 else { return }
             guard let off = Int64(exactly: offset), let len = Int64(exactly: length) else {
-                throw QEDError(.outOfRange, "hole of \(length) bytes at offset \(offset) is past any file",
-                               value: offset, path: path)
+                throw QEDError(
+                    .outOfRange, "hole of \(length) bytes at offset \(offset) is past any file",
+                    value: offset, path: path)
             }
             if qedsys_punch_hole(fd, off, len) != 0 {
                 let e = errno
                 if e == EOPNOTSUPP || e == ENOSYS {
-                    throw QEDError(.unsupported, "the file system cannot punch holes", path: path, errno: e,
-                                   syscall: "fallocate")
+                    throw QEDError(
+                        .unsupported, "the file system cannot punch holes", path: path, errno: e,
+                        syscall: "fallocate")
                 }
-                throw QEDError.system(Errno(rawValue: e), "punching a hole at offset \(offset) failed",
-                                      syscall: "fallocate", path: path, value: offset)
+                throw QEDError.system(
+                    Errno(rawValue: e), "punching a hole at offset \(offset) failed",
+                    syscall: "fallocate", path: path, value: offset)
             }
         }
     }
@@ -271,9 +282,12 @@ extension PosixFile {
 extension QEDError {
     /// An ``QEDError/Code/io`` error for a failed system call: the message is `what` and the
     /// strerror text, the cause `syscall` (its name, e.g. "pread") and its `errno`.
-    static func system(_ errno: Errno, _ what: String, syscall: String, path: String? = nil,
-                       value: UInt64? = nil) -> QEDError {
-        QEDError(.io, "\(what): \(errno.description)", value: value, path: path,
-                 cause: Cause(syscall: syscall, errno: errno.rawValue))
+    static func system(
+        _ errno: Errno, _ what: String, syscall: String, path: String? = nil,
+        value: UInt64? = nil
+    ) -> QEDError {
+        QEDError(
+            .io, "\(what): \(errno.description)", value: value, path: path,
+            cause: Cause(syscall: syscall, errno: errno.rawValue))
     }
 }

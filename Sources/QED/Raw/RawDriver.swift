@@ -21,14 +21,17 @@ extension BlockFile {
         var pos = offset
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow else {
-            throw QEDError(.outOfRange, "extents of \(length) bytes at offset \(offset) overflow", value: offset,
-                           path: path)
+            throw QEDError(
+                .outOfRange, "extents of \(length) bytes at offset \(offset) overflow", value: offset,
+                path: path)
         }
         while pos < end {
             let (isData, n) = try allocation(at: pos, limit: end - pos)
             let step = max(1, min(n, end - pos))
-            out.appendMerging(Extent(offset: pos, length: step, depth: 0, present: true, zero: !isData,
-                                     data: isData, hostOffset: pos))
+            out.appendMerging(
+                Extent(
+                    offset: pos, length: step, depth: 0, present: true, zero: !isData,
+                    data: isData, hostOffset: pos))
             pos += step
         }
         return out

@@ -37,8 +37,9 @@ public final class RawImage: Disk {
             throw error
         }
         // Should the length fail, the file is released with this init and its deinit closes it.
-        try self.init(file: file, readOnly: options.readOnly,
-                      protectedFromWriters: options.locking && !options.forceShare)
+        try self.init(
+            file: file, readOnly: options.readOnly,
+            protectedFromWriters: options.locking && !options.forceShare)
     }
 
     /// A raw disk over `file` (not locked by this call): its current length is the disk size.
@@ -88,9 +89,10 @@ public final class RawImage: Disk {
         let (end, overflow) = offset.addingReportingOverflow(length)
         if closed.isSet { throw QEDError(.closed, "the image is closed", path: path) }
         if overflow || end > virtualSize {
-            throw QEDError(.outOfRange,
-                           "request of \(length) bytes at offset \(offset) ends past the disk size \(virtualSize)",
-                           value: offset, path: path)
+            throw QEDError(
+                .outOfRange,
+                "request of \(length) bytes at offset \(offset) ends past the disk size \(virtualSize)",
+                value: offset, path: path)
         }
     }
 
@@ -132,7 +134,9 @@ public final class RawImage: Disk {
         try ensureInside(offset, length)
         guard length > 0 else { return }
         if unmap {
-            do { return try file.punchHole(at: offset, length: length) } catch let e as QEDError where e.code == .unsupported {}
+            do { return try file.punchHole(at: offset, length: length) } catch let e as QEDError
+                where e.code == .unsupported
+            {}
         } else if file.zeroRange(at: offset, length: length) {
             return
         }

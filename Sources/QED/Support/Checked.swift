@@ -11,7 +11,9 @@ extension UInt64 {
 
     /// `self * other`, or a `code` error naming `what` when the product does not fit 64 bits.
     @inlinable
-    func multiplied(by other: UInt64, or code: QEDError.Code, _ what: @autoclosure () -> String) throws(QEDError) -> UInt64 {
+    func multiplied(
+        by other: UInt64, or code: QEDError.Code, _ what: @autoclosure () -> String
+    ) throws(QEDError) -> UInt64 {
         let (product, overflow) = multipliedReportingOverflow(by: other)
         if overflow { throw QEDError(code, "\(what()) overflows 64 bits", value: self) }
         return product

@@ -109,8 +109,10 @@ public struct QEDError: Error, Sendable, Equatable, CustomStringConvertible, Cus
 
     /// Makes an error; `value` is the offending number, `path` the file, `errno` the syscall status
     /// (with `syscall`, the call that set it; `syscall` alone is ignored).
-    public init(_ code: Code, _ message: String, value: UInt64? = nil, path: String? = nil, errno: Int32? = nil,
-                syscall: String? = nil) {
+    public init(
+        _ code: Code, _ message: String, value: UInt64? = nil, path: String? = nil, errno: Int32? = nil,
+        syscall: String? = nil
+    ) {
         self.init(code, message, value: value, path: path, cause: errno.map { Cause(syscall: syscall, errno: $0) })
     }
 

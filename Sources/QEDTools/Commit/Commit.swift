@@ -61,12 +61,15 @@ public enum Commit {
         var baseIndex = 1
         if let wanted = options.base {
             let wantedID = FileIdentity(path: wanted)
-            guard let k = (1..<chain.count).first(where: { k in
-                let name = DiskOpener.layerName(chain[k]) ?? ""
-                return name == wanted || (wantedID != nil && FileIdentity(path: name) == wantedID)
-            }) else {
-                throw QEDError(.backingFile, "Did not find '\(wanted)' in the backing chain of '\(top.path)'",
-                               path: top.path)
+            guard
+                let k = (1..<chain.count).first(where: { k in
+                    let name = DiskOpener.layerName(chain[k]) ?? ""
+                    return name == wanted || (wantedID != nil && FileIdentity(path: name) == wantedID)
+                })
+            else {
+                throw QEDError(
+                    .backingFile, "Did not find '\(wanted)' in the backing chain of '\(top.path)'",
+                    path: top.path)
             }
             baseIndex = k
         }

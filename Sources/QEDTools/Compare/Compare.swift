@@ -67,11 +67,16 @@ public enum Compare {
                 var done: UInt64 = 0
                 while done < chunk {
                     let n = Int(min(chunk - done, UInt64(bufferSize)))
-                    try bufA.withUnsafeMutableBytes { try a.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done) }
-                    try bufB.withUnsafeMutableBytes { try b.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done) }
+                    try bufA.withUnsafeMutableBytes {
+                        try a.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done)
+                    }
+                    try bufB.withUnsafeMutableBytes {
+                        try b.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done)
+                    }
                     if let sector = firstDifferingSector(bufA, bufB, count: n) {
-                        return Result(outcome: .contentMismatch(offset: pos + done + UInt64(sector)),
-                                      sizeMismatchWarning: false)
+                        return Result(
+                            outcome: .contentMismatch(offset: pos + done + UInt64(sector)),
+                            sizeMismatchWarning: false)
                     }
                     done += UInt64(n)
                 }
@@ -94,10 +99,13 @@ public enum Compare {
                 var done: UInt64 = 0
                 while done < chunk {
                     let n = Int(min(chunk - done, UInt64(bufferSize)))
-                    try bufA.withUnsafeMutableBytes { try longer.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done) }
+                    try bufA.withUnsafeMutableBytes {
+                        try longer.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), at: pos + done)
+                    }
                     if let sector = firstNonZeroSector(bufA, count: n) {
-                        return Result(outcome: .contentMismatch(offset: pos + done + UInt64(sector)),
-                                      sizeMismatchWarning: true)
+                        return Result(
+                            outcome: .contentMismatch(offset: pos + done + UInt64(sector)),
+                            sizeMismatchWarning: true)
                     }
                     done += UInt64(n)
                 }
@@ -125,7 +133,9 @@ public enum Compare {
         var i = 0
         while i < count {
             let n = min(512, count - i)
-            let same = a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in memcmp(pa.baseAddress! + i, pb.baseAddress! + i, n) == 0 } }
+            let same = a.withUnsafeBytes { pa in
+                b.withUnsafeBytes { pb in memcmp(pa.baseAddress! + i, pb.baseAddress! + i, n) == 0 }
+            }
             if !same { return i }
             i += n
         }

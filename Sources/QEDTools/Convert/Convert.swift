@@ -57,18 +57,21 @@ public enum Convert {
     @discardableResult
     public static func run(sources: [any Disk], target: String, options: Options) throws -> Result {
         guard options.sparseSize % 512 == 0, options.sparseSize <= maxSparseSize else {
-            throw QEDError(.invalidArgument,
-                           "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",
-                           value: options.sparseSize)
+            throw QEDError(
+                .invalidArgument,
+                "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",
+                value: options.sparseSize)
         }
         let source = try ConcatenatedSource(sources)
         if !options.skipCreate {
             try DiskOpener.refuseOverwriting(target, sources: sources)
             // The format's driver rounds the size as the format needs (QED: whole sectors).
-            try DiskOpener.create(path: target, format: options.format,
-                                  options: NewDiskOptions(size: source.size, backingFile: options.backingFile,
-                                                          backingFormat: options.backingFormat,
-                                                          clusterSize: options.clusterSize, tableSize: options.tableSize))
+            try DiskOpener.create(
+                path: target, format: options.format,
+                options: NewDiskOptions(
+                    size: source.size, backingFile: options.backingFile,
+                    backingFormat: options.backingFormat,
+                    clusterSize: options.clusterSize, tableSize: options.tableSize))
         }
         var openOptions = OpenOptions()
         openOptions.ignoreFlushes = !options.durable
@@ -76,13 +79,15 @@ public enum Convert {
         var result: Result
         do {
             guard out.virtualSize >= source.size else {
-                throw QEDError(.invalidArgument,
-                               "Target is smaller than the source (\(out.virtualSize) < \(source.size) bytes)",
-                               value: out.virtualSize, path: target)
+                throw QEDError(
+                    .invalidArgument,
+                    "Target is smaller than the source (\(out.virtualSize) < \(source.size) bytes)",
+                    value: out.virtualSize, path: target)
             }
-            let planner = ConvertPlanner(source: source, sparseSize: options.sparseSize,
-                                         targetIsZero: !options.skipCreate, backing: out.backing,
-                                         clusterSize: out.clusterSize ?? 65536)
+            let planner = ConvertPlanner(
+                source: source, sparseSize: options.sparseSize,
+                targetIsZero: !options.skipCreate, backing: out.backing,
+                clusterSize: out.clusterSize ?? 65536)
             result = try copy(planner: planner, to: out, options: options)
             result.size = out.virtualSize
             try out.flush()
@@ -143,7 +148,8 @@ public enum Convert {
     }
 
     /// Performs one chunk's writes; returns the bytes written as data and as zeroes.
-    private static func write(_ plan: ConvertPlanner.Plan, to out: any Disk) throws -> (written: UInt64, zeroed: UInt64) {
+    private static func write(_ plan: ConvertPlanner.Plan, to out: any Disk) throws -> (written: UInt64, zeroed: UInt64)
+    {
         var w: UInt64 = 0, z: UInt64 = 0
         try withExtendedLifetime(plan) {
             for a in plan.actions {
@@ -177,9 +183,13 @@ public enum Convert {
             let size = Int(planner.chunkSize)
             // Touched only where data has to be read rather than mapped.
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
-            let backingBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: planner.backing == nil ? 1 : size,
-                                                                        alignment: 4096)
-            defer { buffer.deallocate(); backingBuffer.deallocate() }
+            let backingBuffer = UnsafeMutableRawBufferPointer.allocate(
+                byteCount: planner.backing == nil ? 1 : size,
+                alignment: 4096)
+            defer {
+                buffer.deallocate()
+                backingBuffer.deallocate()
+            }
             func fail() {
                 shared.cond.withLock { shared.failed = true }
                 shared.wakeAll()
@@ -203,7 +213,10 @@ public enum Convert {
                 if !inOrder {
                     do {
                         let (w, z) = try write(plan, to: out)
-                        shared.cond.withLock { shared.written += w; shared.zeroed += z }
+                        shared.cond.withLock {
+                            shared.written += w
+                            shared.zeroed += z
+                        }
                         counter.add(planner.range(ofChunk: index).length)
                     } catch {
                         fail()

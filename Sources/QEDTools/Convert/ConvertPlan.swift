@@ -1,4 +1,5 @@
 import QED
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -29,8 +30,9 @@ final class ConcatenatedSource: Sendable {
             starts.append(total)
             let (sum, overflow) = total.addingReportingOverflow(d.virtualSize)
             guard !overflow else {
-                throw QEDError(.outOfRange, "the total size of the sources up to \(d.path) overflows 64 bits",
-                               value: d.virtualSize, path: d.path)
+                throw QEDError(
+                    .outOfRange, "the total size of the sources up to \(d.path) overflows 64 bits",
+                    value: d.virtualSize, path: d.path)
             }
             total = sum
         }
@@ -40,8 +42,10 @@ final class ConcatenatedSource: Sendable {
 
     /// Calls `body(disk, offsetInDisk, offsetInBuffer, length)` for each disk piece of
     /// `[offset, offset+length)` (which must lie inside ``size``).
-    func pieces(_ offset: UInt64, _ length: UInt64,
-                _ body: (any Disk, UInt64, Int, UInt64) throws -> Void) rethrows {
+    func pieces(
+        _ offset: UInt64, _ length: UInt64,
+        _ body: (any Disk, UInt64, Int, UInt64) throws -> Void
+    ) rethrows {
         let end = offset + length
         for (i, disk) in disks.enumerated() {
             let s = starts[i], e = s + disk.virtualSize
@@ -104,9 +108,11 @@ struct ConvertPlanner: Sendable {
     private let mappedSources: [ObjectIdentifier: WindowedMapping]
 
     /// `mapSources`: whether source data may be mapped instead of read (``MappableDisk``).
-    init(source: ConcatenatedSource, sparseSize: UInt64, targetIsZero: Bool, backing: (any Disk)?,
-         clusterSize: UInt64, mapSources: Bool = true,
-         windowSize: UInt64 = WindowedMapping.defaultWindowSize) {
+    init(
+        source: ConcatenatedSource, sparseSize: UInt64, targetIsZero: Bool, backing: (any Disk)?,
+        clusterSize: UInt64, mapSources: Bool = true,
+        windowSize: UInt64 = WindowedMapping.defaultWindowSize
+    ) {
         self.source = source
         self.sparseSize = sparseSize
         self.targetIsZero = targetIsZero && backing == nil
@@ -121,7 +127,8 @@ struct ConvertPlanner: Sendable {
         if mapSources {
             for disk in source.disks {
                 guard let file = (disk as? any MappableDisk)?.mappableFile, let length = try? file.length(),
-                      length > 0 else { continue }
+                    length > 0
+                else { continue }
                 maps[ObjectIdentifier(disk)] = WindowedMapping(file: file, length: length, windowSize: windowSize)
             }
         }
@@ -139,8 +146,10 @@ struct ConvertPlanner: Sendable {
 
     /// Looks at chunk `index` and returns its writes. `buffer` (at least ``chunkSize`` bytes) holds
     /// what had to be read; `backingBuffer` (as large, with a backing file) the backing's bytes.
-    func plan(chunk index: Int, buffer: UnsafeMutableRawBufferPointer,
-              backingBuffer: UnsafeMutableRawBufferPointer) throws -> Plan {
+    func plan(
+        chunk index: Int, buffer: UnsafeMutableRawBufferPointer,
+        backingBuffer: UnsafeMutableRawBufferPointer
+    ) throws -> Plan {
         let (start, length) = range(ofChunk: index)
         let n = Int(length)
         let buf = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
@@ -150,7 +159,9 @@ struct ConvertPlanner: Sendable {
             try source.pieces(start, length) { disk, offset, at, count in
                 try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[at..<at + Int(count)]), at: offset)
             }
-            plan.actions = [Action(offset: start, length: length, zero: false, bytes: UnsafeRawPointer(buf.baseAddress!))]
+            plan.actions = [
+                Action(offset: start, length: length, zero: false, bytes: UnsafeRawPointer(buf.baseAddress!))
+            ]
             plan.usesBuffer = true
             return plan
         }
@@ -169,7 +180,8 @@ struct ConvertPlanner: Sendable {
         func emit(_ lo: Int, _ hi: Int, zero: Bool, _ bytes: UnsafeRawPointer?) {
             let off = start + UInt64(lo), len = UInt64(hi - lo)
             if let last = plan.actions.last, last.zero == zero, last.offset + last.length == off,
-               zero || last.bytes! + Int(last.length) == bytes! {
+                zero || last.bytes! + Int(last.length) == bytes!
+            {
                 plan.actions[plan.actions.count - 1].length += len
             } else {
                 plan.actions.append(Action(offset: off, length: len, zero: zero, bytes: zero ? nil : bytes))
@@ -211,8 +223,10 @@ struct ConvertPlanner: Sendable {
 
     /// The chunk's segments in order, covering `[0, length)`: known-zero ranges, mapped data and
     /// data read into `buf` at its own position.
-    private func gather(start: UInt64, length: UInt64, into buf: UnsafeMutableRawBufferPointer,
-                        windows: inout [FileMapping]) throws -> [Segment] {
+    private func gather(
+        start: UInt64, length: UInt64, into buf: UnsafeMutableRawBufferPointer,
+        windows: inout [FileMapping]
+    ) throws -> [Segment] {
         var segments: [Segment] = []
         try source.pieces(start, length) { disk, offset, at, count in
             let mapped = mappedSources[ObjectIdentifier(disk)]
@@ -229,7 +243,8 @@ struct ConvertPlanner: Sendable {
                 // Mapped where possible, one segment per window; the rest is read into the buffer.
                 var pos = lo
                 if let mapped, e.depth == 0, let host = e.hostOffset, host + UInt64(hi - lo) <= mapped.length {
-                    while pos < hi, let (window, bytes) = mapped.bytes(at: host + UInt64(pos - lo), maxLength: hi - pos) {
+                    while pos < hi, let (window, bytes) = mapped.bytes(at: host + UInt64(pos - lo), maxLength: hi - pos)
+                    {
                         if windows.last !== window { windows.append(window) }
                         segments.append(Segment(lo: pos, hi: pos + bytes.count, bytes: bytes.baseAddress, mapped: true))
                         pos += bytes.count
@@ -246,8 +261,10 @@ struct ConvertPlanner: Sendable {
     }
 
     /// Copies block `range`, which spans several segments, into `buf` at its own position.
-    private func assemble(_ range: Range<Int>, from segments: [Segment], startingAt first: Int,
-                          into buf: UnsafeMutableRawBufferPointer) {
+    private func assemble(
+        _ range: Range<Int>, from segments: [Segment], startingAt first: Int,
+        into buf: UnsafeMutableRawBufferPointer
+    ) {
         var i = first
         while i < segments.count && segments[i].lo < range.upperBound {
             let seg = segments[i]

@@ -54,12 +54,15 @@ public enum DD {
         // qemu-img rounds new images up to whole 512-byte sectors.
         let (padded, overflow) = size.addingReportingOverflow(511)
         guard !overflow else {
-            throw QEDError(.invalidArgument, "output size \(size) overflows when rounded up to whole sectors", value: size)
+            throw QEDError(
+                .invalidArgument, "output size \(size) overflows when rounded up to whole sectors", value: size)
         }
         let outputSize = padded / 512 * 512
-        try DiskOpener.create(path: output, format: options.format,
-                              options: NewDiskOptions(size: outputSize, clusterSize: options.clusterSize,
-                                                      tableSize: options.tableSize))
+        try DiskOpener.create(
+            path: output, format: options.format,
+            options: NewDiskOptions(
+                size: outputSize, clusterSize: options.clusterSize,
+                tableSize: options.tableSize))
         let out = try DiskOpener.open(path: output, format: options.format, options: OpenOptions())
         let bs = options.blockSize
         let start = size == 0 ? 0 : options.skip * bs

@@ -40,8 +40,10 @@ public struct ImageInfo: Sendable, Equatable {
     /// The info of the image at `path` and, with `backingChain`, of every image below it (top
     /// first). Images are opened read-only without their backing files; `forceShare` is `-U`.
     /// ``Info/run(path:options:)`` is the entry point.
-    static func collect(path: String, format: DiskFormat?, forceShare: Bool,
-                               backingChain: Bool) throws -> [ImageInfo] {
+    static func collect(
+        path: String, format: DiskFormat?, forceShare: Bool,
+        backingChain: Bool
+    ) throws -> [ImageInfo] {
         var out: [ImageInfo] = []
         var nextPath: String? = path
         var nextFormat = format
@@ -62,8 +64,9 @@ public struct ImageInfo: Sendable, Equatable {
             out.append(info)
             guard backingChain, let full = info.fullBackingFilename else { break }
             guard FileIdentity(path: full) != nil else {
-                throw QEDError(.backingFile, "Could not open backing file '\(full)': No such file or directory",
-                               path: current)
+                throw QEDError(
+                    .backingFile, "Could not open backing file '\(full)': No such file or directory",
+                    path: current)
             }
             nextPath = full
             nextFormat = info.backingFilenameFormat.flatMap(DiskOpener.format(named:))

@@ -23,7 +23,9 @@ public enum Info {
 
     /// Describes the image at `path`.
     public static func run(path: String, options: Options) throws -> Result {
-        Result(images: try ImageInfo.collect(path: path, format: options.format, forceShare: options.forceShare,
-                                             backingChain: options.backingChain))
+        Result(
+            images: try ImageInfo.collect(
+                path: path, format: options.format, forceShare: options.forceShare,
+                backingChain: options.backingChain))
     }
 }

@@ -37,8 +37,10 @@ public enum Measure {
 
     /// The file size of a QED image of `size` bytes in which `dataClusters` clusters and
     /// `l2Tables` L2 tables are allocated (header cluster, L1, tables, data), bytes.
-    static func qedFileSize(clusterSize: UInt32, tableSize: UInt32, l2Tables: UInt64,
-                                   dataClusters: UInt64) -> UInt64 {
+    static func qedFileSize(
+        clusterSize: UInt32, tableSize: UInt32, l2Tables: UInt64,
+        dataClusters: UInt64
+    ) -> UInt64 {
         UInt64(clusterSize) * (1 + UInt64(tableSize) * (1 + l2Tables) + dataClusters)
     }
 
@@ -48,12 +50,14 @@ public enum Measure {
     public static func run(_ input: Input, options: Options) throws -> Result {
         switch input {
         case .empty(let size):
-            return try empty(size: size, format: options.format, clusterSize: options.clusterSize,
-                             tableSize: options.tableSize)
+            return try empty(
+                size: size, format: options.format, clusterSize: options.clusterSize,
+                tableSize: options.tableSize)
         case .sources(let sources):
-            return try convert(sources: sources, format: options.format, clusterSize: options.clusterSize,
-                               tableSize: options.tableSize, sparseSize: options.sparseSize,
-                               cancellation: options.cancellation)
+            return try convert(
+                sources: sources, format: options.format, clusterSize: options.clusterSize,
+                tableSize: options.tableSize, sparseSize: options.sparseSize,
+                cancellation: options.cancellation)
         }
     }
 
@@ -65,16 +69,19 @@ public enum Measure {
         case .qed:
             let size = (size + 511) / 512 * 512
             try checkGeometry(size: size, clusterSize: clusterSize, tableSize: tableSize)
-            return Result(required: qedFileSize(clusterSize: clusterSize, tableSize: tableSize, l2Tables: 0, dataClusters: 0),
-                          fullyAllocated: full(size: size, clusterSize: clusterSize, tableSize: tableSize))
+            return Result(
+                required: qedFileSize(clusterSize: clusterSize, tableSize: tableSize, l2Tables: 0, dataClusters: 0),
+                fullyAllocated: full(size: size, clusterSize: clusterSize, tableSize: tableSize))
         default:
             throw unmeasurable(format)
         }
     }
 
     /// Measures converting `sources` (laid end to end) to `format`.
-    static func convert(sources: [any Disk], format: DiskFormat, clusterSize: UInt32, tableSize: UInt32,
-                        sparseSize: UInt64, cancellation: Cancellation?) throws -> Result {
+    static func convert(
+        sources: [any Disk], format: DiskFormat, clusterSize: UInt32, tableSize: UInt32,
+        sparseSize: UInt64, cancellation: Cancellation?
+    ) throws -> Result {
         let source = try ConcatenatedSource(sources)
         switch format {
         case .raw:
@@ -83,12 +90,16 @@ public enum Measure {
             let size = (source.size + 511) / 512 * 512
             try checkGeometry(size: size, clusterSize: clusterSize, tableSize: tableSize)
             let g = Geometry(clusterSize: clusterSize, tableSize: tableSize)
-            let planner = ConvertPlanner(source: source, sparseSize: sparseSize, targetIsZero: true, backing: nil,
-                                         clusterSize: g.clusterSize)
+            let planner = ConvertPlanner(
+                source: source, sparseSize: sparseSize, targetIsZero: true, backing: nil,
+                clusterSize: g.clusterSize)
             var clusters = Set<UInt64>()
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(planner.chunkSize), alignment: 4096)
             let spare = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 8)
-            defer { buffer.deallocate(); spare.deallocate() }
+            defer {
+                buffer.deallocate()
+                spare.deallocate()
+            }
             for index in 0..<planner.chunkCount {
                 try cancellation?.check()
                 for a in try planner.plan(chunk: index, buffer: buffer, backingBuffer: spare).actions where !a.zero {
@@ -98,9 +109,11 @@ public enum Measure {
                 }
             }
             let tables = Set(clusters.map { $0 >> g.entryBits }).count
-            return Result(required: qedFileSize(clusterSize: clusterSize, tableSize: tableSize, l2Tables: UInt64(tables),
-                                                dataClusters: UInt64(clusters.count)),
-                          fullyAllocated: full(size: size, clusterSize: clusterSize, tableSize: tableSize))
+            return Result(
+                required: qedFileSize(
+                    clusterSize: clusterSize, tableSize: tableSize, l2Tables: UInt64(tables),
+                    dataClusters: UInt64(clusters.count)),
+                fullyAllocated: full(size: size, clusterSize: clusterSize, tableSize: tableSize))
         default:
             throw unmeasurable(format)
         }
@@ -121,8 +134,9 @@ public enum Measure {
 
     static func checkGeometry(size: UInt64, clusterSize: UInt32, tableSize: UInt32) throws {
         do {
-            try Image.validateCreate(options: CreateOptions(size: size, clusterSize: clusterSize, tableSize: tableSize),
-                                     size: size, path: "")
+            try Image.validateCreate(
+                options: CreateOptions(size: size, clusterSize: clusterSize, tableSize: tableSize),
+                size: size, path: "")
         } catch var error as QEDError {
             error.path = nil
             throw error

@@ -64,11 +64,13 @@ public enum Rebase {
         if let name {
             let resolved = BackingResolver.resolve(name, relativeTo: image.path)
             guard FileIdentity(path: resolved) != nil else {
-                throw QEDError(.backingFile, "Could not open new backing file '\(resolved)': No such file or directory",
-                               path: image.path)
+                throw QEDError(
+                    .backingFile, "Could not open new backing file '\(resolved)': No such file or directory",
+                    path: image.path)
             }
-            let disk = try DiskOpener.open(path: resolved, format: options.backingFormat,
-                                           options: OpenOptions(readOnly: true, forceShare: true))
+            let disk = try DiskOpener.open(
+                path: resolved, format: options.backingFormat,
+                options: OpenOptions(readOnly: true, forceShare: true))
             newDisk = disk
             recorded = disk.format == .raw ? .raw : .qed
         }
@@ -93,7 +95,10 @@ public enum Rebase {
         let step = max(cs, 1 << 20)
         let old = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
         let new = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
-        defer { old.deallocate(); new.deallocate() }
+        defer {
+            old.deallocate()
+            new.deallocate()
+        }
         var copied: UInt64 = 0
         for (start, length) in ranges {
             var at = start

@@ -25,8 +25,10 @@ final class FuzzSeeds {
     var readOnlyCopyPath: String { dir.file("ro.qed") }
     /// Backing names worth trying: the real backing files, missing ones, the image itself, the
     /// read-only copy, directories and odd spellings.
-    let backingNames = ["base.raw", "plain4k.qed", "raw-backed.qed", "missing.qed", "fuzz.qed", "ro.qed", "..", "/",
-                        ".", "./base.raw", "sub/../base.raw", "base.raw/", String(repeating: "x", count: 300)]
+    let backingNames = [
+        "base.raw", "plain4k.qed", "raw-backed.qed", "missing.qed", "fuzz.qed", "ro.qed", "..", "/",
+        ".", "./base.raw", "sub/../base.raw", "base.raw/", String(repeating: "x", count: 300),
+    ]
 
     init() throws {
         dir = try TemporaryDirectory(prefix: "qed-fuzz")
@@ -34,20 +36,25 @@ final class FuzzSeeds {
         try qemuIO("-f", "raw", "-c", "write -P 0xb0 0 1M", "-c", "write -P 0xb1 4k 4k", "base.raw")
 
         try qemuImg("create", "-f", "qed", "-o", "cluster_size=4k,table_size=4", "plain4k.qed", "1M")
-        try qemuIO("-c", "write -P 0x11 0 64k", "-c", "write -P 0x22 300k 8k", "-c", "write -z 600k 12k",
-                   "-c", "write -P 0x33 1020k 4k", "-c", "write -P 0x44 512k 1k", "plain4k.qed")
+        try qemuIO(
+            "-c", "write -P 0x11 0 64k", "-c", "write -P 0x22 300k 8k", "-c", "write -z 600k 12k",
+            "-c", "write -P 0x33 1020k 4k", "-c", "write -P 0x44 512k 1k", "plain4k.qed")
 
         try qemuImg("create", "-f", "qed", "-o", "cluster_size=64k,table_size=2", "wide64k.qed", "2M")
-        try qemuIO("-c", "write -P 0x55 0 128k", "-c", "write -P 0x66 1049088 1k", "-c", "write -P 0x77 1984k 64k",
-                   "wide64k.qed")
+        try qemuIO(
+            "-c", "write -P 0x55 0 128k", "-c", "write -P 0x66 1049088 1k", "-c", "write -P 0x77 1984k 64k",
+            "wide64k.qed")
 
-        try qemuImg("create", "-f", "qed", "-o", "cluster_size=4k,table_size=2", "-b", "base.raw", "-F", "raw",
-                    "raw-backed.qed", "1280K")
-        try qemuIO("-c", "write -P 0x88 2k 5k", "-c", "write -P 0x99 1040k 8k", "-c", "write -z 64k 8k",
-                   "raw-backed.qed")
+        try qemuImg(
+            "create", "-f", "qed", "-o", "cluster_size=4k,table_size=2", "-b", "base.raw", "-F", "raw",
+            "raw-backed.qed", "1280K")
+        try qemuIO(
+            "-c", "write -P 0x88 2k 5k", "-c", "write -P 0x99 1040k 8k", "-c", "write -z 64k 8k",
+            "raw-backed.qed")
 
-        try qemuImg("create", "-f", "qed", "-o", "cluster_size=8k,table_size=4", "-b", "plain4k.qed", "-F", "qed",
-                    "qed-backed.qed", "1M")
+        try qemuImg(
+            "create", "-f", "qed", "-o", "cluster_size=8k,table_size=4", "-b", "plain4k.qed", "-F", "qed",
+            "qed-backed.qed", "1M")
         try qemuIO("-c", "write -P 0xaa 12k 20k", "-c", "write -P 0xbb 900k 8k", "qed-backed.qed")
 
         try qemuImg("create", "-f", "qed", "-o", "cluster_size=4k,table_size=1", "one.qed", "1M")

@@ -91,20 +91,22 @@ struct ImageMutator {
         let cs = layout.clusterSize
         let eofCluster = layout.fileLength / cs * cs
         let candidates: [UInt64] = [
-            eofCluster, eofCluster &+ cs, eofCluster &- cs, layout.fileLength &+ (1 << 30), 1 << 40,   // past / at EOF
-            current &+ 512, current &+ 8, current | 1, current &+ cs / 2,                               // misaligned
-            0, 4096, cs, layout.headerBytes &- cs,                                                // header
-            layout.l1Offset, layout.l1Offset &+ cs,                                                     // the L1 table
-            layout.l2Offsets.randomElement(using: &rng) ?? layout.l1Offset,                             // an L2 table
-            layout.randomDataOffset(bytes, &rng) ?? cs,                                                 // some data
+            eofCluster, eofCluster &+ cs, eofCluster &- cs, layout.fileLength &+ (1 << 30), 1 << 40,  // past / at EOF
+            current &+ 512, current &+ 8, current | 1, current &+ cs / 2,  // misaligned
+            0, 4096, cs, layout.headerBytes &- cs,  // header
+            layout.l1Offset, layout.l1Offset &+ cs,  // the L1 table
+            layout.l2Offsets.randomElement(using: &rng) ?? layout.l1Offset,  // an L2 table
+            layout.randomDataOffset(bytes, &rng) ?? cs,  // some data
             1, 0, UInt64.max, UInt64.max & ~(cs &- 1), UInt64.random(in: 0...UInt64.max, using: &rng),
             UInt64.random(in: 0...max(1, eofCluster), using: &rng) & ~(cs &- 1),
         ]
         return candidates[Int.random(in: 0..<candidates.count, using: &rng)]
     }
 
-    private mutating func tableEntry(_ bytes: inout [UInt8], _ tables: [Layout.Slots], _ what: String, _ layout: Layout,
-                                     _ rng: inout SplitMix64) {
+    private mutating func tableEntry(
+        _ bytes: inout [UInt8], _ tables: [Layout.Slots], _ what: String, _ layout: Layout,
+        _ rng: inout SplitMix64
+    ) {
         guard let slot = layout.randomSlot(tables, bytes, &rng, preferUsed: Int.random(in: 0..<4, using: &rng) != 0)
         else { return strayBytes(&bytes, layout, &rng) }
         let value = hostileEntry(layout, bytes, current: Bytes.le(bytes, at: slot, width: 8), &rng)
@@ -116,7 +118,7 @@ struct ImageMutator {
     private mutating func duplicate(_ bytes: inout [UInt8], _ layout: Layout, _ rng: inout SplitMix64) {
         let pools = [layout.l1, layout.l2]
         guard let from = layout.randomSlot(pools[Int.random(in: 0..<2, using: &rng)], bytes, &rng, preferUsed: true),
-              let to = layout.randomSlot(pools[Int.random(in: 0..<2, using: &rng)], bytes, &rng, preferUsed: false)
+            let to = layout.randomSlot(pools[Int.random(in: 0..<2, using: &rng)], bytes, &rng, preferUsed: false)
         else { return strayBytes(&bytes, layout, &rng) }
         let value = Bytes.le(bytes, at: from, width: 8)
         Bytes.setLE(&bytes, value, at: to, width: 8)
@@ -131,7 +133,8 @@ struct ImageMutator {
         Bytes.setLE(&bytes, features, at: 16, width: 8)
         var name = Array(backingNames[Int.random(in: 0..<backingNames.count, using: &rng)].utf8)
         switch Int.random(in: 0..<6, using: &rng) {
-        case 0 where !name.isEmpty: name[Int.random(in: 0..<name.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+        case 0 where !name.isEmpty:
+            name[Int.random(in: 0..<name.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
         case 1: name += [0xff, 0xfe]  // not UTF-8
         case 2: name.insert(0, at: Int.random(in: 0...name.count, using: &rng))
         default: break
@@ -140,13 +143,18 @@ struct ImageMutator {
         var size = UInt64(name.count)
         switch Int.random(in: 0..<6, using: &rng) {
         case 0: size = [0, 4095, 4096, UInt64(UInt32.max), size + 1][Int.random(in: 0..<5, using: &rng)]
-        case 1: offset = [0, 63, layout.headerBytes &- 8, layout.headerBytes, UInt64(UInt32.max)][Int.random(in: 0..<5, using: &rng)]
+        case 1:
+            offset =
+                [0, 63, layout.headerBytes &- 8, layout.headerBytes, UInt64(UInt32.max)][
+                    Int.random(in: 0..<5, using: &rng)]
         default: break
         }
         Bytes.write(&bytes, name, at: 64, limit: Int(min(layout.headerBytes, 1 << 20)))
         Bytes.setLE(&bytes, offset & 0xffff_ffff, at: 56, width: 4)
         Bytes.setLE(&bytes, size & 0xffff_ffff, at: 60, width: 4)
-        log.append("backing name \(String(decoding: name, as: UTF8.self).debugDescription) offset \(offset) size \(size) features \(features)")
+        log.append(
+            "backing name \(String(decoding: name, as: UTF8.self).debugDescription) offset \(offset) size \(size) features \(features)"
+        )
     }
 
     /// Truncates (inside the header, L1, an L2 table or the data) or extends by a partial cluster.
@@ -175,9 +183,12 @@ struct ImageMutator {
         guard !bytes.isEmpty else { return }
         for _ in 0..<Int.random(in: 1...8, using: &rng) {
             let hot = layout.randomSlot(layout.l1 + layout.l2, bytes, &rng, preferUsed: false)
-            let at: Int = if let hot, Bool.random(using: &rng) { hot + Int.random(in: 0..<8, using: &rng) }
-                else if Bool.random(using: &rng) { Int.random(in: 0..<min(bytes.count, 128), using: &rng) }
-                else { Int.random(in: 0..<bytes.count, using: &rng) }
+            let at: Int =
+                if let hot, Bool.random(using: &rng) {
+                    hot + Int.random(in: 0..<8, using: &rng)
+                } else if Bool.random(using: &rng) { Int.random(in: 0..<min(bytes.count, 128), using: &rng) } else {
+                    Int.random(in: 0..<bytes.count, using: &rng)
+                }
             guard at < bytes.count else { continue }
             bytes[at] = UInt8.random(in: 0...255, using: &rng)
             log.append("byte \(at) = \(bytes[at])")
@@ -187,8 +198,11 @@ struct ImageMutator {
     /// NEED_CHECK, NO_PROBE or an unknown bit.
     private mutating func flags(_ bytes: inout [UInt8], _ rng: inout SplitMix64) {
         guard bytes.count >= 24 else { return }
-        let bit = [FeatureFlags.needCheck.rawValue, FeatureFlags.needCheck.rawValue, FeatureFlags.backingFormatNoProbe.rawValue,
-                   FeatureFlags.backingFile.rawValue, 0x08][Int.random(in: 0..<5, using: &rng)]
+        let bit = [
+            FeatureFlags.needCheck.rawValue, FeatureFlags.needCheck.rawValue,
+            FeatureFlags.backingFormatNoProbe.rawValue,
+            FeatureFlags.backingFile.rawValue, 0x08,
+        ][Int.random(in: 0..<5, using: &rng)]
         let features = Bytes.le(bytes, at: 16, width: 8) ^ bit
         Bytes.setLE(&bytes, features, at: 16, width: 8)
         log.append("features = \(features)")
@@ -232,7 +246,8 @@ struct Layout {
         for i in 0..<min(table.count, 64) {
             let offset = Bytes.le(bytes, at: table.slot(i), width: 8)
             guard offset != 0, l2Offsets.count < 4, !l2Offsets.contains(offset),
-                  let slots = Self.slots(at: offset, entries: entries, in: bytes) else { continue }
+                let slots = Self.slots(at: offset, entries: entries, in: bytes)
+            else { continue }
             l2Offsets.append(offset)
             l2.append(slots)
         }
@@ -279,7 +294,8 @@ enum Bytes {
         if offset >= 0 && offset <= bytes.count - width && (width == 8 || width == 4) {
             return bytes.withUnsafeBytes { raw in
                 let p = raw.baseAddress!.advanced(by: offset)
-                return width == 8 ? UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+                return width == 8
+                    ? UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
                     : UInt64(UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)))
             }
         }

@@ -29,7 +29,10 @@ struct SharingModel {
         func isCluster(_ offset: UInt64) -> Bool { offset % cs == 0 && offset >= g.headerBytes && offset < fileSize }
         func referenceTable(at offset: UInt64) {
             for c in (offset / cs)..<(offset / cs + g.tableSize) {
-                if !tables.insert(c).inserted || data.contains(c) { shared = true; metadataShared = true }
+                if !tables.insert(c).inserted || data.contains(c) {
+                    shared = true
+                    metadataShared = true
+                }
             }
         }
 
@@ -40,7 +43,8 @@ struct SharingModel {
             let available = min(entries * 8, bytes.count - Int(offset))
             out.withUnsafeMutableBytes { target in
                 bytes.withUnsafeBytes { source in
-                    target.baseAddress!.copyMemory(from: source.baseAddress!.advanced(by: Int(offset)), byteCount: available)
+                    target.baseAddress!.copyMemory(
+                        from: source.baseAddress!.advanced(by: Int(offset)), byteCount: available)
                 }
             }
             #if _endian(big)
@@ -58,7 +62,10 @@ struct SharingModel {
         for table in l2Tables {
             for offset in tableEntries(at: table) where offset > 1 && isCluster(offset) {
                 let c = offset / cs
-                if tables.contains(c) { metadataShared = true; shared = true }
+                if tables.contains(c) {
+                    metadataShared = true
+                    shared = true
+                }
                 if !data.insert(c).inserted { shared = true }
             }
         }

@@ -1,7 +1,7 @@
 import Foundation
-import TestSupport
 import QED
 import Synchronization
+import TestSupport
 
 /// A ``BlockFile`` that models a disk with a volatile write cache, so tests can "pull the plug".
 ///
@@ -131,8 +131,10 @@ final class FaultInjectingFile: BlockFile {
     }
 
     /// The bytes after applying the operations `mode` keeps from `pending` to `durable`.
-    static func survivor(durable: [UInt8], pending: [Operation], mode: CrashMode,
-                         rng: inout ModelRNG) -> [UInt8] {
+    static func survivor(
+        durable: [UInt8], pending: [Operation], mode: CrashMode,
+        rng: inout ModelRNG
+    ) -> [UInt8] {
         var out = durable
         for op in pending {
             switch mode {

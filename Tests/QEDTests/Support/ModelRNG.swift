@@ -43,8 +43,10 @@ enum ModelKit {
 
     /// Writes a raw backing file of `size` random bytes at `dir/name`; returns its absolute path
     /// and content.
-    static func makeRawBacking(in dir: String, name: String = "base.raw", size: Int,
-                               rng: inout ModelRNG) throws -> (path: String, bytes: [UInt8]) {
+    static func makeRawBacking(
+        in dir: String, name: String = "base.raw", size: Int,
+        rng: inout ModelRNG
+    ) throws -> (path: String, bytes: [UInt8]) {
         let bytes = rng.bytes(size)
         let path = dir + "/" + name
         guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
@@ -111,7 +113,15 @@ final class FailureLog: @unchecked Sendable {
         lock.unlock()
     }
 
-    var count: Int { lock.lock(); defer { lock.unlock() }; return total }
-    var messages: [String] { lock.lock(); defer { lock.unlock() }; return items }
+    var count: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return total
+    }
+    var messages: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return items
+    }
     var summary: String { messages.joined(separator: "\n") }
 }

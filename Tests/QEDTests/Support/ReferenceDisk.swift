@@ -62,7 +62,9 @@ struct ReferenceDisk: Sendable {
             let n = min(buffer.count - done, Int(clusterSize) - inCluster)
             let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
             if let data = content[c] {
-                data.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[inCluster..<inCluster + n])) }
+                data.withUnsafeBytes {
+                    dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[inCluster..<inCluster + n]))
+                }
             } else if zeroClusters.contains(c) {
                 _ = memset(dst.baseAddress!, 0, dst.count)
             } else {
