@@ -23,7 +23,7 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written (18).
     @discardableResult
     public mutating func writeNBDGreeting(flags: NBDHandshakeFlags = [.fixedNewstyle, .noZeroes]) -> Int {
-        self.writeMultipleIntegers(NBD.greetingMagic, NBD.optionRequestMagic, flags.rawValue)
+        writeMultipleIntegers(NBD.greetingMagic, NBD.optionRequestMagic, flags.rawValue)
     }
 
     /// Writes a 20-byte option reply header; the caller appends `length` bytes of reply data.
@@ -34,7 +34,7 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written (20).
     @discardableResult
     public mutating func writeNBDOptionReplyHeader(option: NBDOption, type: NBDOptionReplyType, length: UInt32) -> Int {
-        self.writeMultipleIntegers(NBD.optionReplyMagic, option.rawValue, type.rawValue, length)
+        writeMultipleIntegers(NBD.optionReplyMagic, option.rawValue, type.rawValue, length)
     }
 
     /// Writes a complete option reply (header and data). Strings are cut to 4096 bytes.
@@ -44,39 +44,39 @@ extension ByteBuffer {
     public mutating func writeNBDOptionReply(_ reply: NBDOptionReply) -> Int {
         switch reply.body {
         case .ack:
-            return self.writeNBDOptionReplyHeader(option: reply.option, type: .ack, length: 0)
+            return writeNBDOptionReplyHeader(option: reply.option, type: .ack, length: 0)
         case .server(let name, let details):
             let nameBytes = NBD.utf8Bytes(name)
             let detailBytes = details.map { NBD.utf8Bytes($0) } ?? []
-            var written = self.writeNBDOptionReplyHeader(
+            var written = writeNBDOptionReplyHeader(
                 option: reply.option,
                 type: .server,
                 length: UInt32(4 + nameBytes.count + detailBytes.count)
             )
-            written += self.writeInteger(UInt32(nameBytes.count))
-            written += self.writeBytes(nameBytes)
-            written += self.writeBytes(detailBytes)
+            written += writeInteger(UInt32(nameBytes.count))
+            written += writeBytes(nameBytes)
+            written += writeBytes(detailBytes)
             return written
         case .information(let information):
-            return self.writeNBDInformationReply(option: reply.option, information)
+            return writeNBDInformationReply(option: reply.option, information)
         case .metaContext(let id, let name):
             let nameBytes = NBD.utf8Bytes(name)
-            var written = self.writeNBDOptionReplyHeader(
+            var written = writeNBDOptionReplyHeader(
                 option: reply.option,
                 type: .metaContext,
                 length: UInt32(4 + nameBytes.count)
             )
-            written += self.writeInteger(id)
-            written += self.writeBytes(nameBytes)
+            written += writeInteger(id)
+            written += writeBytes(nameBytes)
             return written
         case .error(let type, let message):
             let messageBytes = message.map { NBD.utf8Bytes($0) } ?? []
-            var written = self.writeNBDOptionReplyHeader(
+            var written = writeNBDOptionReplyHeader(
                 option: reply.option,
                 type: type,
                 length: UInt32(messageBytes.count)
             )
-            written += self.writeBytes(messageBytes)
+            written += writeBytes(messageBytes)
             return written
         }
     }
@@ -84,15 +84,15 @@ extension ByteBuffer {
     private mutating func writeNBDInformationReply(option: NBDOption, _ information: NBDInformation) -> Int {
         switch information {
         case .export(let size, let flags):
-            return self.writeNBDOptionReplyHeader(option: option, type: .info, length: 12)
-                + self.writeMultipleIntegers(NBDInfoType.export.rawValue, size, flags.rawValue)
+            return writeNBDOptionReplyHeader(option: option, type: .info, length: 12)
+                + writeMultipleIntegers(NBDInfoType.export.rawValue, size, flags.rawValue)
         case .name(let text), .description(let text):
             let bytes = NBD.utf8Bytes(text)
-            return self.writeNBDOptionReplyHeader(option: option, type: .info, length: UInt32(2 + bytes.count))
-                + self.writeInteger(information.type.rawValue) + self.writeBytes(bytes)
+            return writeNBDOptionReplyHeader(option: option, type: .info, length: UInt32(2 + bytes.count))
+                + writeInteger(information.type.rawValue) + writeBytes(bytes)
         case .blockSize(let sizes):
-            return self.writeNBDOptionReplyHeader(option: option, type: .info, length: 14)
-                + self.writeMultipleIntegers(
+            return writeNBDOptionReplyHeader(option: option, type: .info, length: 14)
+                + writeMultipleIntegers(
                     NBDInfoType.blockSize.rawValue,
                     sizes.minimum,
                     sizes.preferred,
@@ -106,9 +106,9 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written (10 or 134).
     @discardableResult
     public mutating func writeNBDExportNameReply(_ reply: NBDExportNameReply) -> Int {
-        var written = self.writeMultipleIntegers(reply.size, reply.flags.rawValue)
+        var written = writeMultipleIntegers(reply.size, reply.flags.rawValue)
         if reply.includesZeroPadding {
-            written += self.writeRepeatingByte(0, count: NBD.exportNameReplyPadding)
+            written += writeRepeatingByte(0, count: NBD.exportNameReplyPadding)
         }
         return written
     }
@@ -121,7 +121,7 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written (16).
     @discardableResult
     public mutating func writeNBDSimpleReplyHeader(cookie: UInt64, error: NBDError?) -> Int {
-        self.writeMultipleIntegers(NBD.simpleReplyMagic, error?.rawValue ?? 0, cookie)
+        writeMultipleIntegers(NBD.simpleReplyMagic, error?.rawValue ?? 0, cookie)
     }
 
     /// Writes a simple reply: header, then `data` when `error` is `nil` (this copies the data).
@@ -130,11 +130,11 @@ extension ByteBuffer {
     @discardableResult
     public mutating func writeNBDSimpleReply(_ reply: NBDSimpleReply) -> Int {
         guard reply.error == nil, var data = reply.data else {
-            return self.writeNBDSimpleReplyHeader(cookie: reply.cookie, error: reply.error)
+            return writeNBDSimpleReplyHeader(cookie: reply.cookie, error: reply.error)
         }
         // One allocation for header and data, not a grow-and-copy once the data is appended.
-        self.reserveCapacity(minimumWritableBytes: NBD.simpleReplyHeaderLength + data.readableBytes)
-        return self.writeNBDSimpleReplyHeader(cookie: reply.cookie, error: nil) + self.writeBuffer(&data)
+        reserveCapacity(minimumWritableBytes: NBD.simpleReplyHeaderLength + data.readableBytes)
+        return writeNBDSimpleReplyHeader(cookie: reply.cookie, error: nil) + writeBuffer(&data)
     }
 
     /// Writes any server message in full (bulk data is copied; see ``NBDServerMessageEncoder`` for the
@@ -144,13 +144,13 @@ extension ByteBuffer {
     @discardableResult
     public mutating func writeNBDServerMessage(_ message: NBDServerMessage) -> Int {
         switch message {
-        case .greeting(let flags): return self.writeNBDGreeting(flags: flags)
-        case .optionReply(let reply): return self.writeNBDOptionReply(reply)
-        case .exportNameReply(let reply): return self.writeNBDExportNameReply(reply)
-        case .simpleReply(let reply): return self.writeNBDSimpleReply(reply)
-        case .structuredReply(let chunk): return self.writeNBDStructuredReplyChunk(chunk)
+        case .greeting(let flags): return writeNBDGreeting(flags: flags)
+        case .optionReply(let reply): return writeNBDOptionReply(reply)
+        case .exportNameReply(let reply): return writeNBDExportNameReply(reply)
+        case .simpleReply(let reply): return writeNBDSimpleReply(reply)
+        case .structuredReply(let chunk): return writeNBDStructuredReplyChunk(chunk)
         case .extendedReply(let chunk, let requestOffset):
-            return self.writeNBDExtendedReplyChunk(chunk, requestOffset: requestOffset)
+            return writeNBDExtendedReplyChunk(chunk, requestOffset: requestOffset)
         }
     }
 }
@@ -163,7 +163,7 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written (4).
     @discardableResult
     public mutating func writeNBDClientFlags(_ flags: NBDClientFlags) -> Int {
-        self.writeInteger(flags.rawValue)
+        writeInteger(flags.rawValue)
     }
 
     /// Writes an option request: `IHAVEOPT` · option · length · data.
@@ -172,11 +172,11 @@ extension ByteBuffer {
     @discardableResult
     public mutating func writeNBDOptionRequest(_ request: NBDOptionRequest) -> Int {
         var data = request.data
-        return self.writeMultipleIntegers(
+        return writeMultipleIntegers(
             NBD.optionRequestMagic,
             request.option.rawValue,
             UInt32(truncatingIfNeeded: data.readableBytes)
-        ) + self.writeBuffer(&data)
+        ) + writeBuffer(&data)
     }
 
     /// Writes a transmission request header: 28 bytes in the compact form, 32 in the extended form
@@ -186,7 +186,7 @@ extension ByteBuffer {
     @discardableResult
     public mutating func writeNBDRequestHeader(_ header: NBDRequestHeader) -> Int {
         if header.isExtended {
-            return self.writeMultipleIntegers(
+            return writeMultipleIntegers(
                 NBD.extendedRequestMagic,
                 header.flags.rawValue,
                 header.command.rawValue,
@@ -196,7 +196,7 @@ extension ByteBuffer {
             )
         }
         precondition(header.length <= UInt64(UInt32.max), "a compact request header carries a 32-bit length")
-        return self.writeMultipleIntegers(
+        return writeMultipleIntegers(
             NBD.requestMagic,
             header.flags.rawValue,
             header.command.rawValue,
@@ -212,11 +212,11 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written.
     @discardableResult
     public mutating func writeNBDRequest(_ request: NBDRequest) -> Int {
-        var written = self.writeNBDRequestHeader(request.header)
+        var written = writeNBDRequestHeader(request.header)
         switch request.payload {
         case .none: break
-        case .data(var data): written += self.writeBuffer(&data)
-        case .discarded(let length): written += self.writeRepeatingByte(0, count: Int(length))
+        case .data(var data): written += writeBuffer(&data)
+        case .discarded(let length): written += writeRepeatingByte(0, count: Int(length))
         }
         return written
     }

@@ -23,7 +23,7 @@ extension ByteBuffer {
         type: NBDReplyChunkType,
         length: UInt32
     ) -> Int {
-        self.writeMultipleIntegers(NBD.structuredReplyMagic, flags.rawValue, type.rawValue, cookie, length)
+        writeMultipleIntegers(NBD.structuredReplyMagic, flags.rawValue, type.rawValue, cookie, length)
     }
 
     /// Writes the 32-byte extended reply chunk header; the caller appends `length` payload bytes.
@@ -42,7 +42,7 @@ extension ByteBuffer {
         requestOffset: UInt64,
         length: UInt64
     ) -> Int {
-        self.writeMultipleIntegers(NBD.extendedReplyMagic, flags.rawValue, type.rawValue, cookie, requestOffset, length)
+        writeMultipleIntegers(NBD.extendedReplyMagic, flags.rawValue, type.rawValue, cookie, requestOffset, length)
     }
 
     /// Writes the header and offset of an `OFFSET_DATA` chunk (28 bytes); the caller then writes
@@ -60,9 +60,9 @@ extension ByteBuffer {
         offset: UInt64,
         dataLength: Int
     ) -> Int {
-        self.writeNBDChunkHeader(
+        writeNBDChunkHeader(
             style: .structured, cookie: cookie, flags: flags, type: .offsetData, payloadLength: 8 + UInt64(dataLength)
-        ) + self.writeInteger(offset)
+        ) + writeInteger(offset)
     }
 
     /// Writes the extended header and offset of an `OFFSET_DATA` chunk (40 bytes); the caller then writes
@@ -82,10 +82,10 @@ extension ByteBuffer {
         offset: UInt64,
         dataLength: Int
     ) -> Int {
-        self.writeNBDChunkHeader(
+        writeNBDChunkHeader(
             style: .extended(requestOffset: requestOffset), cookie: cookie, flags: flags, type: .offsetData,
             payloadLength: 8 + UInt64(dataLength)
-        ) + self.writeInteger(offset)
+        ) + writeInteger(offset)
     }
 
     /// Writes a complete structured reply chunk (20-byte header and payload; `OFFSET_DATA` data is copied).
@@ -95,7 +95,7 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written.
     @discardableResult
     public mutating func writeNBDStructuredReplyChunk(_ chunk: NBDStructuredReplyChunk) -> Int {
-        self.writeNBDChunk(chunk, style: .structured)
+        writeNBDChunk(chunk, style: .structured)
     }
 
     /// Writes a complete reply chunk behind the 32-byte extended header (`OFFSET_DATA` data is copied).
@@ -107,7 +107,7 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written.
     @discardableResult
     public mutating func writeNBDExtendedReplyChunk(_ chunk: NBDStructuredReplyChunk, requestOffset: UInt64) -> Int {
-        self.writeNBDChunk(chunk, style: .extended(requestOffset: requestOffset))
+        writeNBDChunk(chunk, style: .extended(requestOffset: requestOffset))
     }
 
     private mutating func writeNBDChunkHeader(
@@ -120,10 +120,10 @@ extension ByteBuffer {
         switch style {
         case .structured:
             precondition(payloadLength <= UInt64(UInt32.max), "structured reply chunk payload too long")
-            return self.writeNBDStructuredReplyHeader(
+            return writeNBDStructuredReplyHeader(
                 cookie: cookie, flags: flags, type: type, length: UInt32(truncatingIfNeeded: payloadLength))
         case .extended(let requestOffset):
-            return self.writeNBDExtendedReplyHeader(
+            return writeNBDExtendedReplyHeader(
                 cookie: cookie, flags: flags, type: type, requestOffset: requestOffset, length: payloadLength)
         }
     }
@@ -134,7 +134,7 @@ extension ByteBuffer {
         let isExtended: Bool
         if case .extended = style { isExtended = true } else { isExtended = false }
         func header(_ type: NBDReplyChunkType, _ length: Int) -> Int {
-            self.writeNBDChunkHeader(
+            writeNBDChunkHeader(
                 style: style, cookie: chunk.cookie, flags: chunk.flags, type: type, payloadLength: UInt64(length))
         }
         let headerLength = isExtended ? NBD.extendedReplyHeaderLength : NBD.structuredReplyHeaderLength
@@ -142,34 +142,34 @@ extension ByteBuffer {
         case .none:
             return header(.none, 0)
         case .offsetData(let offset, var data):
-            self.reserveCapacity(minimumWritableBytes: headerLength + 8 + data.readableBytes)
-            return header(.offsetData, 8 + data.readableBytes) + self.writeInteger(offset) + self.writeBuffer(&data)
+            reserveCapacity(minimumWritableBytes: headerLength + 8 + data.readableBytes)
+            return header(.offsetData, 8 + data.readableBytes) + writeInteger(offset) + writeBuffer(&data)
         case .offsetHole(let offset, let length):
-            return header(.offsetHole, 12) + self.writeMultipleIntegers(offset, length)
+            return header(.offsetHole, 12) + writeMultipleIntegers(offset, length)
         case .blockStatus(let contextID, let extents):
             precondition(!isExtended, "BLOCK_STATUS chunks are for compact headers; use BLOCK_STATUS_EXT")
             precondition(extents.count <= (Int(UInt32.max) - 4) / 8, "too many extents for one chunk")
-            self.reserveCapacity(minimumWritableBytes: headerLength + 4 + 8 * extents.count)
-            var written = header(.blockStatus, 4 + 8 * extents.count) + self.writeInteger(contextID)
-            for extent in extents { written += self.writeMultipleIntegers(extent.length, extent.flags) }
+            reserveCapacity(minimumWritableBytes: headerLength + 4 + 8 * extents.count)
+            var written = header(.blockStatus, 4 + 8 * extents.count) + writeInteger(contextID)
+            for extent in extents { written += writeMultipleIntegers(extent.length, extent.flags) }
             return written
         case .blockStatusExtended(let contextID, let extents):
             precondition(isExtended, "BLOCK_STATUS_EXT chunks need extended headers")
             precondition(extents.count <= Int(UInt32.max), "too many extents for one chunk")
-            self.reserveCapacity(minimumWritableBytes: headerLength + 8 + 16 * extents.count)
+            reserveCapacity(minimumWritableBytes: headerLength + 8 + 16 * extents.count)
             var written = header(.blockStatusExtended, 8 + 16 * extents.count)
-            written += self.writeMultipleIntegers(contextID, UInt32(truncatingIfNeeded: extents.count))
-            for extent in extents { written += self.writeMultipleIntegers(extent.length, extent.flags) }
+            written += writeMultipleIntegers(contextID, UInt32(truncatingIfNeeded: extents.count))
+            for extent in extents { written += writeMultipleIntegers(extent.length, extent.flags) }
             return written
         case .error(let error, let message):
             let bytes = NBD.utf8Bytes(message)
             return header(.error, 6 + bytes.count)
-                + self.writeMultipleIntegers(error.rawValue, UInt16(bytes.count)) + self.writeBytes(bytes)
+                + writeMultipleIntegers(error.rawValue, UInt16(bytes.count)) + writeBytes(bytes)
         case .errorOffset(let error, let message, let offset):
             let bytes = NBD.utf8Bytes(message)
             return header(.errorOffset, 14 + bytes.count)
-                + self.writeMultipleIntegers(error.rawValue, UInt16(bytes.count)) + self.writeBytes(bytes)
-                + self.writeInteger(offset)
+                + writeMultipleIntegers(error.rawValue, UInt16(bytes.count)) + writeBytes(bytes)
+                + writeInteger(offset)
         }
     }
 }

@@ -278,6 +278,6 @@ extension ByteBuffer {
     /// - Returns: Number of bytes written.
     @discardableResult
     public mutating func writeNBDLengthPrefixedString(_ string: String) -> Int {
-        self.writeInteger(UInt32(truncatingIfNeeded: string.utf8.count)) + self.writeString(string)
+        writeInteger(UInt32(truncatingIfNeeded: string.utf8.count)) + writeString(string)
     }
 }

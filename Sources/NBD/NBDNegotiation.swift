@@ -101,42 +101,42 @@ public struct NBDNegotiation: Sendable {
     public var greeting: NBDServerMessage { .greeting([.fixedNewstyle, .noZeroes]) }
 
     /// Whether the negotiation ended (closed or entered transmission); further input is unexpected.
-    public var isFinished: Bool { self.state == .finished }
+    public var isFinished: Bool { state == .finished }
 
     /// Whether structured replies have been negotiated so far.
-    public var structuredRepliesNegotiated: Bool { self.structuredReplies }
+    public var structuredRepliesNegotiated: Bool { structuredReplies }
 
     /// Whether extended headers have been negotiated so far.
-    public var extendedHeadersNegotiated: Bool { self.extendedHeaders }
+    public var extendedHeadersNegotiated: Bool { extendedHeaders }
 
     /// Reports that the TLS handshake that followed a ``Action/startTLS`` succeeded. As the protocol
     /// requires, everything negotiated before TLS (structured replies, extended headers, metadata contexts)
     /// is forgotten and must be negotiated again.
     public mutating func tlsHandshakeCompleted() {
-        guard self.state == .awaitingTLSHandshake else { return }
-        self.state = .negotiating
-        self.tlsActive = true
-        self.structuredReplies = false
-        self.extendedHeaders = false
-        self.metaSelection = nil
+        guard state == .awaitingTLSHandshake else { return }
+        state = .negotiating
+        tlsActive = true
+        structuredReplies = false
+        extendedHeaders = false
+        metaSelection = nil
     }
 
     /// Consumes one decoded client message.
     /// - Parameter message: The message.
     /// - Returns: The replies to send and the action to take.
     public mutating func receive(_ message: NBDClientMessage) -> Step {
-        switch (self.state, message) {
+        switch (state, message) {
         case (.awaitingClientFlags, .clientFlags(let flags)):
             guard NBDClientFlags.known.isSuperset(of: flags) else {
-                return self.finish(then: .close(.unsupportedClientFlags(flags)))
+                return finish(then: .close(.unsupportedClientFlags(flags)))
             }
-            self.clientFlags = flags
-            self.state = .negotiating
+            clientFlags = flags
+            state = .negotiating
             return Step(replies: [], action: .continue)
         case (.negotiating, .option(let request)):
-            return self.handle(request)
+            return handle(request)
         default:
-            return self.finish(then: .close(.unexpectedMessage))
+            return finish(then: .close(.unexpectedMessage))
         }
     }
 
@@ -144,24 +144,24 @@ public struct NBDNegotiation: Sendable {
 
     private mutating func handle(_ request: NBDOptionRequest) -> Step {
         let option = request.option
-        if !self.clientFlags.contains(.fixedNewstyle) && option != .exportName {
-            return self.finish(then: .close(.optionWithoutFixedNewstyle(option)))
+        if !clientFlags.contains(.fixedNewstyle) && option != .exportName {
+            return finish(then: .close(.optionWithoutFixedNewstyle(option)))
         }
-        if self.configuration.tls == .required && !self.tlsActive && option != .startTLS {
-            if option == .exportName { return self.finish(then: .close(.tlsRequired)) }
+        if self.configuration.tls == .required && !tlsActive && option != .startTLS {
+            if option == .exportName { return finish(then: .close(.tlsRequired)) }
             let reply = Self.error(option, .errorTLSRequired, "TLS is required before option \(option)")
-            if option == .abort { return self.finish([reply], then: .close(.clientAborted)) }
+            if option == .abort { return finish([reply], then: .close(.clientAborted)) }
             return Step(replies: [reply], action: .continue)
         }
         switch option {
-        case .exportName: return self.handleExportName(request.data)
-        case .abort: return self.finish([Self.reply(option, .ack)], then: .close(.clientAborted))
-        case .list: return self.handleList(request)
-        case .startTLS: return self.handleStartTLS(request)
-        case .info, .go: return self.handleInfoOrGo(request)
-        case .structuredReply: return self.handleStructuredReply(request)
-        case .extendedHeaders where self.configuration.offersExtendedHeaders: return self.handleExtendedHeaders(request)
-        case .listMetaContext, .setMetaContext: return self.handleMetaContext(request)
+        case .exportName: return handleExportName(request.data)
+        case .abort: return finish([Self.reply(option, .ack)], then: .close(.clientAborted))
+        case .list: return handleList(request)
+        case .startTLS: return handleStartTLS(request)
+        case .info, .go: return handleInfoOrGo(request)
+        case .structuredReply: return handleStructuredReply(request)
+        case .extendedHeaders where self.configuration.offersExtendedHeaders: return handleExtendedHeaders(request)
+        case .listMetaContext, .setMetaContext: return handleMetaContext(request)
         default:
             return Step(
                 replies: [Self.error(option, .errorUnsupported, "option \(option.rawValue) is not supported")],
@@ -171,18 +171,18 @@ public struct NBDNegotiation: Sendable {
     }
 
     private mutating func handleExportName(_ data: ByteBuffer) -> Step {
-        if self.extendedHeaders { return self.finish(then: .close(.exportNameWithExtendedHeaders)) }
-        guard let name = NBD.string(from: data) else { return self.finish(then: .close(.invalidExportName)) }
+        if extendedHeaders { return finish(then: .close(.exportNameWithExtendedHeaders)) }
+        guard let name = NBD.string(from: data) else { return finish(then: .close(.invalidExportName)) }
         guard let export = self.configuration.export(named: name) else {
-            return self.finish(then: .close(.unknownExport(name)))
+            return finish(then: .close(.unknownExport(name)))
         }
-        let session = self.makeSession(export: export, requestedBlockSize: false, enteredWith: .exportName)
+        let session = makeSession(export: export, requestedBlockSize: false, enteredWith: .exportName)
         let reply = NBDExportNameReply(
             size: export.size,
             flags: session.transmissionFlags,
             includesZeroPadding: !session.clientNoZeroes
         )
-        return self.finish([.exportNameReply(reply)], then: .enterTransmission(session))
+        return finish([.exportNameReply(reply)], then: .enterTransmission(session))
     }
 
     private func handleList(_ request: NBDOptionRequest) -> Step {
@@ -200,13 +200,13 @@ public struct NBDNegotiation: Sendable {
         guard request.data.readableBytes == 0 else {
             return Step(replies: [Self.error(.startTLS, .errorInvalid, "STARTTLS takes no data")], action: .continue)
         }
-        guard !self.tlsActive else {
+        guard !tlsActive else {
             return Step(replies: [Self.error(.startTLS, .errorInvalid, "TLS is already active")], action: .continue)
         }
         guard self.configuration.tls != .disabled else {
             return Step(replies: [Self.error(.startTLS, .errorPolicy, "TLS is not configured")], action: .continue)
         }
-        self.state = .awaitingTLSHandshake
+        state = .awaitingTLSHandshake
         return Step(replies: [Self.reply(.startTLS, .ack)], action: .startTLS)
     }
 
@@ -241,13 +241,13 @@ public struct NBDNegotiation: Sendable {
     private mutating func handleInfoOrGo(_ request: NBDOptionRequest) -> Step {
         let option = request.option
         let (parsed, export): (NBDExportInfoRequest, NBDExport)
-        switch self.parseNamingExport(request, as: NBDExportInfoRequest.self) {
+        switch parseNamingExport(request, as: NBDExportInfoRequest.self) {
         case .found(let request, let named): (parsed, export) = (request, named)
         case .refused(let step): return step
         }
         let flags = export.advertisedFlags(
-            structuredReplies: self.structuredReplies,
-            extendedHeaders: self.extendedHeaders,
+            structuredReplies: structuredReplies,
+            extendedHeaders: extendedHeaders,
             hasMetaContexts: !self.contexts(for: export).isEmpty
         )
         var replies: [NBDServerMessage] = []
@@ -261,9 +261,9 @@ public struct NBDNegotiation: Sendable {
         replies.append(Self.reply(option, .information(.export(size: export.size, flags: flags))))
         replies.append(Self.reply(option, .ack))
         if option == .go {
-            let session = self.makeSession(
+            let session = makeSession(
                 export: export, requestedBlockSize: parsed.requests.contains(.blockSize), enteredWith: option)
-            return self.finish(replies, then: .enterTransmission(session))
+            return finish(replies, then: .enterTransmission(session))
         }
         return Step(replies: replies, action: .continue)
     }
@@ -275,7 +275,7 @@ public struct NBDNegotiation: Sendable {
                 action: .continue
             )
         }
-        guard !self.extendedHeaders else {
+        guard !extendedHeaders else {
             return Step(
                 replies: [
                     Self.error(
@@ -285,13 +285,13 @@ public struct NBDNegotiation: Sendable {
                 action: .continue
             )
         }
-        guard !self.structuredReplies else {
+        guard !structuredReplies else {
             return Step(
                 replies: [Self.error(.structuredReply, .errorInvalid, "structured replies already negotiated")],
                 action: .continue
             )
         }
-        self.structuredReplies = true
+        structuredReplies = true
         return Step(replies: [Self.reply(.structuredReply, .ack)], action: .continue)
     }
 
@@ -304,13 +304,13 @@ public struct NBDNegotiation: Sendable {
                 action: .continue
             )
         }
-        guard !self.extendedHeaders else {
+        guard !extendedHeaders else {
             return Step(
                 replies: [Self.error(.extendedHeaders, .errorInvalid, "extended headers already negotiated")],
                 action: .continue
             )
         }
-        self.extendedHeaders = true
+        extendedHeaders = true
         return Step(replies: [Self.reply(.extendedHeaders, .ack)], action: .continue)
     }
 
@@ -319,8 +319,8 @@ public struct NBDNegotiation: Sendable {
         let isSet = option == .setMetaContext
         if isSet {
             // A SET replaces the earlier selection, even when it fails.
-            self.metaSelection = nil
-            guard self.structuredReplies || self.extendedHeaders else {
+            metaSelection = nil
+            guard structuredReplies || extendedHeaders else {
                 return Step(
                     replies: [
                         Self.error(option, .errorInvalid, "negotiate structured replies or extended headers first")
@@ -330,13 +330,13 @@ public struct NBDNegotiation: Sendable {
             }
         }
         let (parsed, export): (NBDMetaContextRequest, NBDExport)
-        switch self.parseNamingExport(request, as: NBDMetaContextRequest.self) {
+        switch parseNamingExport(request, as: NBDMetaContextRequest.self) {
         case .found(let request, let named): (parsed, export) = (request, named)
         case .refused(let step): return step
         }
         let contexts = Self.matchContexts(parsed.queries, for: export, wildcards: !isSet)
         if isSet {
-            self.metaSelection = MetaSelection(exportName: export.name, contexts: contexts)
+            metaSelection = MetaSelection(exportName: export.name, contexts: contexts)
         }
         var replies: [NBDServerMessage] = contexts.map { context in
             Self.reply(option, .metaContext(id: isSet ? context.id : 0, name: context.name))
@@ -369,7 +369,7 @@ public struct NBDNegotiation: Sendable {
 
     /// The contexts the last SET_META_CONTEXT selected, if it named `export`.
     private func contexts(for export: NBDExport) -> [NBDMetaContext] {
-        guard let selection = self.metaSelection, selection.exportName.utf8.elementsEqual(export.name.utf8) else {
+        guard let selection = metaSelection, selection.exportName.utf8.elementsEqual(export.name.utf8) else {
             return []
         }
         return selection.contexts
@@ -378,19 +378,19 @@ public struct NBDNegotiation: Sendable {
     private func makeSession(export: NBDExport, requestedBlockSize: Bool, enteredWith: NBDOption) -> NBDSession {
         NBDSession(
             export: export,
-            structuredReplies: self.structuredReplies,
-            extendedHeaders: self.extendedHeaders,
+            structuredReplies: structuredReplies,
+            extendedHeaders: extendedHeaders,
             metaContexts: self.contexts(for: export),
-            clientNoZeroes: self.clientFlags.contains(.noZeroes),
+            clientNoZeroes: clientFlags.contains(.noZeroes),
             blockSize: self.configuration.blockSize,
             clientRequestedBlockSize: requestedBlockSize,
-            tlsActive: self.tlsActive,
+            tlsActive: tlsActive,
             enteredWith: enteredWith
         )
     }
 
     private mutating func finish(_ replies: [NBDServerMessage] = [], then action: Action) -> Step {
-        self.state = .finished
+        state = .finished
         return Step(replies: replies, action: action)
     }
 

@@ -49,7 +49,7 @@ extension NBDRequest {
     /// when there is one (0 if it is malformed), otherwise the header's length.
     public var effectLength: UInt64 {
         if self.header.command == .blockStatus && self.header.flags.contains(.payloadLength) {
-            return self.blockStatusPayload?.effectLength ?? 0
+            return blockStatusPayload?.effectLength ?? 0
         }
         return self.header.length
     }
@@ -167,7 +167,7 @@ public struct NBDRequestValidator: Hashable, Sendable {
     /// Checks a decoded request (including whether its payload was discarded).
     /// - Parameter request: The request.
     public func validate(_ request: NBDRequest) -> NBDRequestVerdict {
-        if let (error, _) = self.rejection(of: request) { return .reject(error) }
+        if let (error, _) = rejection(of: request) { return .reject(error) }
         return .accept
     }
 
@@ -177,13 +177,13 @@ public struct NBDRequestValidator: Hashable, Sendable {
     ///   - payloadDiscarded: Whether the decoder discarded the payload as too large.
     public func validate(_ header: NBDRequestHeader, payloadDiscarded: Bool = false) -> NBDRequestVerdict {
         let request = NBDRequest(header: header, payload: payloadDiscarded ? .discarded(length: header.length) : .none)
-        return self.validate(request)
+        return validate(request)
     }
 
     /// The error to answer a request with and the rule it broke, or nil when it may be executed.
     /// - Parameter request: The request (including whether its payload was discarded).
     public func rejection(of request: NBDRequest) -> (error: NBDError, rule: NBDRequestRule)? {
-        self.check(request)
+        check(request)
     }
 
     private static let knownFlags: NBDCommandFlags = [

@@ -73,9 +73,9 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
     ) {
         precondition(maximumOptionLength >= 0 && maximumPayloadLength >= 0, "limits must not be negative")
         switch phase {
-        case .clientFlags: self.state = .clientFlags
-        case .options: self.state = .options
-        case .transmission: self.state = .requests
+        case .clientFlags: state = .clientFlags
+        case .options: state = .options
+        case .transmission: state = .requests
         }
         self.maximumOptionLength = maximumOptionLength
         self.maximumPayloadLength = maximumPayloadLength
@@ -88,34 +88,34 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
     /// - Parameter buffer: Received bytes; the reader index advances past what was consumed.
     /// - Throws: ``NBDDecodingError`` on a framing error.
     public mutating func decodeNext(from buffer: inout ByteBuffer) throws(NBDDecodingError) -> NBDClientMessage? {
-        switch self.state {
+        switch state {
         case .clientFlags:
             guard let raw = buffer.readInteger(as: UInt32.self) else { return nil }
-            self.state = .options
+            state = .options
             return .clientFlags(NBDClientFlags(rawValue: raw))
 
         case .options:
-            return try self.decodeOption(from: &buffer)
+            return try decodeOption(from: &buffer)
 
         case .optionsOrRequests:
             guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
             if first == UInt8(truncatingIfNeeded: NBD.optionRequestMagic >> 56) {
-                return try self.decodeOption(from: &buffer)
+                return try decodeOption(from: &buffer)
             }
-            return try self.decodeRequest(from: &buffer)
+            return try decodeRequest(from: &buffer)
 
         case .requests:
-            return try self.decodeRequest(from: &buffer)
+            return try decodeRequest(from: &buffer)
 
         case .discardingPayload(let header, let remaining):
             let available = UInt64(buffer.readableBytes)
             let skip = min(remaining, available)
             buffer.moveReaderIndex(forwardBy: Int(skip))
             if skip < remaining {
-                self.state = .discardingPayload(header, remaining: remaining - skip)
+                state = .discardingPayload(header, remaining: remaining - skip)
                 return nil
             }
-            self.state = .requests
+            state = .requests
             return .request(NBDRequest(header: header, payload: .discarded(length: header.length)))
         }
     }
@@ -135,7 +135,7 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
         guard buffer.readableBytes >= NBD.optionRequestHeaderLength + dataLength else { return nil }
         buffer.moveReaderIndex(forwardBy: NBD.optionRequestHeaderLength)
         guard let data = buffer.readSlice(length: dataLength) else { return nil }  // unreachable: checked above
-        self.state = (option == .go || option == .exportName) ? .optionsOrRequests : .options
+        state = (option == .go || option == .exportName) ? .optionsOrRequests : .options
         return .option(NBDOptionRequest(option: option, data: data))
     }
 
@@ -181,7 +181,7 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
         }
         guard header.carriesPayload else {
             buffer.moveReaderIndex(forwardBy: headerLength)
-            self.state = .requests
+            state = .requests
             return .request(NBDRequest(header: header))
         }
         // A payload no 32-bit maximum could allow (the block size reply caps it at 2³² − 1): the spec says
@@ -191,20 +191,20 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
         }
         guard header.length <= UInt64(self.maximumPayloadLength) else {
             buffer.moveReaderIndex(forwardBy: headerLength)
-            self.state = .discardingPayload(header, remaining: header.length)
-            return try self.decodeNext(from: &buffer)
+            state = .discardingPayload(header, remaining: header.length)
+            return try decodeNext(from: &buffer)
         }
         let payloadLength = Int(header.length)  // at most maximumPayloadLength, an Int
         guard buffer.readableBytes >= headerLength + payloadLength else { return nil }
         buffer.moveReaderIndex(forwardBy: headerLength)
         guard let payload = buffer.readSlice(length: payloadLength) else { return nil }  // unreachable: checked above
-        self.state = .requests
+        state = .requests
         return .request(NBDRequest(header: header, payload: .data(payload)))
     }
 
     /// Decodes one message and forwards it down the pipeline.
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let message = try self.decodeNext(from: &buffer) else { return .needMoreData }
+        guard let message = try decodeNext(from: &buffer) else { return .needMoreData }
         context.fireChannelRead(Self.wrapInboundOut(message))
         return .continue
     }
@@ -216,10 +216,10 @@ public struct NBDServerDecoder: ByteToMessageDecoder, Sendable {
         buffer: inout ByteBuffer,
         seenEOF: Bool
     ) throws -> DecodingState {
-        if try self.decode(context: context, buffer: &buffer) == .continue { return .continue }
+        if try decode(context: context, buffer: &buffer) == .continue { return .continue }
         guard seenEOF else { return .needMoreData }
-        if case .discardingPayload(_, let remaining) = self.state {
-            self.state = .requests
+        if case .discardingPayload(_, let remaining) = state {
+            state = .requests
             throw NBDDecodingError.truncatedMessage(missingOrBufferedBytes: Int(clamping: remaining))
         }
         if buffer.readableBytes > 0 {

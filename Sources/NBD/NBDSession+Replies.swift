@@ -7,7 +7,7 @@ extension NBDSession {
     ///   - chunk: The chunk.
     ///   - header: The request it answers.
     public func message(_ chunk: NBDStructuredReplyChunk, answering header: NBDRequestHeader) -> NBDServerMessage {
-        self.extendedHeaders ? .extendedReply(chunk, requestOffset: header.offset) : .structuredReply(chunk)
+        extendedHeaders ? .extendedReply(chunk, requestOffset: header.offset) : .structuredReply(chunk)
     }
 
     /// The reply that answers a request with an error, in the style this session requires: a final `ERROR`
@@ -18,7 +18,7 @@ extension NBDSession {
     ///   - error: The error value.
     ///   - message: Human-readable text for the structured error chunk (ignored for simple replies).
     public func errorReply(to header: NBDRequestHeader, _ error: NBDError, message: String = "") -> NBDServerMessage {
-        if self.structuredReplies {
+        if structuredReplies {
             return self.message(.error(cookie: header.cookie, error, message: message), answering: header)
         }
         return .simpleReply(NBDSimpleReply(cookie: header.cookie, error: error))
@@ -29,7 +29,7 @@ extension NBDSession {
     /// simple replies are forbidden) a final `NONE` chunk.
     /// - Parameter header: The request being answered.
     public func successReply(to header: NBDRequestHeader) -> NBDServerMessage {
-        if self.extendedHeaders { return .extendedReply(.done(cookie: header.cookie), requestOffset: header.offset) }
+        if extendedHeaders { return .extendedReply(.done(cookie: header.cookie), requestOffset: header.offset) }
         return .simpleReply(NBDSimpleReply(cookie: header.cookie))
     }
 
@@ -40,7 +40,7 @@ extension NBDSession {
     ///   - header: The READ request being answered (its offset is used for the chunk).
     ///   - data: The bytes read, exactly `header.length` of them.
     public func readReply(to header: NBDRequestHeader, data: ByteBuffer) -> NBDServerMessage {
-        guard self.structuredReplies else {
+        guard structuredReplies else {
             return .simpleReply(NBDSimpleReply(cookie: header.cookie, data: data))
         }
         guard data.readableBytes > 0 else { return self.message(.done(cookie: header.cookie), answering: header) }

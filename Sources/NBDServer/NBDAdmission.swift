@@ -49,36 +49,36 @@ struct NBDAdmission<Grant> {
     }
 
     /// Whether the listener should accept another connection now.
-    var acceptsConnections: Bool { self.notTransmitting < self.negotiationLimit }
+    var acceptsConnections: Bool { notTransmitting < self.negotiationLimit }
 
     /// Whether no connection is known.
-    var isEmpty: Bool { self.stages.isEmpty }
+    var isEmpty: Bool { stages.isEmpty }
 
     /// The stage of a connection, or nil if it is not known (never admitted, or removed).
-    func stage(of id: ObjectIdentifier) -> Stage? { self.stages[id] }
+    func stage(of id: ObjectIdentifier) -> Stage? { stages[id] }
 
     /// Records an accepted connection as negotiating. The caller accepts only while
     /// ``acceptsConnections``; a connection accepted past the limit is still counted (the listener's pause
     /// is what enforces the limit), so the count is never wrong.
     mutating func admit(_ id: ObjectIdentifier) {
-        guard self.stages[id] == nil else { return }
-        self.stages[id] = .negotiating
-        self.notTransmitting += 1
+        guard stages[id] == nil else { return }
+        stages[id] = .negotiating
+        notTransmitting += 1
     }
 
     /// A negotiating connection asks for a transmission slot.
     /// - Returns: true if it got one now; false if it waits (then `grant` comes back from a later
     ///   ``remove(_:)``), or if the connection is not negotiating (unknown, or asked twice).
     mutating func requestTransmission(_ id: ObjectIdentifier, grant: Grant) -> Bool {
-        guard self.stages[id] == .negotiating else { return false }
-        if self.waiters.isEmpty && self.hasFreeSlot {
-            self.stages[id] = .transmitting
-            self.notTransmitting -= 1
-            self.transmitting += 1
+        guard stages[id] == .negotiating else { return false }
+        if waiters.isEmpty && hasFreeSlot {
+            stages[id] = .transmitting
+            notTransmitting -= 1
+            transmitting += 1
             return true
         }
-        self.stages[id] = .waiting
-        self.waiters.append((id, grant))
+        stages[id] = .waiting
+        waiters.append((id, grant))
         return false
     }
 
@@ -86,30 +86,30 @@ struct NBDAdmission<Grant> {
     /// - Returns: The grants of waiting connections that got the slots it freed, in order; the caller
     ///   must deliver them (those connections already count as transmitting).
     mutating func remove(_ id: ObjectIdentifier) -> [Grant] {
-        guard let stage = self.stages.removeValue(forKey: id) else { return [] }
+        guard let stage = stages.removeValue(forKey: id) else { return [] }
         switch stage {
         case .negotiating:
-            self.notTransmitting -= 1
+            notTransmitting -= 1
             return []
         case .waiting:
-            self.notTransmitting -= 1
-            self.waiters.removeAll { $0.id == id }
+            notTransmitting -= 1
+            waiters.removeAll { $0.id == id }
             return []
         case .transmitting:
-            self.transmitting -= 1
+            transmitting -= 1
             var granted: [Grant] = []
-            while self.hasFreeSlot, !self.waiters.isEmpty {
-                let next = self.waiters.removeFirst()
-                self.stages[next.id] = .transmitting
-                self.notTransmitting -= 1
-                self.transmitting += 1
+            while hasFreeSlot, !waiters.isEmpty {
+                let next = waiters.removeFirst()
+                stages[next.id] = .transmitting
+                notTransmitting -= 1
+                transmitting += 1
                 granted.append(next.grant)
             }
             return granted
         }
     }
 
-    private var hasFreeSlot: Bool { self.transmissionLimit == 0 || self.transmitting < self.transmissionLimit }
+    private var hasFreeSlot: Bool { self.transmissionLimit == 0 || transmitting < self.transmissionLimit }
 }
 
 extension NBDAdmission: Sendable where Grant: Sendable {}

@@ -14,6 +14,6 @@ protocol NBDBlockingExecutor: Sendable {
 
 extension NIOThreadPool: NBDBlockingExecutor {
     func execute(_ work: @escaping @Sendable (_ cancelled: Bool) -> Void) {
-        self.submit { state in work(state == .cancelled) }
+        submit { state in work(state == .cancelled) }
     }
 }

@@ -10,7 +10,7 @@ import NIOCore
 /// connection is closed.
 struct NBDDataAfterStartTLSError: Error, CustomStringConvertible {
     var bufferedBytes: Int
-    var description: String { "\(self.bufferedBytes) bytes arrived behind STARTTLS before the TLS handshake" }
+    var description: String { "\(bufferedBytes) bytes arrived behind STARTTLS before the TLS handshake" }
 }
 
 /// ``NBD/NBDServerDecoder`` plus the one check that TLS needs from the decoder: when the server will start
@@ -31,17 +31,17 @@ struct NBDConnectionDecoder: ByteToMessageDecoder {
     ///   - tls: The server's TLS policy (anything but ``NBD/NBDTLSMode/disabled`` accepts one `STARTTLS`).
     init(_ decoder: NBDServerDecoder, tls: NBDTLSMode) {
         self.decoder = decoder
-        self.startTLSPending = tls != .disabled
+        startTLSPending = tls != .disabled
     }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let message = try self.decoder.decodeNext(from: &buffer) else { return .needMoreData }
         // The negotiation accepts a STARTTLS without data when TLS is configured and not active yet (or
         // closes the connection); mirror that condition.
-        if self.startTLSPending, case .option(let request) = message, request.option == .startTLS,
+        if startTLSPending, case .option(let request) = message, request.option == .startTLS,
             request.data.readableBytes == 0
         {
-            self.startTLSPending = false
+            startTLSPending = false
             guard buffer.readableBytes == 0 else {
                 throw NBDDataAfterStartTLSError(bufferedBytes: buffer.readableBytes)
             }
@@ -55,7 +55,7 @@ struct NBDConnectionDecoder: ByteToMessageDecoder {
     ) throws
         -> DecodingState
     {
-        if try self.decode(context: context, buffer: &buffer) == .continue { return .continue }
+        if try decode(context: context, buffer: &buffer) == .continue { return .continue }
         // The NBD decoder's end-of-input checks (a truncated message is an error).
         return try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: seenEOF)
     }

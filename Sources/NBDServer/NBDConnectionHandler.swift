@@ -88,17 +88,17 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         logger: Logger
     ) {
         precondition((tls == nil) == (configuration.tls == .disabled), "TLS policy without credentials or vice versa")
-        self.negotiation = NBDNegotiation(configuration: configuration)
+        negotiation = NBDNegotiation(configuration: configuration)
         self.tls = tls
         self.backend = backend
         self.executor = executor
         self.events = events
         // Whole nanoseconds; anything not positive or too large to represent means no limit.
         let nanoseconds = options.handshakeLimit * 1e9
-        self.handshakeLimit =
+        handshakeLimit =
             nanoseconds >= 1 && nanoseconds < Double(Int64.max) ? .nanoseconds(Int64(nanoseconds)) : nil
-        self.maximumRequestsInFlight = max(1, options.maximumRequestsInFlight)
-        self.maximumBytesInFlight = max(1, options.maximumBytesInFlight)
+        maximumRequestsInFlight = max(1, options.maximumRequestsInFlight)
+        maximumBytesInFlight = max(1, options.maximumBytesInFlight)
         self.logger = logger
     }
 
@@ -109,7 +109,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.cancelHandshakeTimer()
+        cancelHandshakeTimer()
         self.context = nil
     }
 
@@ -117,23 +117,23 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// channels are initialised before they become active, so this is the one place), and the handshake
     /// limit starts counting.
     func channelActive(context: ChannelHandlerContext) {
-        self.greet(context: context)
-        self.startHandshakeTimer(context: context)
+        greet(context: context)
+        startHandshakeTimer(context: context)
         context.fireChannelActive()
     }
 
     private func greet(context: ChannelHandlerContext) {
         if let peer = context.channel.remoteAddress { self.logger[metadataKey: "peer"] = "\(peer)" }
         self.logger.debug("client connected")
-        context.writeAndFlush(self.wrapOutboundOut(self.negotiation.greeting), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(negotiation.greeting), promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.cancelHandshakeTimer()
-        if case .closed = self.phase {
+        cancelHandshakeTimer()
+        if case .closed = phase {
         } else {
-            self.phase = .closed
-            self.logger.debug("client disconnected", metadata: ["in-flight": "\(self.requestsInFlight)"])
+            phase = .closed
+            self.logger.debug("client disconnected", metadata: ["in-flight": "\(requestsInFlight)"])
         }
         context.fireChannelInactive()
     }
@@ -156,18 +156,18 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .handshakeCompleted(_)? = event as? TLSUserEvent {
-            self.tlsHandshakeCompleted(context: context)
+            tlsHandshakeCompleted(context: context)
             return
         }
         guard event is NBDServerShutdownEvent else {
             context.fireUserInboundEventTriggered(event)
             return
         }
-        switch self.phase {
+        switch phase {
         case .negotiating, .awaitingSlot:
             context.close(promise: nil)
         case .transmitting:
-            self.beginDraining(context: context)
+            beginDraining(context: context)
         case .closed:
             break
         }
@@ -176,39 +176,39 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     // MARK: - Handshake limit
 
     /// Whether the handshake limit is still counting (for tests).
-    var handshakeTimerPending: Bool { self.handshakeTimer != nil }
+    var handshakeTimerPending: Bool { handshakeTimer != nil }
 
     private func startHandshakeTimer(context: ChannelHandlerContext) {
-        guard let limit = self.handshakeLimit, self.handshakeTimer == nil, case .negotiating = self.phase else {
+        guard let limit = handshakeLimit, handshakeTimer == nil, case .negotiating = phase else {
             return
         }
-        self.handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) {
+        handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) {
             self.handshakeTimer = nil
             self.handshakeLimitReached(context: context)
         }
     }
 
     private func cancelHandshakeTimer() {
-        self.handshakeTimer?.cancel()
-        self.handshakeTimer = nil
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
     }
 
     private func handshakeLimitReached(context: ChannelHandlerContext) {
-        guard case .negotiating = self.phase, !self.closing else { return }
-        let seconds = Double(self.handshakeLimit?.nanoseconds ?? 0) / 1e9
+        guard case .negotiating = phase, !closing else { return }
+        let seconds = Double(handshakeLimit?.nanoseconds ?? 0) / 1e9
         self.logger.info(
             "closing the connection: negotiation not finished within the handshake limit",
             metadata: ["limit": "\(seconds) s"]
         )
-        self.closing = true
+        closing = true
         context.close(promise: nil)
     }
 
     // MARK: - Backpressure
 
     func read(context: ChannelHandlerContext) {
-        if self.mustPauseReading {
-            self.readPending = true
+        if mustPauseReading {
+            readPending = true
         } else {
             context.read()
         }
@@ -219,20 +219,20 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// without reading the replies must not make them pile up in memory, above all the ones the
     /// event loop answers at once from the cache).
     private var mustPauseReading: Bool {
-        if case .awaitingSlot = self.phase { return true }
-        return self.draining || self.requestsInFlight >= self.maximumRequestsInFlight
-            || self.bytesInFlight >= self.maximumBytesInFlight
+        if case .awaitingSlot = phase { return true }
+        return draining || requestsInFlight >= maximumRequestsInFlight
+            || bytesInFlight >= maximumBytesInFlight
             || self.context?.channel.isWritable == false
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        self.resumeReadingIfPossible(context: context)
+        resumeReadingIfPossible(context: context)
         context.fireChannelWritabilityChanged()
     }
 
     private func resumeReadingIfPossible(context: ChannelHandlerContext) {
-        if self.readPending && !self.mustPauseReading {
-            self.readPending = false
+        if readPending && !mustPauseReading {
+            readPending = false
             context.read()
         }
     }
@@ -240,17 +240,17 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let message = self.unwrapInboundIn(data)
-        switch self.phase {
+        let message = unwrapInboundIn(data)
+        switch phase {
         case .negotiating:
-            self.negotiate(message, context: context)
+            negotiate(message, context: context)
         case .transmitting(let transmission):
             guard case .request(let request) = message else {
                 self.logger.info("closing the connection: option request during transmission")
                 context.close(promise: nil)
                 return
             }
-            self.handle(request, transmission: transmission, context: context)
+            handle(request, transmission: transmission, context: context)
         case .awaitingSlot:
             // The client must read the reply that ends negotiation before it sends anything else.
             self.logger.info("closing the connection: input before the end of negotiation was answered")
@@ -261,22 +261,22 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     private func negotiate(_ message: NBDClientMessage, context: ChannelHandlerContext) {
-        let step = self.negotiation.receive(message)
+        let step = negotiation.receive(message)
         if case .enterTransmission(let session) = step.action {
-            self.negotiationFinished(session, replies: step.replies, context: context)
+            negotiationFinished(session, replies: step.replies, context: context)
             return
         }
         for reply in step.replies {
-            context.write(self.wrapOutboundOut(reply), promise: nil)
+            context.write(wrapOutboundOut(reply), promise: nil)
         }
         switch step.action {
         case .continue:
             context.flush()
         case .startTLS:
-            self.startTLS(context: context)
+            startTLS(context: context)
         case .close(let reason):
             self.logger.debug("negotiation ended", metadata: ["reason": "\(reason)"])
-            self.closeGracefully(context: context)
+            closeGracefully(context: context)
         case .enterTransmission:
             break  // handled above
         }
@@ -289,15 +289,15 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         replies: [NBDServerMessage],
         context: ChannelHandlerContext
     ) {
-        self.cancelHandshakeTimer()
-        self.phase = .awaitingSlot(session, replies: replies)
+        cancelHandshakeTimer()
+        phase = .awaitingSlot(session, replies: replies)
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
         let grant = NBDTransmissionGrant(deliver: {
             loop.execute { bound.value.slotGranted() }
         })
         if self.events.requestTransmission(grant) {
-            self.slotGranted()
+            slotGranted()
         } else {
             self.logger.debug("negotiation finished; waiting for a client slot (-e)")
         }
@@ -305,11 +305,11 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     /// Sends the held replies and enters transmission (on the event loop).
     private func slotGranted() {
-        guard case .awaitingSlot(let session, let replies) = self.phase, let context = self.context,
-            !self.closing
+        guard case .awaitingSlot(let session, let replies) = phase, let context = self.context,
+            !closing
         else { return }
         for reply in replies {
-            context.write(self.wrapOutboundOut(reply), promise: nil)
+            context.write(wrapOutboundOut(reply), promise: nil)
         }
         context.flush()
         self.logger.debug(
@@ -322,8 +322,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 "flags": "0x\(String(session.transmissionFlags.rawValue, radix: 16))",
             ]
         )
-        self.phase = .transmitting(Transmission(session: session))
-        self.resumeReadingIfPossible(context: context)
+        phase = .transmitting(Transmission(session: session))
+        resumeReadingIfPossible(context: context)
     }
 
     /// The ACK to `STARTTLS` is written: put TLS in front of the pipeline. The ACK has already passed that
@@ -335,7 +335,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         guard let tls = self.tls else {
             // Unreachable: without credentials the policy is `.disabled` and STARTTLS gets ERR_POLICY.
             self.logger.error("STARTTLS accepted without TLS credentials; closing")
-            self.closeGracefully(context: context)
+            closeGracefully(context: context)
             return
         }
         do {
@@ -343,13 +343,13 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             self.logger.debug("STARTTLS: TLS handshake started")
         } catch {
             self.logger.error("cannot start TLS; closing", metadata: ["error": "\(error)"])
-            self.closeGracefully(context: context)
+            closeGracefully(context: context)
         }
     }
 
     private func tlsHandshakeCompleted(context: ChannelHandlerContext) {
-        guard case .negotiating = self.phase else { return }
-        self.negotiation.tlsHandshakeCompleted()
+        guard case .negotiating = phase else { return }
+        negotiation.tlsHandshakeCompleted()
         self.logger.debug("TLS handshake completed")
     }
 
@@ -358,7 +358,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         let session = transmission.session
         if header.command == .disconnect {
             self.logger.debug("client sent DISC")
-            self.beginDraining(context: context)
+            beginDraining(context: context)
             return
         }
         guard transmission.validator.matchesHeaderStyle(header) else {
@@ -369,7 +369,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                     "extended-request": "\(header.isExtended)", "extended-negotiated": "\(session.extendedHeaders)",
                 ]
             )
-            self.closing = true
+            closing = true
             context.close(promise: nil)
             return
         }
@@ -380,43 +380,43 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 metadata: ["offset": "\(header.offset)", "length": "\(request.effectLength)"]
             )
         }
-        if self.draining {
-            self.send(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
-            self.flushPending = true
+        if draining {
+            send(.one(session.errorReply(to: header, .shutdown, message: "the server is shutting down")))
+            flushPending = true
             return
         }
         if let (error, rule) = transmission.validator.rejection(of: request) {
             let message = Self.rejectionMessage(header, rule, transmission.validator)
             self.logger.debug("request rejected", metadata: ["error": "\(error)", "reason": "\(message)"])
-            self.send(.one(session.errorReply(to: header, error, message: message)))
-            self.flushPending = true
+            send(.one(session.errorReply(to: header, error, message: message)))
+            flushPending = true
             return
         }
         // Small reads of cached data are answered here, without the round trip through the thread
         // pool (a futex wake, a context switch and an event-loop wake-up, which cost more than a
         // cached 4 KiB read): see docs/performance.md.
         if header.command == .read, let reply = self.backend.readIfCached(header, session: session) {
-            self.send(reply)
-            self.flushPending = true
+            send(reply)
+            flushPending = true
             return
         }
         let cost: Int
         if case .data(let payload) = request.payload { cost = payload.readableBytes } else { cost = 0 }
-        self.requestsInFlight += 1
-        self.bytesInFlight += cost
+        requestsInFlight += 1
+        bytesInFlight += cost
         let job = Job(request: request, transmission: transmission, cost: cost)
         if Self.runsAlone(header) {
-            self.submit([job], context: context)
+            submit([job], context: context)
         } else {
-            self.batch.append(job)
-            if self.batch.count >= Self.maximumBatchLength { self.dispatchBatch(context: context) }
+            batch.append(job)
+            if batch.count >= Self.maximumBatchLength { dispatchBatch(context: context) }
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.dispatchBatch(context: context)
-        if self.flushPending {
-            self.flushPending = false
+        dispatchBatch(context: context)
+        if flushPending {
+            flushPending = false
             context.flush()
         }
         context.fireChannelReadComplete()
@@ -461,15 +461,15 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// connections), one task per request gave ~50k IOPS, one task per socket read ~70–90k. Requests of
     /// different reads and connections still run in parallel on the pool.
     private func dispatchBatch(context: ChannelHandlerContext) {
-        guard !self.batch.isEmpty else { return }
-        let jobs = self.batch
-        self.batch.removeAll(keepingCapacity: true)
+        guard !batch.isEmpty else { return }
+        let jobs = batch
+        batch.removeAll(keepingCapacity: true)
         let tasks = (jobs.count + Self.requestsPerTask - 1) / Self.requestsPerTask
         let perTask = (jobs.count + tasks - 1) / tasks
         var start = 0
         while start < jobs.count {
             let end = min(start + perTask, jobs.count)
-            self.submit(Array(jobs[start..<end]), context: context)
+            submit(Array(jobs[start..<end]), context: context)
             start = end
         }
     }
@@ -504,14 +504,14 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     /// Runs on the event loop when a task finished on the thread pool.
     private func complete(_ replies: [NBDReply], cost: Int) {
-        self.requestsInFlight -= replies.count
-        self.bytesInFlight -= cost
+        requestsInFlight -= replies.count
+        bytesInFlight -= cost
         guard let context = self.context else { return }
-        for reply in replies { self.send(reply) }
+        for reply in replies { send(reply) }
         // One flush per completed task: a task already holds every reply of a socket read's batch.
         context.flush()
-        self.resumeReadingIfPossible(context: context)
-        self.closeIfDrained(context: context)
+        resumeReadingIfPossible(context: context)
+        closeIfDrained(context: context)
     }
 
     // MARK: - Outbound
@@ -519,35 +519,35 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// Writes one complete reply (its messages back to back, so replies never interleave); the caller
     /// flushes.
     private func send(_ reply: NBDReply) {
-        guard let context = self.context, !self.closing else { return }
+        guard let context = self.context, !closing else { return }
         switch reply {
         case .none:
             return
         case .one(let message):
-            context.write(self.wrapOutboundOut(message), promise: nil)
+            context.write(wrapOutboundOut(message), promise: nil)
         case .many(let messages):
-            for message in messages { context.write(self.wrapOutboundOut(message), promise: nil) }
+            for message in messages { context.write(wrapOutboundOut(message), promise: nil) }
         }
     }
 
     /// Stops taking requests (DISC or server shutdown): what is batched still runs, and the
     /// connection closes once every reply is out.
     private func beginDraining(context: ChannelHandlerContext) {
-        self.dispatchBatch(context: context)
-        self.draining = true
-        self.closeIfDrained(context: context)
+        dispatchBatch(context: context)
+        draining = true
+        closeIfDrained(context: context)
     }
 
     private func closeIfDrained(context: ChannelHandlerContext) {
-        guard self.draining, self.requestsInFlight == 0, !self.closing else { return }
-        self.closeGracefully(context: context)
+        guard draining, requestsInFlight == 0, !closing else { return }
+        closeGracefully(context: context)
     }
 
     /// Sends what is pending, then closes: the output side first (after every pending write went out),
     /// then the whole channel.
     private func closeGracefully(context: ChannelHandlerContext) {
-        guard !self.closing else { return }
-        self.closing = true
+        guard !closing else { return }
+        closing = true
         context.flush()
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.close(mode: .output, promise: promise)

@@ -29,7 +29,7 @@ public final class NBDDiskBackend: Sendable {
     public init(disk: any Disk, options: NBDServerOptions) {
         self.disk = disk
         self.options = options
-        self.zeroGranularity = disk.clusterSize ?? 1
+        zeroGranularity = disk.clusterSize ?? 1
     }
 
     /// The export this disk is offered as: its size, and the flags qemu-nbd advertises for the same setup
@@ -62,23 +62,23 @@ public final class NBDDiskBackend: Sendable {
         do {
             switch header.command {
             case .read:
-                return try self.read(header, session: session)
+                return try read(header, session: session)
             case .write:
                 guard case .data(let payload) = request.payload else {
                     return .one(session.errorReply(to: header, .invalid, message: "WRITE without payload"))
                 }
-                try self.write(payload, header: header)
+                try write(payload, header: header)
             case .flush:
                 try self.disk.flush()
             case .trim:
                 if self.options.discard == .unmap && header.length > 0 {
                     try self.disk.discard(at: header.offset, length: header.length)
                 }
-                try self.flushIfRequired(header)
+                try flushIfRequired(header)
             case .writeZeroes:
-                if let rejection = try self.zeroes(header, session: session) { return rejection }
+                if let rejection = try zeroes(header, session: session) { return rejection }
             case .blockStatus:
-                return try self.blockStatus(request, session: session)
+                return try blockStatus(request, session: session)
             case .cache:
                 break  // A prefetch hint: the page cache and the L2 cache fill on the next read anyway.
             case .disconnect:
@@ -103,7 +103,7 @@ public final class NBDDiskBackend: Sendable {
             return nil
         }
         let length = Int(header.length)  // below sparseReadThreshold
-        var buffer = self.allocator.buffer(capacity: length)
+        var buffer = allocator.buffer(capacity: length)
         let served = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { space in
             self.disk.readIfCached(into: UnsafeMutableRawBufferPointer(rebasing: space[0..<length]), at: header.offset)
                 ? length : 0
@@ -121,7 +121,7 @@ public final class NBDDiskBackend: Sendable {
             return .one(
                 session.errorReply(to: header, .overflow, message: "READ of \(header.length) bytes is too long"))
         }
-        var buffer = self.allocator.buffer(capacity: length)
+        var buffer = allocator.buffer(capacity: length)
         if length > 0 {
             try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { space in
                 try self.disk.read(into: UnsafeMutableRawBufferPointer(rebasing: space[0..<length]), at: header.offset)
@@ -133,7 +133,7 @@ public final class NBDDiskBackend: Sendable {
         else {
             return .one(session.readReply(to: header, data: buffer))
         }
-        return .many(try self.sparseReadChunks(header, data: buffer, session: session))
+        return .many(try sparseReadChunks(header, data: buffer, session: session))
     }
 
     /// `OFFSET_DATA` and `OFFSET_HOLE` chunks for a read: holes where the engine reports zero extents and
@@ -185,14 +185,14 @@ public final class NBDDiskBackend: Sendable {
                 try self.disk.write(bytes, at: header.offset)
             }
         }
-        try self.flushIfRequired(header)
+        try flushIfRequired(header)
     }
 
     /// Executes WRITE_ZEROES; returns a reply only when FAST_ZERO refuses the request (engine errors
     /// are thrown, and ``execute(_:session:)`` answers them like any other command's).
     private func zeroes(_ header: NBDRequestHeader, session: NBDSession) throws -> NBDReply? {
         let length = header.length
-        if header.flags.contains(.fastZero) && !self.zeroingIsFast(offset: header.offset, length: length) {
+        if header.flags.contains(.fastZero) && !zeroingIsFast(offset: header.offset, length: length) {
             return .one(
                 session.errorReply(
                     to: header,
@@ -205,14 +205,14 @@ public final class NBDDiskBackend: Sendable {
             let unmap = !header.flags.contains(.noHole) && self.options.discard == .unmap
             try self.disk.writeZeroes(at: header.offset, length: length, unmap: unmap)
         }
-        try self.flushIfRequired(header)
+        try flushIfRequired(header)
         return nil
     }
 
     /// Whether zeroing `[offset, offset+length)` only changes metadata or punches holes: for QED, when the
     /// range covers whole clusters (the end of the disk counts as a cluster boundary).
     private func zeroingIsFast(offset: UInt64, length: UInt64) -> Bool {
-        let granularity = self.zeroGranularity
+        let granularity = zeroGranularity
         guard granularity > 1 else { return true }
         let end = offset + length
         return offset % granularity == 0 && (end % granularity == 0 || end == self.disk.virtualSize)

@@ -61,19 +61,19 @@ public final class NBDServer: Sendable {
     ///     qemu-nbd's `--tls-creds`). None by default.
     ///   - logger: Where the server logs (connections at debug, malformed input and TLS failures at info).
     public init(disk: any Disk, options: NBDServerOptions, tls: NBDServerTLS? = nil, logger: Logger) {
-        self.backend = NBDDiskBackend(disk: disk, options: options)
+        backend = NBDDiskBackend(disk: disk, options: options)
         self.options = options
         self.logger = logger
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.eventLoopThreads))
-        self.threadPool = NIOThreadPool(numberOfThreads: max(1, options.ioThreads))
-        self.configuration = NBDServerConfiguration(
-            exports: [self.backend.export],
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.eventLoopThreads))
+        threadPool = NIOThreadPool(numberOfThreads: max(1, options.ioThreads))
+        configuration = NBDServerConfiguration(
+            exports: [backend.export],
             tls: tls == nil ? .disabled : .required,
             blockSize: options.blockSize,
             offersExtendedHeaders: options.extendedHeaders
         )
         self.tls = tls
-        self.stopPromise = self.group.next().makePromise(of: Void.self)
+        stopPromise = group.next().makePromise(of: Void.self)
         self.state = Mutex(
             State(
                 admission: NBDAdmission(
@@ -95,8 +95,8 @@ public final class NBDServer: Sendable {
             return state.started
         }
         precondition(!alreadyStarted, "NBDServer.start(listeningOn:) called twice")
-        self.threadPool.start()
-        let bootstrap = ServerBootstrap(group: self.group)
+        threadPool.start()
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
             .serverChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -112,7 +112,7 @@ public final class NBDServer: Sendable {
                 }
             }
             .childChannelInitializer { [self] channel in
-                self.initialize(channel)
+                initialize(channel)
             }
         let listener: any Channel
         switch address {
@@ -129,14 +129,14 @@ public final class NBDServer: Sendable {
             if case .unix(let path) = address { state.unixSocketPath = path }
         }
         // Connections may have been admitted before the listener was recorded.
-        self.updateListener()
+        updateListener()
         self.logger.info(
             "serving",
             metadata: [
                 "address": "\(listener.localAddress.map { "\($0)" } ?? address.description)",
                 "export": "\(self.options.exportName)",
-                "size": "\(self.backend.disk.virtualSize)",
-                "read-only": "\(self.backend.disk.isReadOnly)",
+                "size": "\(backend.disk.virtualSize)",
+                "read-only": "\(backend.disk.isReadOnly)",
                 "tls": "\(self.tls.map { "\($0.kind)" } ?? "off")",
             ]
         )
@@ -146,22 +146,22 @@ public final class NBDServer: Sendable {
     /// Asks the server to stop: stop accepting, finish requests in flight, flush and close the image.
     /// Thread-safe and idempotent; ``run()`` returns once everything is closed.
     public func shutdown() {
-        self.stopPromise.succeed(())
+        stopPromise.succeed(())
     }
 
     /// Stops a server that will not serve (``start(listeningOn:)`` failed, or the caller cannot go on
     /// after starting it): ``shutdown()`` then ``run()``, so the threads are released and the image is
     /// closed. An error closing the image is dropped: the caller is reporting the failure that stopped it.
     public func abandon() {
-        self.shutdown()
-        try? self.run()
+        shutdown()
+        try? run()
     }
 
     /// Blocks until the server stops (see the type's documentation), then drains connections, flushes and
     /// closes the disk and releases the threads. Call from a thread that is not an event loop (e.g. main).
     /// - Throws: The error of flushing or closing the disk, if any.
     public func run() throws {
-        try? self.stopPromise.futureResult.wait()
+        try? stopPromise.futureResult.wait()
         self.logger.debug("stopping")
         let (listener, connections, unixPath) = self.state.withLock { state in
             state.stopping = true
@@ -175,7 +175,7 @@ public final class NBDServer: Sendable {
             connection.pipeline.fireUserInboundEventTriggered(NBDServerShutdownEvent())
         }
         if !connections.isEmpty {
-            let loop = self.group.next()
+            let loop = group.next()
             let timeout = loop.scheduleTask(in: .milliseconds(Int64(self.options.drainTimeout * 1000))) {
                 for connection in connections { connection.close(promise: nil) }
             }
@@ -183,11 +183,11 @@ public final class NBDServer: Sendable {
             timeout.cancel()
         }
         // Requests of clients that vanished may still run; let them finish before the image closes.
-        try? self.threadPool.syncShutdownGracefully()
+        try? threadPool.syncShutdownGracefully()
         // close() makes every write durable (and clears QED's dirty flag) before it lets go.
         var closeError: (any Error)?
-        do { try self.backend.disk.close() } catch { closeError = error }
-        try? self.group.syncShutdownGracefully()
+        do { try backend.disk.close() } catch { closeError = error }
+        try? group.syncShutdownGracefully()
         self.logger.debug("stopped")
         if let closeError { throw closeError }
     }
@@ -208,7 +208,7 @@ public final class NBDServer: Sendable {
         }
         // On the listener's loop, so applied at once, before the next accept.
         if pause { listener.setOption(.autoRead, value: false).whenFailure { _ in } }
-        channel.closeFuture.whenComplete { [self] _ in self.connectionClosed(id) }
+        channel.closeFuture.whenComplete { [self] _ in connectionClosed(id) }
     }
 
     /// Makes the listener accept exactly when the admission allows it.
@@ -248,22 +248,22 @@ public final class NBDServer: Sendable {
             return channel.close()
         }
         let events = NBDConnectionEvents(requestTransmission: { [self] grant in
-            self.requestTransmission(id, grant: grant)
+            requestTransmission(id, grant: grant)
         })
         var logger = self.logger
         logger[metadataKey: "connection"] = "\(UInt(bitPattern: id.hashValue) % 100_000)"
         let handler = NBDConnectionHandler(
-            configuration: self.configuration,
+            configuration: configuration,
             tls: self.tls,
-            backend: self.backend,
-            executor: self.threadPool,
+            backend: backend,
+            executor: threadPool,
             options: self.options,
             events: events,
             logger: logger
         )
         let maximumPayload = Int(self.options.blockSize.maximum)
         let maximumOption = max(0, self.options.maximumOptionLength)
-        let tlsMode = self.configuration.tls
+        let tlsMode = configuration.tls
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
                 ByteToMessageHandler(
@@ -290,10 +290,10 @@ public final class NBDServer: Sendable {
             return (grants, resume, stop)
         }
         for grant in grants { grant.deliver() }
-        if resume { self.updateListener() }
+        if resume { updateListener() }
         if stop {
             self.logger.debug("last client left; stopping (no --persistent)")
-            self.shutdown()
+            shutdown()
         }
     }
 }
@@ -317,7 +317,7 @@ private final class NBDAdmissionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.server.admit(self.unwrapInboundIn(data), listener: context.channel)
+        self.server.admit(unwrapInboundIn(data), listener: context.channel)
         // Unchanged: NIO's accept handler unwraps its own channel type.
         context.fireChannelRead(data)
     }

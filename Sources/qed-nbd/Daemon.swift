@@ -60,7 +60,7 @@ struct Daemon {
 
     /// Tells the parent the server is up, and detaches from the terminal.
     func ready() {
-        _ = Self.readyMarker.withUnsafeBytes { write(self.pipeWriter, $0.baseAddress, $0.count) }
+        _ = Self.readyMarker.withUnsafeBytes { write(pipeWriter, $0.baseAddress, $0.count) }
         let null = open("/dev/null", O_RDWR)
         if null >= 0 {
             _ = dup2(null, 0)
@@ -68,6 +68,6 @@ struct Daemon {
             _ = dup2(null, 2)
             if null > 2 { close(null) }
         }
-        close(self.pipeWriter)
+        close(pipeWriter)
     }
 }

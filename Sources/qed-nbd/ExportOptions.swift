@@ -35,18 +35,18 @@ struct ExportOptions: ParsableArguments {
     static let longestHandshakeLimit = 366 * 86400
 
     func validate() throws {
-        guard self.shared >= 0 else { throw ValidationError("-e/--shared must be 0 or more") }
-        guard (0...Self.longestHandshakeLimit).contains(self.handshakeLimit) else {
+        guard shared >= 0 else { throw ValidationError("-e/--shared must be 0 or more") }
+        guard (0...Self.longestHandshakeLimit).contains(handshakeLimit) else {
             throw ValidationError("--handshake-limit must be between 0 and \(Self.longestHandshakeLimit) seconds")
         }
     }
 
     /// Sets the export's name, description, client limit, handshake limit and persistence.
     func apply(to options: inout NBDServerOptions) {
-        options.exportName = self.exportName
-        options.description = self.exportDescription
-        options.sharedClients = self.shared
-        options.handshakeLimit = Double(self.handshakeLimit)
-        options.persistent = self.persistent
+        options.exportName = exportName
+        options.description = exportDescription
+        options.sharedClients = shared
+        options.handshakeLimit = Double(handshakeLimit)
+        options.persistent = persistent
     }
 }

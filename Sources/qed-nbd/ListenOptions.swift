@@ -17,7 +17,7 @@ struct ListenOptions: ParsableArguments {
         if let port = self.port, !(0...65535).contains(port) {
             throw ValidationError("invalid port \(port)")
         }
-        if self.socket != nil && (self.bind != nil || self.port != nil) {
+        if self.socket != nil && (bind != nil || self.port != nil) {
             throw ValidationError("-k/--socket cannot be combined with -b/--bind or -p/--port")
         }
     }
@@ -27,6 +27,6 @@ struct ListenOptions: ParsableArguments {
     func address(activated: Int32?) -> NBDListenAddress {
         if let activated { return .inherited(descriptor: activated) }
         if let socket = self.socket { return .unix(path: socket) }
-        return .tcp(host: self.bind ?? "127.0.0.1", port: self.port ?? NBD.defaultPort)
+        return .tcp(host: bind ?? "127.0.0.1", port: self.port ?? NBD.defaultPort)
     }
 }

@@ -56,9 +56,9 @@ struct QEDNBD: ParsableCommand {
     /// The server's configuration: qemu-nbd's defaults, changed by the options given.
     var serverOptions: NBDServerOptions {
         var options = NBDServerOptions()
-        self.export.apply(to: &options)
-        self.requests.apply(to: &options)
-        self.threads.apply(to: &options)
+        export.apply(to: &options)
+        requests.apply(to: &options)
+        threads.apply(to: &options)
         return options
     }
 
@@ -72,22 +72,22 @@ struct QEDNBD: ParsableCommand {
         } catch {
             throw Failure(error.description)
         }
-        let daemon = self.process.fork ? try Daemon.fork(keeping: activated) : nil
+        let daemon = process.fork ? try Daemon.fork(keeping: activated) : nil
         // Before any thread exists, so every thread inherits the mask and the signals reach the waiter.
         Signals.block()
 
         var logger = Logger(label: "qed-nbd")
-        logger.logLevel = self.verbose ? .debug : .warning
+        logger.logLevel = verbose ? .debug : .warning
 
         // Credentials first: a bad certificate or key file is reported before the image is opened.
-        let credentials = try self.tls.credentials()
+        let credentials = try tls.credentials()
 
-        var openOptions = OpenOptions(readOnly: self.export.readOnly)
+        var openOptions = OpenOptions(readOnly: export.readOnly)
         openOptions.logger = logger
-        let disk = try DiskOpener.open(path: self.file, format: self.format, options: openOptions)
+        let disk = try DiskOpener.open(path: file, format: format, options: openOptions)
 
-        let address = self.listen.address(activated: activated)
-        let server = NBDServer(disk: disk, options: self.serverOptions, tls: credentials, logger: logger)
+        let address = listen.address(activated: activated)
+        let server = NBDServer(disk: disk, options: serverOptions, tls: credentials, logger: logger)
         // SIGTERM/SIGINT were blocked in every thread (see `Signals.block()`); one waiter turns them into a
         // graceful shutdown.
         Signals.startWaiter { server.shutdown() }
@@ -97,7 +97,7 @@ struct QEDNBD: ParsableCommand {
             server.abandon()
             throw Failure("cannot listen on \(address): \(error)")
         }
-        if let pidFile = self.process.pidFile {
+        if let pidFile = process.pidFile {
             do {
                 try PIDFile.create(pidFile)
             } catch {
@@ -106,7 +106,7 @@ struct QEDNBD: ParsableCommand {
             }
         }
         daemon?.ready()
-        defer { if let pidFile = self.process.pidFile { PIDFile.remove(pidFile) } }
+        defer { if let pidFile = process.pidFile { PIDFile.remove(pidFile) } }
         try server.run()
     }
 }

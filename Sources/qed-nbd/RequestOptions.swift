@@ -23,7 +23,7 @@ struct RequestOptions: ParsableArguments {
     var noExtendedHeaders = false
 
     func validate() throws {
-        if self.detectZeroes == .unmap && self.discard != .unmap {
+        if detectZeroes == .unmap && discard != .unmap {
             throw ValidationError("--detect-zeroes=unmap is only allowed with --discard=unmap")
         }
     }
@@ -31,10 +31,10 @@ struct RequestOptions: ParsableArguments {
     /// Sets the cache, discard and zero-detection policies, whether allocation depth is offered and
     /// whether extended headers may be negotiated.
     func apply(to options: inout NBDServerOptions) {
-        options.cache = self.cache
-        options.discard = self.discard
-        options.detectZeroes = self.detectZeroes
-        options.allocationDepth = self.allocationDepth
-        options.extendedHeaders = !self.noExtendedHeaders
+        options.cache = cache
+        options.discard = discard
+        options.detectZeroes = detectZeroes
+        options.allocationDepth = allocationDepth
+        options.extendedHeaders = !noExtendedHeaders
     }
 }

@@ -29,10 +29,10 @@ struct TLSOptions: ParsableArguments {
     var tlsVerifyPeer = false
 
     func validate() throws {
-        if self.tlsCertificates != nil && self.tlsPSK != nil {
+        if tlsCertificates != nil && tlsPSK != nil {
             throw ValidationError("--tls-certificates and --tls-psk are mutually exclusive")
         }
-        if self.tlsVerifyPeer && self.tlsCertificates == nil {
+        if tlsVerifyPeer && tlsCertificates == nil {
             throw ValidationError("--tls-verify-peer needs --tls-certificates")
         }
     }
@@ -41,10 +41,10 @@ struct TLSOptions: ParsableArguments {
     /// - Throws: ``Failure`` naming the file that cannot be read or used.
     func credentials() throws -> NBDServerTLS? {
         do {
-            if let directory = self.tlsCertificates {
-                return try NBDServerTLS.certificates(directory: directory, verifyPeer: self.tlsVerifyPeer)
+            if let directory = tlsCertificates {
+                return try NBDServerTLS.certificates(directory: directory, verifyPeer: tlsVerifyPeer)
             }
-            if let file = self.tlsPSK {
+            if let file = tlsPSK {
                 return try NBDServerTLS.preSharedKeys(file: file)
             }
             return nil

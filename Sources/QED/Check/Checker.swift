@@ -32,9 +32,9 @@ final class Checker {
     init(image: Image, repair: Bool) throws(QEDError) {
         self.image = image
         self.repair = repair
-        self.fileSize = image.allocator.fileSize
-        self.clusterCount = fileSize >> image.geometry.clusterBits
-        self.words = Int((clusterCount + 63) / 64)
+        fileSize = image.allocator.fileSize
+        clusterCount = fileSize >> image.geometry.clusterBits
+        words = Int((clusterCount + 63) / 64)
         guard let bitmap = calloc(max(1, words), MemoryLayout<UInt64>.stride) else {
             throw QEDError(
                 .io, "cannot allocate the check's bitmap of \(words * 8) bytes for a file of \(fileSize) bytes",
@@ -48,7 +48,7 @@ final class Checker {
                 value: UInt64(entries * 8), path: image.path, errno: ENOMEM)
         }
         self.used = bitmap.bindMemory(to: UInt64.self, capacity: max(1, words))
-        self.table = UnsafeMutableBufferPointer(
+        table = UnsafeMutableBufferPointer(
             start: scratch.bindMemory(to: UInt64.self, capacity: entries), count: entries)
     }
 

@@ -70,23 +70,23 @@ public final class Image: Sendable {
     ) {
         self.file = file
         self.geometry = geometry
-        self.isReadOnly = options.readOnly
+        isReadOnly = options.readOnly
         self.options = options
-        self.failure = StickyFailure(path: file.path)
-        self.flusher = FlushCoordinator(failure: failure)
+        failure = StickyFailure(path: file.path)
+        flusher = FlushCoordinator(failure: failure)
         self.header = HeaderStore(header, file: file, flusher: flusher)
-        self.sizeMirror = Atomic(header.imageSize)
+        sizeMirror = Atomic(header.imageSize)
         self.l1 = l1
         let tables = max(1, options.l2CacheBytes / max(1, geometry.tableBytes))
-        self.cache = L2Cache(capacity: Int(min(tables, 1 << 20)))
-        self.allocator = Allocator(fileSize: fileSize, fileLength: fileLength, clusterSize: geometry.clusterSize)
+        cache = L2Cache(capacity: Int(min(tables, 1 << 20)))
+        allocator = Allocator(fileSize: fileSize, fileLength: fileLength, clusterSize: geometry.clusterSize)
         let format: BackingFormat? = header.features.contains(.backingFormatNoProbe) ? .raw : nil
-        self.backingState = Mutex(BackingState(name: backingName, format: format, disk: nil))
-        self.logger = options.logger
+        backingState = Mutex(BackingState(name: backingName, format: format, disk: nil))
+        logger = options.logger
         let headerRef = self.header
-        let flusherRef = self.flusher
+        let flusherRef = flusher
         let fileRef = file
-        self.needCheck = NeedCheckTimer(
+        needCheck = NeedCheckTimer(
             dirty: header.features.contains(.needCheck),
             managesBit: !options.readOnly && !header.hasBackingFile,
             readOnly: options.readOnly,

@@ -28,11 +28,11 @@ public struct Geometry: Sendable, Equatable {
     /// Builds the geometry; arguments must already be valid (see ``Header/validate(fileLength:)``).
     public init(clusterSize: UInt32, tableSize: UInt32, headerSize: UInt32 = 1) {
         self.clusterSize = UInt64(clusterSize)
-        self.clusterBits = UInt64(clusterSize.trailingZeroBitCount)
+        clusterBits = UInt64(clusterSize.trailingZeroBitCount)
         self.tableSize = UInt64(tableSize)
         self.headerSize = UInt64(headerSize)
-        self.entriesPerTable = UInt64(tableSize) * UInt64(clusterSize) / 8
-        self.entryBits = UInt64(entriesPerTable.trailingZeroBitCount)
+        entriesPerTable = UInt64(tableSize) * UInt64(clusterSize) / 8
+        entryBits = UInt64(entriesPerTable.trailingZeroBitCount)
     }
 
     /// Whether `size` (bytes) is a power of two in 4 KiB...64 MiB.

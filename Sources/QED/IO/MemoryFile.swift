@@ -17,8 +17,8 @@ public final class MemoryFile: BlockFile {
     /// A file holding `contents`.
     public init(_ contents: [UInt8] = [], path: String = "memory", writable: Bool = true) {
         self.path = path
-        self.isWritable = writable
-        self.bytes = Mutex(contents)
+        isWritable = writable
+        bytes = Mutex(contents)
     }
 
     /// A copy of the current content.

@@ -39,8 +39,8 @@ public final class PosixFile: BlockFile {
     /// with ``QEDError/Code/notRegularFile``. With `ignoringFlushes`, ``sync()`` does nothing.
     public init(path: String, writable: Bool, ignoringFlushes: Bool = false) throws {
         self.path = path
-        self.isWritable = writable
-        self.ignoresFlushes = ignoringFlushes
+        isWritable = writable
+        ignoresFlushes = ignoringFlushes
         let descriptor: FileDescriptor
         do {
             descriptor = try FileDescriptor.open(

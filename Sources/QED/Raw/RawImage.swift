@@ -52,9 +52,9 @@ public final class RawImage: Disk {
     private init(file: any BlockFile, readOnly: Bool, protectedFromWriters: Bool) throws {
         self.size = Atomic(try file.length())
         self.file = file
-        self.failure = StickyFailure(path: file.path)
-        self.isReadOnly = readOnly || !file.isWritable
-        self.isProtectedFromWriters = protectedFromWriters
+        failure = StickyFailure(path: file.path)
+        isReadOnly = readOnly || !file.isWritable
+        isProtectedFromWriters = protectedFromWriters
     }
 
     /// Creates (or truncates) a raw file of `size` bytes at `path`: one hole, reading as zeroes.

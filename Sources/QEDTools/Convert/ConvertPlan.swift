@@ -37,7 +37,7 @@ final class ConcatenatedSource: Sendable {
             total = sum
         }
         self.starts = starts
-        self.size = total
+        size = total
     }
 
     /// Calls `body(disk, offsetInDisk, offsetInBuffer, length)` for each disk piece of
@@ -122,7 +122,7 @@ struct ConvertPlanner: Sendable {
         // (docs/performance.md). Worker buffers are only touched for sources that cannot be mapped.
         var chunk = max(UInt64(8 << 20), clusterSize)
         if sparseSize > 0 { chunk = (chunk + sparseSize - 1) / sparseSize * sparseSize }
-        self.chunkSize = chunk
+        chunkSize = chunk
         var maps: [ObjectIdentifier: WindowedMapping] = [:]
         if mapSources {
             for disk in source.disks {
@@ -132,7 +132,7 @@ struct ConvertPlanner: Sendable {
                 maps[ObjectIdentifier(disk)] = WindowedMapping(file: file, length: length, windowSize: windowSize)
             }
         }
-        self.mappedSources = maps
+        mappedSources = maps
     }
 
     /// Number of chunks.
