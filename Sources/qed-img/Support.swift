@@ -26,6 +26,13 @@ struct CLIError: Error {
 
 /// Writes to standard output / standard error, unbuffered enough for progress lines.
 enum Console {
+    /// The name the program was run as (the last component of argv[0]), which starts its messages
+    /// as QEMU's tools start theirs: `qed-img`, or `qemu-img` when installed under that name.
+    static let programName: String = {
+        let name = CommandLine.arguments.first?.split(separator: "/").last.map(String.init) ?? ""
+        return name.isEmpty ? "qed-img" : name
+    }()
+
     static func out(_ text: String) {
         writeAll(STDOUT_FILENO, text)
     }
@@ -34,12 +41,12 @@ enum Console {
         writeAll(STDERR_FILENO, text)
     }
 
-    /// Prints `qed-img: file: message` on stderr (the file is left out when unknown).
+    /// Prints `PROGRAM: file: message` on stderr (the file is left out when unknown).
     static func error(_ message: String, path: String? = nil) {
         if let path, !path.isEmpty {
-            err("qed-img: \(path): \(message)\n")
+            err("\(programName): \(path): \(message)\n")
         } else {
-            err("qed-img: \(message)\n")
+            err("\(programName): \(message)\n")
         }
     }
 }

@@ -58,10 +58,15 @@ import Testing
         let box = try Sandbox()
         for verb in [
             "create", "info", "check", "map", "convert", "compare", "resize", "rebase", "commit", "measure",
-            "dd", "bench", "io",
+            "dd", "bench",
         ] {
             let o = try box.ours(verb, "--help")
             #expect(o.status == 0 && o.stdout.contains("USAGE: qed-img \(verb)"), "\(verb): \(o)")
+        }
+        // `io` is qemu-io: its -h/--help is qemu-io's usage text.
+        for flag in ["-h", "--help"] {
+            let o = try box.ours("io", flag)
+            #expect(o.status == 0 && o.stdout.hasPrefix("Usage: qed-img [OPTIONS]... [-c STRING]... [file]\n"), "\(o)")
         }
         let v = try box.ours("--version")
         #expect(v.status == 0 && v.stdout.hasPrefix("qed-img version "))
