@@ -70,8 +70,13 @@ struct Create: ParsableCommand {
         }
         // Without -u the backing file is opened: for its size, and to insist on its format.
         if let backing, !unsafe {
-            let resolved = backing.hasPrefix("/") ? backing : directory(of: file) + backing
-            let detected = try DiskOpener.probe(path: resolved)
+            let resolved = backing.hasPrefix("/") ? backing : directory(of: hostPath(file)) + backing
+            let detected: DiskFormat
+            do {
+                detected = try DiskOpener.probe(path: resolved)
+            } catch let error as QEDError {
+                throw CLIError("\(error.message)\nCould not open backing image.", path: file)
+            }
             if backingFmt == nil {
                 throw CLIError(
                     "Backing file specified without backing format\nDetected format of \(detected.rawValue).",
@@ -98,7 +103,7 @@ struct Create: ParsableCommand {
         // qemu-img rounds new images up to whole 512-byte sectors.
         let roundedSize = (finalSize + 511) / 512 * 512
         try DiskOpener.create(
-            path: file, format: fmt,
+            path: hostPath(file), format: fmt,
             options: NewDiskOptions(
                 size: roundedSize, backingFile: backing, backingFormat: backingFmt,
                 clusterSize: layout.clusterSize, tableSize: layout.tableSize))

@@ -278,12 +278,36 @@ enum Signals {
 let interruptedExitCode: Int32 = 130
 
 /// Opens the image at `path` for the CLI: format given or probed, read-only or not, `-U`.
+/// A command-line file name as QEMU reads it: a `file:` protocol prefix is dropped, and the rest,
+/// when it has a colon but no slash, gets `./` in front (so it cannot read as a protocol): the path
+/// opened, and the name qemu-img then reports (`image: ./a:b.qed`).
+func hostPath(_ name: String) -> String {
+    guard name.hasPrefix("file:") else { return name }
+    let rest = String(name.dropFirst(5))
+    return rest.contains(":") && !rest.contains("/") ? "./" + rest : rest
+}
+
 func openDisk(
-    _ path: String, format: DiskFormat?, readOnly: Bool, forceShare: Bool = false,
+    _ name: String, format: DiskFormat?, readOnly: Bool, forceShare: Bool = false,
     openBacking: Bool = true, autoCheck: Bool = true
 ) throws -> any Disk {
+    let path = hostPath(name)
     var options = OpenOptions(readOnly: readOnly, forceShare: forceShare && readOnly)
     options.openBacking = openBacking
     options.autoCheck = autoCheck
-    return try DiskOpener.open(path: path, format: format, options: options)
+    do {
+        return try DiskOpener.open(path: path, format: format, options: options)
+    } catch let error as QEDError {
+        throw error.couldNotOpen(name)
+    }
+}
+
+extension QEDError {
+    /// qemu-img's form for an image that fails to open: `Could not open 'NAME': why` (no file prefix).
+    func couldNotOpen(_ name: String) -> QEDError {
+        var wrapped = self
+        wrapped.message = "Could not open '\(name)': \(message)"
+        wrapped.path = nil
+        return wrapped
+    }
 }

@@ -13,7 +13,8 @@ struct IOCommandInfo: Sendable {
     var argMin: Int
     /// -1: no maximum.
     var argMax: Int
-    var args: String
+    /// The argument synopsis; nil for commands qemu-io lists without one (`flush -- ...`).
+    var args: String?
     var oneline: String
     /// Runs without an open file (help, quit).
     var global = false
@@ -31,14 +32,14 @@ enum IOCommands {
     /// Every command, sorted by name as qemu-io lists them.
     static let all: [IOCommandInfo] = [
         IOCommandInfo(
-            name: "abort", argMin: 0, argMax: 0, args: "", oneline: "simulate a program crash using abort(3)",
+            name: "abort", argMin: 0, argMax: 0, args: nil, oneline: "simulate a program crash using abort(3)",
             noFileOK: true,
             run: { s, _, _ in
                 s.output.flush()
                 abort()
             }),
         IOCommandInfo(
-            name: "aio_flush", argMin: 0, argMax: 0, args: "", oneline: "completes all outstanding aio requests",
+            name: "aio_flush", argMin: 0, argMax: 0, args: nil, oneline: "completes all outstanding aio requests",
             run: { s, _, _ in s.aioFlush() }),
         IOCommandInfo(
             name: "aio_read", argMin: 2, argMax: -1, args: "[-Ciqv] [-P pattern] off len [len..]",
@@ -54,7 +55,7 @@ enum IOCommands {
             oneline: "sets a breakpoint on event and tags the stopped request as tag (needs QEMU's blkdebug driver)",
             run: { s, _, _ in s.blockLayerOnly("Could not set breakpoint") }),
         IOCommandInfo(
-            name: "close", altName: "c", argMin: 0, argMax: 0, args: "", oneline: "close the current open file",
+            name: "close", altName: "c", argMin: 0, argMax: 0, args: nil, oneline: "close the current open file",
             run: { s, _, _ in
                 s.closeDisk()
                 return true
@@ -64,16 +65,16 @@ enum IOCommands {
             oneline: "discards a number of bytes at a specified offset", writes: true,
             run: { s, n, a in s.discard(n, a) }),
         IOCommandInfo(
-            name: "flush", altName: "f", argMin: 0, argMax: 0, args: "",
+            name: "flush", altName: "f", argMin: 0, argMax: 0, args: nil,
             oneline: "flush all in-core file state to disk", run: { s, _, _ in s.flush() }),
         IOCommandInfo(
             name: "help", altName: "?", argMin: 0, argMax: 1, args: "[command]",
             oneline: "help for one or all commands", global: true, run: { s, _, a in s.help(a) }),
         IOCommandInfo(
-            name: "info", altName: "i", argMin: 0, argMax: 0, args: "",
+            name: "info", altName: "i", argMin: 0, argMax: 0, args: nil,
             oneline: "prints information about the current file", run: { s, _, _ in s.info() }),
         IOCommandInfo(
-            name: "length", altName: "l", argMin: 0, argMax: 0, args: "",
+            name: "length", altName: "l", argMin: 0, argMax: 0, args: nil,
             oneline: "gets the length of the current file", run: { s, _, _ in s.length() }),
         IOCommandInfo(
             name: "map", argMin: 0, argMax: 0, args: "", oneline: "prints the allocated areas of a file",
@@ -83,7 +84,7 @@ enum IOCommands {
             args: "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
             oneline: "open the file specified by path", noFileOK: true, run: { s, n, a in s.openCommand(n, a) }),
         IOCommandInfo(
-            name: "quit", altName: "q", argMin: 0, argMax: -1, args: "", oneline: "exit the program", global: true,
+            name: "quit", altName: "q", argMin: 0, argMax: -1, args: nil, oneline: "exit the program", global: true,
             run: { s, _, _ in
                 s.quit = true
                 return true
@@ -99,6 +100,9 @@ enum IOCommands {
             oneline: "remove a breakpoint by tag (needs QEMU's blkdebug driver)",
             run: { s, _, a in s.blockLayerOnly("Could not remove breakpoint \(a[0])") }),
         IOCommandInfo(
+            name: "reopen", argMin: 0, argMax: -1, args: "[(-r|-w)] [-c cache] [-o options]",
+            oneline: "reopens an image with new options", run: { s, n, a in s.reopen(n, a) }),
+        IOCommandInfo(
             name: "resume", argMin: 1, argMax: 1, args: "tag",
             oneline: "resumes the request tagged as tag (needs QEMU's blkdebug driver)",
             run: { s, _, _ in s.blockLayerOnly("Could not resume request") }),
@@ -106,7 +110,7 @@ enum IOCommands {
             name: "sigraise", argMin: 1, argMax: 1, args: "signal", oneline: "raises a signal", noFileOK: true,
             run: { s, _, a in s.sigraise(a[0]) }),
         IOCommandInfo(
-            name: "sleep", argMin: 1, argMax: 1, args: "milliseconds",
+            name: "sleep", argMin: 1, argMax: 1, args: nil,
             oneline: "waits for the given value in milliseconds", noFileOK: true, run: { s, _, a in s.sleep(a[0]) }),
         IOCommandInfo(
             name: "truncate", altName: "t", argMin: 1, argMax: 3, args: "[-m prealloc_mode] off",

@@ -14,7 +14,17 @@ enum IOFormat {
     /// qemu-io's `cvtnum`: a size (`qemu_strtosz`: suffixes k, M, G, T, P, E) up to INT64_MAX bytes,
     /// or the message qemu-io prints for it.
     static func number(_ text: String) -> Result<UInt64, NumberError> {
-        guard !text.hasPrefix("-"), let value = Sizes.parse(text) else { return .failure(.invalid(text)) }
+        // Like strtod under qemu_strtosz, leading white space is skipped.
+        let trimmed = String(text.drop(while: { $0 == " " || ("\t"..."\r").contains($0) }))
+        guard !trimmed.hasPrefix("-"), let value = Sizes.parse(trimmed) else {
+            // A well-formed size too large for 64 bits is qemu's ERANGE, not a parse error.
+            let digits = trimmed.prefix(while: { $0.isASCII && ($0.isNumber || $0 == ".") })
+            let suffix = trimmed.dropFirst(digits.count)
+            if !digits.isEmpty, suffix.count <= 1, suffix.allSatisfy({ "bkmgtpeBKMGTPE".contains($0) }) {
+                return .failure(.tooLarge(text))
+            }
+            return .failure(.invalid(text))
+        }
         guard value <= UInt64(Int64.max) else { return .failure(.tooLarge(text)) }
         return .success(value)
     }
@@ -46,6 +56,25 @@ enum IOFormat {
             let value = strtol(start, &end, 0)
             guard let end, end.pointee == 0 else { return nil }
             return value
+        }
+    }
+
+    /// Whether every byte of `bytes[range]` is `pattern` (memcmp against a pattern block: fast
+    /// even in debug builds, where the suite's 128 MiB checks would take seconds byte by byte).
+    static func matches(_ bytes: [UInt8], _ range: Range<Int>, pattern: UInt8) -> Bool {
+        let block = [UInt8](repeating: pattern, count: min(range.count, 1 << 16))
+        return bytes.withUnsafeBytes { all in
+            block.withUnsafeBytes { want in
+                var at = range.lowerBound
+                while at < range.upperBound {
+                    let n = min(want.count, range.upperBound - at)
+                    guard let base = all.baseAddress, let expected = want.baseAddress,
+                        memcmp(base + at, expected, n) == 0
+                    else { return false }
+                    at += n
+                }
+                return true
+            }
         }
     }
 

@@ -1,5 +1,13 @@
 import QED
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// How qemu-io opens its image (the startup options, and `open`'s).
 struct IOOpenOptions {
     var readOnly = false
@@ -76,7 +84,20 @@ struct IOOpenOptions {
     /// The file to open and its format from `keyValues` (driver=, file.filename= or filename=,
     /// file.driver=file, read-only=, force-share=); qemu's message for what this program cannot honour.
     func resolvedTarget(file: String?) -> Result<(path: String, format: DiskFormat?, readOnly: Bool), IOOpenError> {
-        var path = file
+        var path = file.map(hostPath)
+        var device: String?
+        // `blkdebug::FILE` (QEMU's debugging driver with no rules): its only use here is `align`,
+        // which changes how QEMU splits requests, not what they read or write; rules (error
+        // injection, break points) are not supported.
+        var blkdebug = false
+        if let name = file, name.hasPrefix("blkdebug:") {
+            let rest = name.dropFirst("blkdebug:".count)
+            guard rest.hasPrefix(":") else {
+                return .failure(.message("blkdebug rule files (error injection) are not supported"))
+            }
+            path = String(rest.dropFirst())
+            blkdebug = true
+        }
         var format: DiskFormat?
         var readOnly = self.readOnly
         if let name = self.format {
@@ -86,7 +107,15 @@ struct IOOpenOptions {
         for (key, value) in keyValues {
             switch key {
             case "driver":
-                if value == "file" { continue }
+                // The protocol drivers: the file's bytes, as raw.
+                if value == "file" {
+                    format = .raw
+                    continue
+                }
+                if value == "host_device" || value == "host_cdrom" {
+                    device = value
+                    continue
+                }
                 guard let f = DiskOpener.format(named: value) else {
                     return .failure(.message("Unknown driver '\(value)'"))
                 }
@@ -95,6 +124,10 @@ struct IOOpenOptions {
                 path = value
             case "file.driver":
                 guard value == "file" else { return .failure(.message("Unknown protocol '\(value)'")) }
+            case "file.align" where blkdebug:
+                guard case .success(let n) = IOFormat.number(value), n > 0, n & (n - 1) == 0 else {
+                    return .failure(.message("Cannot meet constraints with align \(value)"))
+                }
             case "read-only":
                 readOnly = value == "on"
             case "force-share", "locking", "file.locking", "discard", "cache.direct", "cache.no-flush":
@@ -104,6 +137,7 @@ struct IOOpenOptions {
             }
         }
         guard let path else { return .failure(.message("A block device must be specified for \"file\"")) }
+        if let device { return .failure(.message(IOOpenOptions.deviceRefusal(device, path: path, readOnly: readOnly))) }
         return .success((path, format, readOnly))
     }
 }
@@ -111,4 +145,20 @@ struct IOOpenOptions {
 /// Why an `open` cannot be honoured.
 enum IOOpenError: Error {
     case message(String)
+}
+
+extension IOOpenOptions {
+    /// QEMU's host_device and host_cdrom drivers open block and character devices, which this
+    /// program does not: their message for what is not a device (or, writable, a directory), else
+    /// that devices are not supported.
+    static func deviceRefusal(_ driver: String, path: String, readOnly: Bool) -> String {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return "Could not open '\(path)': \(IOFormat.errorText(errno))" }
+        let type = st.st_mode & S_IFMT
+        if type == S_IFDIR && !readOnly { return "Could not open '\(path)': \(IOFormat.errorText(EISDIR))" }
+        if type != S_IFBLK && type != S_IFCHR {
+            return "'\(driver)' driver requires '\(path)' to be either a character or block device"
+        }
+        return "the '\(driver)' driver (host devices) is not supported"
+    }
 }

@@ -181,7 +181,7 @@ extension IOSession {
     func help(_ args: [String]) -> Bool {
         guard let name = args.first else {
             for command in IOCommands.all {
-                output.out("\(command.name) \(command.args.isEmpty ? "" : command.args + " ")-- \(command.oneline)\n")
+                output.out(IOSession.helpLine(command))
             }
             output.out("\nUse 'help commandname' for extended help.\n")
             return true
@@ -190,9 +190,56 @@ extension IOSession {
             output.out("command \(name) not found\n")
             return false
         }
-        output.out("\(command.name) \(command.args.isEmpty ? "" : command.args + " ")-- \(command.oneline)\n")
+        output.out(IOSession.helpLine(command))
         if !command.help.isEmpty { output.out(command.help) }
         return true
+    }
+
+    /// `NAME [ARGS ]-- ONELINE` as qemu-io's help lists a command.
+    static func helpLine(_ command: IOCommandInfo) -> String {
+        "\(command.name) \(command.args.map { $0 + " " } ?? "")-- \(command.oneline)\n"
+    }
+
+    /// `reopen [(-r|-w)] [-c cache] [-o options]`: closes and opens the image again, read-only or
+    /// writable, with another cache mode (block-driver options cannot be changed).
+    func reopen(_ name: String, _ args: [String]) -> Bool {
+        guard let open = disk, let parsed = getopt(name, "c:o:rw", args) else { return false }
+        var wanted = options
+        var mode: Bool?
+        for option in parsed.options {
+            switch option.name {
+            case "r", "w":
+                if mode != nil {
+                    output.error("Only one -r/-w option may be given")
+                    return false
+                }
+                mode = option.name == "r"
+            case "c":
+                if wanted.apply("t", option.value ?? "") != nil {
+                    output.error("Invalid cache option: \(option.value ?? "")")
+                    return false
+                }
+            default:
+                output.error("reopen -o (block driver options) is not supported")
+                return false
+            }
+        }
+        guard parsed.operands.isEmpty else {
+            usage(name)
+            return false
+        }
+        if let mode { wanted.readOnly = mode }
+        if wanted.snapshot {
+            output.error("reopen of a -s (snapshot) image is not supported")
+            return false
+        }
+        let path = open.path
+        let format = open.format.rawValue
+        closeDisk()
+        wanted.format = format
+        wanted.keyValues = []
+        wanted.imageOpts = false
+        return self.open(path, wanted)
     }
 
     /// `sleep ms`.

@@ -96,7 +96,7 @@ final class IOSession: @unchecked Sendable {
     /// qemu-io's one-line usage of a command (`read [-abCqv] ... -- reads ...`).
     func usage(_ name: String) {
         guard let command = IOCommands.find(name) else { return }
-        output.out("\(command.name) \(command.args) -- \(command.oneline)\n")
+        output.out("\(command.name) \(command.args ?? "(null)") -- \(command.oneline)\n")
     }
 
     /// Parses a size operand; prints qemu-io's message when it is not one.

@@ -148,7 +148,7 @@ extension IOSession {
         var ok = true
         if let pattern {
             let lo = Int(checkOffset)
-            if buffer[lo..<(lo + Int(checkCount))].contains(where: { $0 != pattern }) {
+            if !IOFormat.matches(buffer, lo..<(lo + Int(checkCount)), pattern: pattern) {
                 output.out("Pattern verification failed at offset \(offset + checkOffset), \(checkCount) bytes\n")
                 ok = false
             }
@@ -219,7 +219,7 @@ extension IOSession {
         let elapsed = monotonicSeconds() - start
         var ok = true
         var text = ""
-        if let pattern = flags.pattern, buffer.contains(where: { $0 != pattern }) {
+        if let pattern = flags.pattern, !IOFormat.matches(buffer, 0..<buffer.count, pattern: pattern) {
             text += "Pattern verification failed at offset \(offset), \(count) bytes\n"
             // qemu-io counts a mismatch as a failure of readv, not of aio_read (already returned).
             ok = name == "aio_read"
