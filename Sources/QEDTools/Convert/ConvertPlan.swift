@@ -170,6 +170,9 @@ struct ConvertPlanner: Sendable {
         if targetIsZero && segments.allSatisfy({ $0.bytes == nil }) {
             return Plan()  // nothing to write, nothing to scan
         }
+        if let backing, segments.allSatisfy({ $0.bytes == nil }), try backingReadsZero(backing, start, length) {
+            return Plan()  // zeroes over zeroes: nothing to write, no backing bytes to read
+        }
         var backingView: UnsafeRawBufferPointer?
         if let backing {
             // The backing file may be shorter than the target: past its end the target reads zeroes.
@@ -219,6 +222,14 @@ struct ConvertPlanner: Sendable {
             lo = hi
         }
         return plan
+    }
+
+    /// Whether `backing` reads as zeroes over `[start, start+length)` by its block status (past its
+    /// end it reads zeroes), so that a chunk of zeroes need not be compared byte by byte.
+    private func backingReadsZero(_ backing: any Disk, _ start: UInt64, _ length: UInt64) throws -> Bool {
+        let size = backing.virtualSize
+        guard start < size else { return true }
+        return try backing.extents(at: start, length: min(length, size - start)).allSatisfy { $0.zero || !$0.present }
     }
 
     /// The chunk's segments in order, covering `[0, length)`: known-zero ranges, mapped data and
