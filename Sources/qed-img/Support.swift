@@ -301,13 +301,3 @@ func openDisk(
         throw error.couldNotOpen(name)
     }
 }
-
-extension QEDError {
-    /// qemu-img's form for an image that fails to open: `Could not open 'NAME': why` (no file prefix).
-    func couldNotOpen(_ name: String) -> QEDError {
-        var wrapped = self
-        wrapped.message = "Could not open '\(name)': \(message)"
-        wrapped.path = nil
-        return wrapped
-    }
-}

@@ -208,6 +208,19 @@ import Testing
         for verb in [["info", "--backing-chain"], ["check"], ["map"], ["convert", "-O", "qed"]] {
             try same(verb + ["orphan.qed"] + (verb[0] == "convert" ? ["out.qed"] : []), comment: "missing backing")
         }
+        // rebase and commit refusals (none changes an image).
+        try box.mustQemu("create", "-q", "-f", "qed", "base2.qed", "1M")
+        try box.mustQemu("create", "-q", "-f", "qed", "-b", "base2.qed", "-F", "qed", "top2.qed")
+        for args in [
+            ["rebase", "-b", "nothere.qed", "-F", "qed", "top2.qed"], ["rebase", "-b", "base2.qed", "top2.qed"],
+            ["rebase", "-u", "-b", "nothere.qed", "top2.qed"],
+            ["rebase", "-b", "base2.qed", "-F", "qed", "orphan.qed"],
+            ["rebase", "-b", "base2.qed", "-F", "qed", "nothere.qed"], ["commit", "base2.qed"],
+            ["commit", "orphan.qed"],
+            ["commit", "nothere.qed"],
+        ] {
+            try same(args, comment: "rebase/commit")
+        }
         // Header fields QEMU validates, each broken in turn (cluster, table, header size, L1, size).
         for (offset, width) in [(4, 4), (8, 4), (12, 4), (40, 8), (48, 8)] {
             try box.mustQemu("create", "-q", "-f", "qed", "h.qed", "1M")
