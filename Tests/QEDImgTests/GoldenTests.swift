@@ -211,6 +211,8 @@ import Testing
         // rebase and commit refusals (none changes an image).
         try box.mustQemu("create", "-q", "-f", "qed", "base2.qed", "1M")
         try box.mustQemu("create", "-q", "-f", "qed", "-b", "base2.qed", "-F", "qed", "top2.qed")
+        // --salvage on a readable image: the same copy, silently.
+        try same(["convert", "--salvage", "-O", "qed", "top2.qed", "salvaged.qed"], comment: "salvage")
         for args in [
             ["rebase", "-b", "nothere.qed", "-F", "qed", "top2.qed"], ["rebase", "-b", "base2.qed", "top2.qed"],
             ["rebase", "-u", "-b", "nothere.qed", "top2.qed"],

@@ -291,3 +291,45 @@ struct ConvertPlanner: Sendable {
         }
     }
 }
+
+extension ConvertPlanner {
+    /// The sector size salvage reads in, bytes (QEMU's BDRV_SECTOR_SIZE).
+    static let salvageSector = 512
+
+    /// `--salvage`'s plan for a chunk whose normal planning failed: reads it 512 bytes at a time
+    /// into `buffer`, zeroes (and reports to `warning`) each sector that fails, and writes the whole
+    /// chunk as data.
+    func salvage(
+        chunk index: Int, buffer: UnsafeMutableRawBufferPointer, warning: (@Sendable (String) -> Void)?
+    ) -> Plan {
+        let (start, length) = range(ofChunk: index)
+        let n = Int(length)
+        var at = 0
+        while at < n {
+            let count = min(ConvertPlanner.salvageSector, n - at)
+            let sector = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<at + count])
+            do {
+                try source.pieces(start + UInt64(at), UInt64(count)) { disk, offset, within, bytes in
+                    let part = UnsafeMutableRawBufferPointer(rebasing: sector[within..<within + Int(bytes)])
+                    try disk.read(into: part, at: offset)
+                }
+            } catch {
+                sector.initializeMemory(as: UInt8.self, repeating: 0)
+                warning?("error while reading offset \(start + UInt64(at)): \(ConvertPlanner.reason(error))")
+            }
+            at += count
+        }
+        var plan = Plan()
+        if let base = buffer.baseAddress, n > 0 {
+            plan.actions = [Action(offset: start, length: length, zero: false, bytes: UnsafeRawPointer(base))]
+            plan.usesBuffer = true
+        }
+        return plan
+    }
+
+    /// `strerror` of the error's system call, as qemu-img words a failed read.
+    static func reason(_ error: any Error) -> String {
+        if let e = error as? QEDError, let cause = e.cause { return cause.reason }
+        return String(cString: strerror(EIO))
+    }
+}
