@@ -94,7 +94,7 @@ enum IOFormat {
 
     /// qemu-io's `timestr`: "SS.ss sec" below a second, else (or verbose) "H:MM:SS.ss".
     static func time(_ seconds: Double, verbose: Bool) -> String {
-        let whole = UInt32(max(0, seconds.rounded(.down)))
+        let whole = UInt32(min(max(0, seconds.rounded(.down)), Double(UInt32.max)))
         let frac = seconds - Double(whole)
         if !verbose && whole == 0 { return cFormat("%05.2f sec", frac) }
         return cFormat("%u:%02u:%05.2f", whole / 3600, (whole % 3600) / 60, Double(whole % 60) + frac)
