@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import QED
 
 /// `create`: a new, empty QED, add-cow or raw image.
@@ -97,7 +96,7 @@ struct Create: ParsableCommand {
         }
         // add-cow over an existing image file takes that file's length as the size.
         let existingImage =
-            imageFile.map { FileManager.default.fileExists(atPath: $0.hasPrefix("/") ? $0 : directory(of: file) + $0) }
+            imageFile.map { FileIdentity(path: $0.hasPrefix("/") ? $0 : directory(of: file) + $0) != nil }
             ?? false
         let sizeGiven = size != nil || opts.value("size") != nil
         guard let finalSize = sizeValue ?? (fmt == .addCOW && existingImage ? 0 : nil) else {
