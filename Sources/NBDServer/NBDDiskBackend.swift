@@ -282,7 +282,14 @@ public final class NBDDiskBackend: Sendable {
     /// The NBD error value and a message for an engine failure: out of space → ENOSPC, read-only → EPERM,
     /// closed → ESHUTDOWN, unsupported → ENOTSUP, a failed system call by its `errno`, anything else EIO.
     public static func nbdError(for error: any Error) -> (NBDError, String) {
-        guard let qed = error as? QEDError else { return (.io, "\(error)") }
+        if let qed = error as? QEDError { return nbdError(forEngineError: qed) }
+        return (.io, String(describing: error))
+    }
+
+    /// ``nbdError(for:)`` of an engine error. (A function of its own: with the cast and the
+    /// `switch` in one function, Swift 6.3.1's optimizer crashes in release builds — CopyPropagation,
+    /// "Found ownership error".)
+    private static func nbdError(forEngineError qed: QEDError) -> (NBDError, String) {
         let code: NBDError
         switch qed.code {
         case .noSpace: code = .noSpace

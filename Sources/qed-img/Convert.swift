@@ -71,12 +71,18 @@ struct Convert: ParsableCommand {
         let outFormat = try targetFormat.value()
         let opts = try formatOptions.list()
         if opts.wantsHelp {
-            Console.out(outFormat == .qed ? OptionList.qedHelp : OptionList.rawHelp)
+            Console.out(
+                outFormat == .qed
+                    ? OptionList.qedHelp : outFormat == .addCOW ? OptionList.addCOWHelp : OptionList.rawHelp)
             return
         }
-        try opts.check(
-            known: outFormat == .qed ? ["backing_file", "backing_fmt", "cluster_size", "table_size"] : [],
-            format: outFormat.rawValue)
+        let known: [String]
+        switch outFormat {
+        case .qed: known = ["backing_file", "backing_fmt", "cluster_size", "table_size"]
+        case .addCOW: known = ["backing_file", "backing_fmt", "cluster_size", "image_file"]
+        default: known = []
+        }
+        try opts.check(known: known, format: outFormat.rawValue)
         let layout = try QEDLayout(opts)
         guard let sparse = Sizes.parse(sparseSize) else {
             throw CLIError(
@@ -92,6 +98,7 @@ struct Convert: ParsableCommand {
         o.format = outFormat
         o.clusterSize = layout.clusterSize
         o.tableSize = layout.tableSize
+        o.imageFile = opts.value("image_file")
         o.backingFile = backingFile ?? opts.value("backing_file")
         if let f = try (backingFormat ?? opts.value("backing_fmt").map(Choice.init(argument:)))?.value() {
             o.backingFormat = f

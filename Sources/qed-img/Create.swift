@@ -1,14 +1,16 @@
 import ArgumentParser
 import QED
 
-/// `create`: a new, empty QED (or raw) image.
+/// `create`: a new, empty QED, add-cow or raw image.
 struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a new disk image.",
         discussion: """
             Prints qemu-img's "Formatting 'FILE', fmt=qed size=... cluster_size=..." line (not with \
             -q). Without a size, the backing file's size is used. -o takes cluster_size (4k...64M, power \
-            of 2, default 64k) and table_size (1...16 clusters, power of 2, default 4); "-o help" lists them.
+            of 2, default 64k) and table_size (1...16 clusters, power of 2, default 4); "-o help" lists them. \
+            add-cow takes image_file=FILE (the raw file holding the data, created when missing; an existing \
+            one gives the size), image_fmt=raw and cluster_size (4k...2M).
             """)
 
     @Option(name: .customShort("f"), help: "Image format (default qed): \(DiskOpener.formatNames(conjunction: "or")).")
@@ -41,12 +43,20 @@ struct Create: ParsableCommand {
         let fmt = try format.value()
         let opts = try formatOptions.list()
         if opts.wantsHelp {
-            Console.out(fmt == .qed ? OptionList.qedHelp : OptionList.rawHelp)
+            Console.out(fmt == .qed ? OptionList.qedHelp : fmt == .addCOW ? OptionList.addCOWHelp : OptionList.rawHelp)
             return
         }
-        try opts.check(
-            known: fmt == .qed ? ["size", "backing_file", "backing_fmt", "cluster_size", "table_size"] : ["size"],
-            format: fmt.rawValue)
+        let known: [String]
+        switch fmt {
+        case .qed: known = ["size", "backing_file", "backing_fmt", "cluster_size", "table_size"]
+        case .addCOW: known = ["size", "backing_file", "backing_fmt", "cluster_size", "image_file", "image_fmt"]
+        default: known = ["size"]
+        }
+        try opts.check(known: known, format: fmt.rawValue)
+        let imageFile = opts.value("image_file")
+        if fmt == .addCOW && imageFile == nil {
+            throw CLIError("add-cow needs the name of its raw image file: -o image_file=FILE", path: file)
+        }
         let layout = try QEDLayout(opts)
         let backing = backingFile ?? opts.value("backing_file")
         let backingFmtChoice = backingFormat ?? opts.value("backing_fmt").map(Choice.init(argument:))
@@ -89,10 +99,21 @@ struct Create: ParsableCommand {
                 try? disk.close()
             }
         }
-        guard let finalSize = sizeValue else {
+        // add-cow over an existing image file takes that file's length as the size.
+        let existingImage =
+            imageFile.map { FileIdentity(path: $0.hasPrefix("/") ? $0 : directory(of: hostPath(file)) + $0) != nil }
+            ?? false
+        let sizeGiven = size != nil || opts.value("size") != nil
+        guard let finalSize = sizeValue ?? (fmt == .addCOW && existingImage ? 0 : nil) else {
             throw CLIError("Image creation needs a size parameter", path: file)
         }
         var line = "Formatting '\(file)', fmt=\(fmt.rawValue) size=\(sizeText ?? String(finalSize))"
+        if fmt == .addCOW {
+            if let backing { line += " backing_file=\(backing)" }
+            if let backingFmtChoice { line += " backing_fmt=\(backingFmtChoice.text)" }
+            if let imageFile { line += " image_file=\(imageFile)" }
+            line += " cluster_size=\(layout.clusterSize)"
+        }
         if fmt == .qed {
             if let backing { line += " backing_file=\(backing)" }
             if let backingFmtChoice { line += " backing_fmt=\(backingFmtChoice.text)" }
@@ -102,11 +123,14 @@ struct Create: ParsableCommand {
         if !verbosity.quiet { Console.out(line + "\n") }
         // qemu-img rounds new images up to whole 512-byte sectors.
         let roundedSize = (finalSize + 511) / 512 * 512
-        try DiskOpener.create(
-            path: hostPath(file), format: fmt,
-            options: NewDiskOptions(
-                size: roundedSize, backingFile: backing, backingFormat: backingFmt,
-                clusterSize: layout.clusterSize, tableSize: layout.tableSize))
+        var options = NewDiskOptions(
+            size: roundedSize, backingFile: backing, backingFormat: backingFmt,
+            clusterSize: layout.clusterSize, tableSize: layout.tableSize)
+        options.imageFile = imageFile
+        options.imageFormat = try opts.value("image_fmt").map { try Choice<DiskFormat>(argument: $0).value() }
+        // A size taken from the backing file is the size of a new image file, not a demand on an existing one.
+        options.sizeGiven = sizeGiven || !existingImage
+        try DiskOpener.create(path: hostPath(file), format: fmt, options: options)
     }
 }
 

@@ -78,6 +78,17 @@ struct Info: ParsableCommand {
         if let b = info.backingFilename { pairs.append(("backing-filename", .string(b))) }
         if let b = info.fullBackingFilename { pairs.append(("full-backing-filename", .string(b))) }
         if let f = info.backingFilenameFormat { pairs.append(("backing-filename-format", .string(f))) }
+        if !info.formatSpecific.isEmpty {
+            let data: [(String, QemuJSON)] = info.formatSpecific.map { field in
+                switch field.value {
+                case .string(let s): (field.key, .string(s))
+                case .uint(let v): (field.key, .uint(v))
+                case .bool(let b): (field.key, .bool(b))
+                }
+            }
+            pairs.append(
+                ("format-specific", .object([("type", .string(info.format.rawValue)), ("data", .object(data))])))
+        }
         return .object(pairs)
     }
 
@@ -101,6 +112,18 @@ struct Info: ParsableCommand {
             }
             out += "\n"
             if let f = info.backingFilenameFormat { out += "backing file format: \(f)\n" }
+        }
+        if !info.formatSpecific.isEmpty {
+            out += "Format specific information:\n"
+            for field in info.formatSpecific {
+                let value: String
+                switch field.value {
+                case .string(let s): value = s
+                case .uint(let v): value = String(v)
+                case .bool(let b): value = b ? "true" : "false"
+                }
+                out += "    \(field.key): \(value)\n"
+            }
         }
         return out
     }

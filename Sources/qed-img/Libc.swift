@@ -7,7 +7,9 @@ import Darwin
 #endif
 
 // What the CLI took from Foundation, without Foundation: loading Foundation and ICU was most of
-// qed-img's start-up (see docs/performance.md), and a `convert` or `bench` is one process.
+// qed-img's start-up (see docs/performance.md), and a `convert` or `bench` is one process. qed-img
+// must not import Foundation: its release build links the runtime statically without
+// CoreFoundation (the link fails), and `scripts/test` refuses such an import.
 
 /// `String(format:)` for the printf formats qemu-img prints: C's `vsnprintf` (so the output is
 /// C's, byte for byte). Takes C arguments only (no `%@`).

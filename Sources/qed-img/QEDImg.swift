@@ -11,7 +11,7 @@ struct QEDImg: ParsableCommand {
         commandName: "qed-img",
         abstract: "QED disk image utility (qemu-img's verbs and output for QED and raw images).",
         discussion: """
-            Sizes take the suffixes k, M, G, T, P and E (powers of 1024). Formats: qed and raw; \
+            Sizes take the suffixes k, M, G, T, P and E (powers of 1024). Formats: qed, add-cow and raw; \
             input formats are probed when -f is not given. Errors are reported as \
             'qed-img: FILE: what is wrong' with a non-zero exit status.
             """,

@@ -171,6 +171,16 @@ struct OptionList {
           table_size=<num>       - L1/L2 table size (in clusters)
 
         """
+    static let addCOWHelp = """
+        Supported options:
+          backing_file=<str>     - File name of a base image
+          backing_fmt=<str>      - Image format of the base image
+          cluster_size=<size>    - Cluster size (in bytes)
+          image_file=<str>       - File name of the raw image file holding the data
+          image_fmt=<str>        - Image format of the image file (raw)
+          size=<size>            - Virtual disk size
+
+        """
     static let rawHelp = """
         Supported options:
           size=<size>            - Virtual disk size

@@ -41,7 +41,7 @@ import Testing
     @Test func badNamedValuesReadAsOneLineRefusals() throws {
         let box = try Sandbox()
         try box.mustOurs("create", "-q", "a.qed", "1M")
-        let unknown = "Unknown file format 'qcow2' (qed-img supports qed and raw)"
+        let unknown = "Unknown file format 'qcow2' (qed-img supports qed, add-cow and raw)"
         let cases: [([String], String)] = [
             (["info", "-f", "qcow2", "a.qed"], "qed-img: \(unknown)\n"),
             (["create", "-f", "qcow2", "n.img", "1M"], "qed-img: \(unknown)\n"),

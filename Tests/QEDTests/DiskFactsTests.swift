@@ -10,19 +10,21 @@ struct DiskFactsTests {
     @Test("the registry names its formats, creates each, and refuses names it does not know")
     func registryCreatesEachFormat() throws {
         let dir = try TemporaryDirectory()
-        #expect(DiskOpener.formats == [.qed, .raw])
-        #expect(DiskOpener.formatNames(conjunction: "and") == "qed and raw")
+        #expect(DiskOpener.formats == [.qed, .addCOW, .raw])
+        #expect(DiskOpener.formatNames(conjunction: "and") == "qed, add-cow and raw")
         #expect(DiskOpener.format(named: "raw") == .raw)
         #expect(DiskOpener.format(named: "qcow2") == nil)
         for format in DiskOpener.formats {
             let path = dir.file("new.\(format.rawValue)")
-            // 1000 bytes: QED rounds up to whole sectors, raw keeps the size as given.
-            try DiskOpener.create(path: path, format: format, options: NewDiskOptions(size: 1000, clusterSize: 4096))
+            // 1000 bytes: QED rounds up to whole sectors, raw and add-cow keep the size as given.
+            var options = NewDiskOptions(size: 1000, clusterSize: 4096)
+            options.imageFile = "data-of-\(format.rawValue).raw"  // add-cow's image file; the others ignore it
+            try DiskOpener.create(path: path, format: format, options: options)
             let disk = try DiskOpener.open(path: path, format: nil, options: OpenOptions(readOnly: true))
             defer { try? disk.close() }
             #expect(disk.format == format)
             #expect(disk.virtualSize == (format == .qed ? 1024 : 1000))
-            #expect(disk.clusterSize == (format == .qed ? 4096 : nil))
+            #expect(disk.clusterSize == (format == .raw ? nil : 4096))
             #expect(!disk.isDirty)
             #expect(disk.backingFile == nil)
         }
@@ -67,9 +69,9 @@ struct DiskFactsTests {
     func checkThroughDisk() throws {
         let dir = try TemporaryDirectory()
         for format in DiskOpener.formats {
-            try DiskOpener.create(
-                path: dir.file("c.\(format.rawValue)"), format: format,
-                options: NewDiskOptions(size: 1 << 20))
+            var options = NewDiskOptions(size: 1 << 20)
+            options.imageFile = "c-data.raw"  // add-cow's image file; the others ignore it
+            try DiskOpener.create(path: dir.file("c.\(format.rawValue)"), format: format, options: options)
         }
         let qed = try DiskOpener.open(path: dir.file("c.qed"), format: .qed, options: OpenOptions(readOnly: true))
         defer { try? qed.close() }

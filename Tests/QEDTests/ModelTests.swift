@@ -126,7 +126,7 @@ final class SharedModel: Sendable {
 /// Every read is compared with the model; mismatches and errors go to `failures`.
 @discardableResult
 func runModelWorker(
-    image: Image, model: SharedModel, config: ModelConfig, worker: Int, workers: Int,
+    image: any Disk, model: SharedModel, config: ModelConfig, worker: Int, workers: Int,
     steps: Int, seed: UInt64, failures: FailureLog
 ) -> Int {
     var rng = ModelRNG(seed: seed)
@@ -172,7 +172,7 @@ func runModelWorker(
             switch roll {
             case 0..<30:  // read and compare
                 let r = pickRange(block)
-                let got = try image.read(at: r.lowerBound, count: Int(r.count))
+                let got = try image.readBytes(at: r.lowerBound, count: Int(r.count))
                 let want = model.read(at: r.lowerBound, count: Int(r.count))
                 if let d = ModelKit.firstDifference(got, want) {
                     failures.add(
@@ -182,7 +182,7 @@ func runModelWorker(
             case 30..<62:
                 let r = pickRange(block)
                 let data = rng.bytes(Int(r.count))
-                try image.write(data, at: r.lowerBound)
+                try data.withUnsafeBytes { try image.write($0, at: r.lowerBound) }
                 model.disk.withLock { $0.write(data, at: r.lowerBound) }
             case 62..<80:
                 let r = rng.chance(0.5) ? (pickClusters(block) ?? pickRange(block)) : pickRange(block)

@@ -1,7 +1,7 @@
 import Foundation
 
-/// The OFD locks (QEMU's image locks) the kernel lists for a file in /proc/locks. Reading the list
-/// takes no lock, so a test can watch a file's locks without disturbing whoever takes them.
+/// The OFD locks (QEMU's image locks) on a file, observed without taking any: ``isLocked(_:)``
+/// asks the kernel exactly; ``lockedRanges(_:)`` lists them from /proc/locks for messages.
 public enum ProcLocks {
     /// The byte ranges (first...last byte) under OFD locks on the file at `path`, by any process;
     /// nil if the file or /proc/locks cannot be read.
@@ -28,7 +28,28 @@ public enum ProcLocks {
         return out
     }
 
-    /// Waits until no OFD lock on `path` remains; false if some remain after `timeout` seconds.
+    /// Whether any open file description holds a lock on some byte of the file at `path` (nil if
+    /// the file cannot be opened). Asks the kernel directly, as QEMU does before it locks: an
+    /// `F_OFD_GETLK` probe for a write lock over the whole file from a fresh descriptor, which
+    /// conflicts with every lock held through any other description — including copies of a closed
+    /// descriptor that a child still holds between fork and exec. Unlike a scan of /proc/locks
+    /// (read in pieces while the list changes, so a line can be missed), the answer is exact.
+    public static func isLocked(_ path: String) -> Bool? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var probe = flock()
+        probe.l_type = Int16(F_WRLCK)
+        probe.l_whence = Int16(SEEK_SET)
+        probe.l_start = 0
+        probe.l_len = 0  // to the end of the file, however far
+        let getOFDLock: Int32 = 36  // F_OFD_GETLK (Linux); Glibc's module does not export it
+        guard fcntl(fd, getOFDLock, &probe) == 0 else { return nil }
+        return probe.l_type != Int16(F_UNLCK)
+    }
+
+    /// Waits until no lock on `path` remains (``isLocked(_:)``); false if some remain after
+    /// `timeout` seconds.
     ///
     /// Closing a descriptor drops its locks only when no other copy of its open file description
     /// exists, and a child that a test process is spawning holds copies of every descriptor until it
@@ -36,7 +57,7 @@ public enum ProcLocks {
     /// image's locks (qemu-img, qemu-io) opens it. The timeout only bounds a real leak.
     public static func waitUntilUnlocked(_ path: String, timeout: Double = 300) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
-        while lockedRanges(path)?.isEmpty == false {
+        while isLocked(path) == true {
             guard Date() < deadline else { return false }
             usleep(2_000)
         }

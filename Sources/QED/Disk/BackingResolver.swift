@@ -40,6 +40,15 @@ package enum BackingResolver {
         name: String, format: BackingFormat?, imagePath: String, seen: Set<FileIdentity>,
         options: OpenOptions
     ) throws -> any Disk {
+        try open(name: name, format: format.map(DiskFormat.init), imagePath: imagePath, seen: seen, options: options)
+    }
+
+    /// Opens the backing file `name` like ``open(name:format:imagePath:seen:options:)``, for
+    /// formats that record any format name (add-cow).
+    static func open(
+        name: String, format: DiskFormat?, imagePath: String, seen: Set<FileIdentity>,
+        options: OpenOptions
+    ) throws -> any Disk {
         guard seen.count < maxDepth else {
             throw QEDError(.backingFile, "backing chain is deeper than \(maxDepth) images", path: imagePath)
         }
@@ -55,7 +64,7 @@ package enum BackingResolver {
         let file = try PosixFile(path: path, writable: false)
         do {
             if options.locking { try ImageLock.acquire(fd: file.descriptor.rawValue, mode: .shared, path: path) }
-            let driver = try format.map { try DiskOpener.driver(for: DiskFormat($0)) } ?? DiskOpener.probe(file)
+            let driver = try format.map { try DiskOpener.driver(for: $0) } ?? DiskOpener.probe(file)
             var backingOptions = options
             backingOptions.readOnly = true
             backingOptions.forceShare = true

@@ -40,6 +40,10 @@ public protocol Disk: AnyObject, Sendable {
     /// ``backing``); nil when it names none or the format has no backing files (raw).
     var backingFile: BackingFileReference? { get }
 
+    /// Facts only this format has, for `info`'s "Format specific information", in display order
+    /// (empty for formats without any). Keys are in QEMU's JSON spelling (`image-file`).
+    var formatSpecific: [FormatSpecificField] { get }
+
     /// Checks the disk's metadata for inconsistencies, in `qemu-img check`'s terms, and with
     /// `repair` (the disk opened writable) repairs what it can. Throws ``QEDError/Code/unsupported``
     /// for formats without metadata to check (raw: QEMU's "This image format does not support
@@ -99,7 +103,30 @@ public struct BackingFileReference: Sendable, Equatable {
     }
 }
 
+/// One format-specific fact of a disk (``Disk/formatSpecific``).
+public struct FormatSpecificField: Sendable, Equatable {
+    /// A value: text, a count, or a flag.
+    public enum Value: Sendable, Equatable {
+        case string(String)
+        case uint(UInt64)
+        case bool(Bool)
+    }
+    /// The key in QEMU's JSON spelling, e.g. `image-file`.
+    public var key: String
+    /// The value.
+    public var value: Value
+
+    /// A field with its key and value.
+    public init(_ key: String, _ value: Value) {
+        self.key = key
+        self.value = value
+    }
+}
+
 extension Disk {
+    /// None by default.
+    public var formatSpecific: [FormatSpecificField] { [] }
+
     /// Reads `count` bytes at guest byte `offset` into a new array (inside the disk).
     public func readBytes(at offset: UInt64, count: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)

@@ -1,6 +1,6 @@
 /// One format's entry in ``DiskOpener``'s registry: how to recognise a file of the format, how
 /// to open it (at the top of a chain or as a backing layer) and how to create an empty one. Each format defines its driver in its
-/// own folder (`DiskDriver.qed` in Engine/, `DiskDriver.raw` in Raw/).
+/// own folder (`DiskDriver.qed` in Engine/, `DiskDriver.addCOW` in AddCOW/, `DiskDriver.raw` in Raw/).
 struct DiskDriver: Sendable {
     /// The format this driver opens.
     let format: DiskFormat

@@ -3,7 +3,7 @@
 public enum DiskOpener {
     /// The formats the engine knows, in probing order: formats with a signature first, raw (which
     /// takes any file) last. Adding a format is one line here.
-    static let drivers: [DiskDriver] = [.qed, .raw]
+    static let drivers: [DiskDriver] = [.qed, .addCOW, .raw]
 
     /// The formats the engine knows, in probing order: the names `-f`/`-O` accept.
     public static var formats: [DiskFormat] { drivers.map(\.format) }
@@ -13,7 +13,7 @@ public enum DiskOpener {
         drivers.first { $0.format.rawValue == name }?.format
     }
 
-    /// The known formats' names for messages, the last joined with `conjunction`: "qed and raw".
+    /// The known formats' names for messages, the last joined with `conjunction`: "qed, add-cow and raw".
     public static func formatNames(conjunction: String) -> String {
         let names = formats.map(\.rawValue)
         guard let last = names.last else { return "" }

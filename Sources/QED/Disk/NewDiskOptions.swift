@@ -16,6 +16,14 @@ public struct NewDiskOptions: Sendable {
     public var clusterSize: UInt32
     /// Table size in clusters, for formats with tables sized so (QED's `table_size`). Default 4.
     public var tableSize: UInt32
+    /// The raw file that holds the data, for formats that keep it apart (add-cow's `image_file`):
+    /// created with ``size`` bytes when missing, taken as it is (its length the disk size) when it exists.
+    public var imageFile: String?
+    /// The format of ``imageFile`` (add-cow's `image_fmt`); nil or raw, any other is refused.
+    public var imageFormat: DiskFormat?
+    /// Whether ``size`` was given by the user (false: a format with an existing image file or a
+    /// backing file takes the size from it). Default true.
+    public var sizeGiven = true
 
     /// Options with every default but the size.
     public init(

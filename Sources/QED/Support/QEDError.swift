@@ -23,6 +23,9 @@ public struct QEDError: Error, Sendable, Equatable, CustomStringConvertible, Cus
 
         /// The file does not start with the QED magic.
         public static let notQED = Code(rawValue: "notQED")
+        /// A header field of a format other than QED (add-cow) breaks one of its rules; the message
+        /// names the field and the value.
+        public static let invalidHeader = Code(rawValue: "invalidHeader")
         /// `features` has bits this implementation does not know (the value is the unknown mask).
         public static let unsupportedFeatures = Code(rawValue: "unsupportedFeatures")
         /// `cluster_size` is not a power of two in 4 KiB...64 MiB.

@@ -11,6 +11,8 @@ public enum Convert {
         public var clusterSize: UInt32 = 65536
         /// Table size in clusters of a target with tables (QED). Default 4.
         public var tableSize: UInt32 = 4
+        /// The raw image file of an add-cow target (`-o image_file=`); ignored by other formats.
+        public var imageFile: String?
         /// Backing file of the target (`-B`; formats with backing files): only what differs from
         /// it is written.
         public var backingFile: String?
@@ -72,12 +74,12 @@ public enum Convert {
         if !options.skipCreate {
             try DiskOpener.refuseOverwriting(target, sources: sources)
             // The format's driver rounds the size as the format needs (QED: whole sectors).
-            try DiskOpener.create(
-                path: target, format: options.format,
-                options: NewDiskOptions(
-                    size: source.size, backingFile: options.backingFile,
-                    backingFormat: options.backingFormat,
-                    clusterSize: options.clusterSize, tableSize: options.tableSize))
+            var newDisk = NewDiskOptions(
+                size: source.size, backingFile: options.backingFile,
+                backingFormat: options.backingFormat,
+                clusterSize: options.clusterSize, tableSize: options.tableSize)
+            newDisk.imageFile = options.imageFile
+            try DiskOpener.create(path: target, format: options.format, options: newDisk)
         }
         var openOptions = OpenOptions()
         openOptions.ignoreFlushes = !options.durable

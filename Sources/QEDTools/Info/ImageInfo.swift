@@ -30,6 +30,8 @@ public struct ImageInfo: Sendable, Equatable {
     public var fullBackingFilename: String?
     /// The backing file's format as the image records it (QED records only `raw`), nil if none.
     public var backingFilenameFormat: String?
+    /// The format's own facts (``Disk/formatSpecific``), empty for most formats.
+    public var formatSpecific: [FormatSpecificField] = []
 
     /// Collects the info of the open `disk`.
     public init(disk: any Disk) {
@@ -43,6 +45,7 @@ public struct ImageInfo: Sendable, Equatable {
         backingFilename = backing?.name
         fullBackingFilename = backing?.path
         backingFilenameFormat = backing?.format?.rawValue
+        formatSpecific = disk.formatSpecific
     }
 
     /// The info of the image at `path` and, with `backingChain`, of every image below it (top
