@@ -10,17 +10,8 @@ extension AddCOWImage {
     /// Opens the add-cow image whose metadata file is at `path`, taking QEMU-compatible locks on
     /// the metadata and image files and opening the backing chain.
     public static func open(path: String, options: OpenOptions = OpenOptions()) throws -> AddCOWImage {
-        guard options.readOnly || !options.forceShare else {
-            throw QEDError(.invalidArgument, "force-share (-U) is only allowed for read-only opens", path: path)
-        }
-        let file = try PosixFile(path: path, writable: !options.readOnly, ignoringFlushes: options.ignoreFlushes)
-        do {
-            try ImageLock.acquire(fd: file.descriptor.rawValue, mode: options.lockMode, path: path)
-            let seen: Set<FileIdentity> = FileIdentity(path: path).map { [$0] } ?? []
-            return try open(metadata: file, options: options, seen: seen)
-        } catch {
-            file.close()
-            throw error
+        try options.openLocked(path) { file, seen in
+            try open(metadata: file, options: options, seen: seen)
         }
     }
 

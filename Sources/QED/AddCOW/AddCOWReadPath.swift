@@ -82,30 +82,10 @@ extension AddCOWImage {
                         out.appendMerging(e)
                     }
                 } else {
-                    try appendBackingExtents(&out, at: run.start, length: run.end - run.start)
+                    try out.appendBelow(backing, at: run.start, length: run.end - run.start)
                 }
             }
             return out
-        }
-    }
-
-    private func appendBackingExtents(_ out: inout [Extent], at pos: UInt64, length: UInt64) throws {
-        let size = backing?.virtualSize ?? 0
-        var covered: UInt64 = 0
-        if let backing, pos < size {
-            let inside = min(length, size - pos)
-            for var e in try backing.extents(at: pos, length: inside) {
-                e.depth += 1
-                out.appendMerging(e)
-            }
-            covered = inside
-        }
-        if covered < length {
-            // No backing file, or past its end: zeroes no layer provides (as QED reports them).
-            out.appendMerging(
-                Extent(
-                    offset: pos + covered, length: length - covered, depth: 0, present: false, zero: true,
-                    data: false, hostOffset: nil))
         }
     }
 }

@@ -62,4 +62,26 @@ extension Array where Element == Extent {
             append(extent)
         }
     }
+
+    /// Appends what the layer below shows for guest `[pos, pos+length)` of a disk whose own
+    /// metadata leaves that range to its backing file: the backing disk's extents one level deeper,
+    /// and zeroes at depth 0 where there is no backing disk or the range is past its end (QEMU's
+    /// block layer answers "zero" there without descending, so `qemu-img map` reports depth 0).
+    mutating func appendBelow(_ backing: (any Disk)?, at pos: UInt64, length: UInt64) throws {
+        var covered: UInt64 = 0
+        if let backing, pos < backing.virtualSize {
+            let inside = Swift.min(length, backing.virtualSize - pos)
+            for var e in try backing.extents(at: pos, length: inside) {
+                e.depth += 1
+                appendMerging(e)
+            }
+            covered = inside
+        }
+        if covered < length {
+            appendMerging(
+                Extent(
+                    offset: pos + covered, length: length - covered, depth: 0, present: false, zero: true,
+                    data: false, hostOffset: nil))
+        }
+    }
 }

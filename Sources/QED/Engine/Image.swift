@@ -103,17 +103,8 @@ public final class Image: Sendable {
 
     /// Opens the image at `path`, taking QEMU-compatible locks and opening its backing chain.
     public static func open(path: String, options: OpenOptions = OpenOptions()) throws -> Image {
-        guard options.readOnly || !options.forceShare else {
-            throw QEDError(.invalidArgument, "force-share (-U) is only allowed for read-only opens", path: path)
-        }
-        let file = try PosixFile(path: path, writable: !options.readOnly, ignoringFlushes: options.ignoreFlushes)
-        do {
-            try ImageLock.acquire(fd: file.descriptor.rawValue, mode: options.lockMode, path: path)
-            let seen: Set<FileIdentity> = FileIdentity(path: path).map { [$0] } ?? []
-            return try open(file: file, options: options, lockHeld: true, seen: seen)
-        } catch {
-            file.close()
-            throw error
+        try options.openLocked(path) { file, seen in
+            try open(file: file, options: options, lockHeld: true, seen: seen)
         }
     }
 

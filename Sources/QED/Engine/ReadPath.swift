@@ -93,40 +93,12 @@ extension Image {
                     // Empty L1 entries after this run: one extent, not one lookup per table.
                     length += unmappedTablesSpan(from: next, limit: end - next)
                 }
-                try appendBackingExtents(&out, at: pos, length: length)
+                try out.appendBelow(backing, at: pos, length: length)
                 pos += length
                 continue
             }
             pos += run.length
         }
         return out
-    }
-
-    private func appendBackingExtents(_ out: inout [Extent], at pos: UInt64, length: UInt64) throws {
-        guard let disk = backing else {
-            out.appendMerging(
-                Extent(
-                    offset: pos, length: length, depth: 0, present: false, zero: true,
-                    data: false, hostOffset: nil))
-            return
-        }
-        let size = disk.virtualSize
-        var covered: UInt64 = 0
-        if pos < size {
-            let inside = min(length, size - pos)
-            for var e in try disk.extents(at: pos, length: inside) {
-                e.depth += 1
-                out.appendMerging(e)
-            }
-            covered = inside
-        }
-        if covered < length {
-            // Past the backing file's end: QEMU's block layer answers "zero" at this layer without
-            // descending, so `qemu-img map` reports depth 0 here.
-            out.appendMerging(
-                Extent(
-                    offset: pos + covered, length: length - covered, depth: 0, present: false,
-                    zero: true, data: false, hostOffset: nil))
-        }
     }
 }
