@@ -30,10 +30,10 @@ struct Check: ParsableCommand {
     var file: String
 
     func run() throws {
-        let fmt = try opening.format.value() ?? DiskOpener.probe(path: file)
+        // Opened with its backing chain, as qemu-img opens it: a missing backing file fails the check.
         let disk = try openDisk(
-            file, format: fmt, readOnly: repair == nil, forceShare: opening.forceShare,
-            openBacking: false, autoCheck: false)
+            file, format: try opening.format.value(), readOnly: repair == nil, forceShare: opening.forceShare,
+            autoCheck: false)
         var options = QEDTools.Check.Options()
         options.repair = repair != nil
         let outcome: QEDTools.Check.Result
@@ -51,7 +51,7 @@ struct Check: ParsableCommand {
         try disk.close()
         if !verbosity.quiet {
             switch output.format {
-            case .json: Console.out(Check.json(outcome.report, filename: file, format: fmt).pretty() + "\n")
+            case .json: Console.out(Check.json(outcome.report, filename: file, format: disk.format).pretty() + "\n")
             case .human: Console.out(Check.human(outcome))
             }
         }

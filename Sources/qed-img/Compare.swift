@@ -38,11 +38,11 @@ struct Compare: ParsableCommand {
         let a: any Disk, b: any Disk
         do {
             a = try openDisk(file1, format: try format1?.value(), readOnly: true, forceShare: share.forceShare)
-        } catch let e as QEDError { throw CLIError(e.message, path: e.path ?? file1, exitCode: 2) }
+        } catch let e as QEDError { throw CLIError(e.message, path: e.path, exitCode: 2) }
         defer { try? a.close() }
         do {
             b = try openDisk(file2, format: try format2?.value(), readOnly: true, forceShare: share.forceShare)
-        } catch let e as QEDError { throw CLIError(e.message, path: e.path ?? file2, exitCode: 2) }
+        } catch let e as QEDError { throw CLIError(e.message, path: e.path, exitCode: 2) }
         defer { try? b.close() }
         let (printer, handler) = progress.printer()
         var options = QEDTools.Compare.Options()

@@ -35,6 +35,11 @@ struct Convert: ParsableCommand {
     @Flag(name: .customShort("n"), help: "Do not create the output; write into the existing image.")
     var skipCreate = false
 
+    @Flag(
+        name: .customLong("salvage"),
+        help: "Keep going past read errors: unreadable 512-byte sectors become zeroes, each with a warning.")
+    var salvage = false
+
     @Flag(name: .customShort("W"), help: "Allow out-of-order writes.")
     var outOfOrder = false
 
@@ -104,6 +109,8 @@ struct Convert: ParsableCommand {
         o.skipCreate = skipCreate
         o.durable = try cache.value().flushesWhenDone
         o.cancellation = Signals.cancellation
+        o.salvage = salvage
+        o.warning = { Console.error("warning: " + $0) }
         let (printer, handler) = progress.printer()
         o.progress = handler
         defer { printer?.finish() }

@@ -80,8 +80,13 @@ struct Create: ParsableCommand {
         }
         // Without -u the backing file is opened: for its size, and to insist on its format.
         if let backing, !unsafe {
-            let resolved = backing.hasPrefix("/") ? backing : directory(of: file) + backing
-            let detected = try DiskOpener.probe(path: resolved)
+            let resolved = backing.hasPrefix("/") ? backing : directory(of: hostPath(file)) + backing
+            let detected: DiskFormat
+            do {
+                detected = try DiskOpener.probe(path: resolved)
+            } catch let error as QEDError {
+                throw CLIError("\(error.message)\nCould not open backing image.", path: file)
+            }
             if backingFmt == nil {
                 throw CLIError(
                     "Backing file specified without backing format\nDetected format of \(detected.rawValue).",
@@ -96,7 +101,7 @@ struct Create: ParsableCommand {
         }
         // add-cow over an existing image file takes that file's length as the size.
         let existingImage =
-            imageFile.map { FileIdentity(path: $0.hasPrefix("/") ? $0 : directory(of: file) + $0) != nil }
+            imageFile.map { FileIdentity(path: $0.hasPrefix("/") ? $0 : directory(of: hostPath(file)) + $0) != nil }
             ?? false
         let sizeGiven = size != nil || opts.value("size") != nil
         guard let finalSize = sizeValue ?? (fmt == .addCOW && existingImage ? 0 : nil) else {
@@ -125,7 +130,7 @@ struct Create: ParsableCommand {
         options.imageFormat = try opts.value("image_fmt").map { try Choice<DiskFormat>(argument: $0).value() }
         // A size taken from the backing file is the size of a new image file, not a demand on an existing one.
         options.sizeGiven = sizeGiven || !existingImage
-        try DiskOpener.create(path: file, format: fmt, options: options)
+        try DiskOpener.create(path: hostPath(file), format: fmt, options: options)
     }
 }
 

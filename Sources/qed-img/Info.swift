@@ -19,6 +19,11 @@ struct Info: ParsableCommand {
     @Flag(help: "Show every image of the backing chain.")
     var backingChain = false
 
+    @Flag(
+        name: .customLong("image-opts"),
+        help: "The file argument is an option string: driver=FMT,file.filename=PATH (file.driver=file).")
+    var imageOpts = false
+
     @Argument(help: "The image file.")
     var file: String
 
@@ -27,7 +32,29 @@ struct Info: ParsableCommand {
         options.format = try opening.format.value()
         options.forceShare = opening.forceShare
         options.backingChain = backingChain
-        let infos = try QEDTools.Info.run(path: file, options: options).images
+        var path = hostPath(file)
+        if imageOpts {
+            var parsed = IOOpenOptions()
+            if let message = parsed.addKeyValues(file) { throw CLIError(message) }
+            switch parsed.resolvedTarget(file: nil) {
+            case .success(let target):
+                path = target.path
+                options.format = target.format
+            case .failure(.message(let message)):
+                throw CLIError(message)
+            }
+        }
+        let infos: [ImageInfo]
+        do {
+            infos = try QEDTools.Info.run(path: path, options: options).images
+        } catch var error as QEDError where path != file && error.path == nil {
+            // The name as given (`file:a.qed`), as qemu-img names it.
+            let opened = "Could not open '\(path)': "
+            if error.message.hasPrefix(opened) {
+                error.message = "Could not open '\(file)': " + error.message.dropFirst(opened.count)
+            }
+            throw error
+        }
         switch output.format {
         case .json:
             let values = infos.map(Info.json)

@@ -18,7 +18,7 @@ struct Rebase: ParsableCommand {
     @Option(name: .customShort("b"), help: "New backing file (\"\" to remove it).")
     var backingFile: String
 
-    @Option(name: .customShort("F"), help: "Format of the new backing file (probed when absent).")
+    @Option(name: .customShort("F"), help: "Format of the new backing file (required with a new backing file).")
     var backingFormat: Choice<DiskFormat>?
 
     @Flag(name: .customShort("u"), help: "Unsafe: change only the name; do not compare or copy data.")
@@ -36,6 +36,10 @@ struct Rebase: ParsableCommand {
     func run() throws {
         if let f = try opening.format.value(), f != .qed {
             throw CLIError("rebase needs a QED image; raw images have no backing file", path: file)
+        }
+        // qemu-img 7.2 no longer probes a new backing file's format.
+        if !backingFile.isEmpty && backingFormat == nil {
+            throw CLIError("Could not change the backing file to '\(backingFile)': backing format must be specified")
         }
         var o = QEDTools.Rebase.Options()
         o.backing = backingFile

@@ -26,6 +26,13 @@ struct CLIError: Error {
 
 /// Writes to standard output / standard error, unbuffered enough for progress lines.
 enum Console {
+    /// The name the program was run as (the last component of argv[0]), which starts its messages
+    /// as QEMU's tools start theirs: `qed-img`, or `qemu-img` when installed under that name.
+    static let programName: String = {
+        let name = CommandLine.arguments.first?.split(separator: "/").last.map(String.init) ?? ""
+        return name.isEmpty ? "qed-img" : name
+    }()
+
     static func out(_ text: String) {
         writeAll(STDOUT_FILENO, text)
     }
@@ -34,12 +41,12 @@ enum Console {
         writeAll(STDERR_FILENO, text)
     }
 
-    /// Prints `qed-img: file: message` on stderr (the file is left out when unknown).
+    /// Prints `PROGRAM: file: message` on stderr (the file is left out when unknown).
     static func error(_ message: String, path: String? = nil) {
         if let path, !path.isEmpty {
-            err("qed-img: \(path): \(message)\n")
+            err("\(programName): \(path): \(message)\n")
         } else {
-            err("qed-img: \(message)\n")
+            err("\(programName): \(message)\n")
         }
     }
 }
@@ -281,12 +288,26 @@ enum Signals {
 let interruptedExitCode: Int32 = 130
 
 /// Opens the image at `path` for the CLI: format given or probed, read-only or not, `-U`.
+/// A command-line file name as QEMU reads it: a `file:` protocol prefix is dropped, and the rest,
+/// when it has a colon but no slash, gets `./` in front (so it cannot read as a protocol): the path
+/// opened, and the name qemu-img then reports (`image: ./a:b.qed`).
+func hostPath(_ name: String) -> String {
+    guard name.hasPrefix("file:") else { return name }
+    let rest = String(name.dropFirst(5))
+    return rest.contains(":") && !rest.contains("/") ? "./" + rest : rest
+}
+
 func openDisk(
-    _ path: String, format: DiskFormat?, readOnly: Bool, forceShare: Bool = false,
+    _ name: String, format: DiskFormat?, readOnly: Bool, forceShare: Bool = false,
     openBacking: Bool = true, autoCheck: Bool = true
 ) throws -> any Disk {
+    let path = hostPath(name)
     var options = OpenOptions(readOnly: readOnly, forceShare: forceShare && readOnly)
     options.openBacking = openBacking
     options.autoCheck = autoCheck
-    return try DiskOpener.open(path: path, format: format, options: options)
+    do {
+        return try DiskOpener.open(path: path, format: format, options: options)
+    } catch let error as QEDError {
+        throw error.couldNotOpen(name)
+    }
 }

@@ -34,13 +34,15 @@ import Testing
         let missing = try box.ours("info", "nope.qed")
         #expect(missing.status == 1)
         #expect(
-            missing.stderr.hasPrefix("qed-img: nope.qed: ") && missing.stderr.contains("No such file or directory"),
+            missing.stderr.hasPrefix("qed-img: Could not open 'nope.qed': ")
+                && missing.stderr.contains("No such file or directory"),
             "\(missing)")
         try box.mustQemu("create", "-f", "qed", "a.qed", "1M")
         try box.poke64("a.qed", at: 16, 0x100)  // an unknown incompatible feature
         let unknown = try box.ours("info", "a.qed")
         #expect(
-            unknown.status == 1 && unknown.stderr == "qed-img: a.qed: Unsupported QED features: 100\n", "\(unknown)")
+            unknown.status == 1 && unknown.stderr == "qed-img: Could not open 'a.qed': Unsupported QED features: 100\n",
+            "\(unknown)")
         for verb in ["check", "map", "convert", "compare"] {
             let o = try box.ours([verb, "a.qed"] + (verb == "convert" || verb == "compare" ? ["b.qed"] : []))
             #expect(o.status != 0 && !o.stderr.contains("Fatal error") && !o.stderr.contains("Stack"), "\(verb): \(o)")
@@ -58,10 +60,15 @@ import Testing
         let box = try Sandbox()
         for verb in [
             "create", "info", "check", "map", "convert", "compare", "resize", "rebase", "commit", "measure",
-            "dd", "bench", "io",
+            "dd", "bench",
         ] {
             let o = try box.ours(verb, "--help")
             #expect(o.status == 0 && o.stdout.contains("USAGE: qed-img \(verb)"), "\(verb): \(o)")
+        }
+        // `io` is qemu-io: its -h/--help is qemu-io's usage text.
+        for flag in ["-h", "--help"] {
+            let o = try box.ours("io", flag)
+            #expect(o.status == 0 && o.stdout.hasPrefix("Usage: qed-img [OPTIONS]... [-c STRING]... [file]\n"), "\(o)")
         }
         let v = try box.ours("--version")
         #expect(v.status == 0 && v.stdout.hasPrefix("qed-img version "))
@@ -79,7 +86,7 @@ import Testing
         #expect(info.status == 1)
         #expect(
             info.stderr
-                == "qed-img: busy.qed: Failed to get shared \"write\" lock\nIs another process using the image [busy.qed]?\n",
+                == "qed-img: Could not open 'busy.qed': Failed to get shared \"write\" lock\nIs another process using the image [busy.qed]?\n",
             "\(info)")
         let io = try box.ours("io", "-c", "read 0 1", "busy.qed")
         #expect(io.status == 1 && io.stderr.contains("Failed to get \"write\" lock"), "\(io)")

@@ -71,6 +71,11 @@ final class Sandbox {
         try Files.writeU64(path(name), value, at: offset)
     }
 
+    /// Writes `value` little-endian as 4 bytes at byte `offset` of `name`.
+    func poke32(_ name: String, at offset: UInt64, _ value: UInt32) throws {
+        try Files.write(path(name), (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }, at: offset)
+    }
+
     /// The little-endian u64 at byte `offset` of `name`.
     func peek64(_ name: String, at offset: Int) throws -> UInt64 { try Files.readU64(path(name), at: UInt64(offset)) }
 

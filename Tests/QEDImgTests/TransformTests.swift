@@ -195,7 +195,7 @@ import Testing
         #expect(try box.qemuIdentical("b1.qed", "want.raw"))
         #expect(try box.qemuCheckStatus("b1.qed") == 0)
         let err = try box.ours("commit", "b1.qed")
-        #expect(err.status == 1 && err.stderr == "qed-img: b1.qed: Image does not have a backing file\n")
+        #expect(err.status == 1 && err.stderr == "qed-img: Image does not have a backing file\n")
     }
 
     @Test func rebaseMatchesQemuSafeAndUnsafe() throws {

@@ -102,7 +102,8 @@ import Testing
             } catch let error as QEDError {
                 #expect(error.code == .backingFile, "\(form): \(error)")
                 #expect(
-                    error.message == "Could not open backing file '\(dir.file(stored))': No such file or directory",
+                    error.message
+                        == "Could not open backing file: Could not open '\(dir.file(stored))': No such file or directory",
                     "\(form): \(error)")
             }
         }

@@ -55,7 +55,7 @@ package enum BackingResolver {
         let path = resolve(name, relativeTo: imagePath)
         guard let identity = FileIdentity(path: path) else {
             throw QEDError(
-                .backingFile, "Could not open backing file '\(path)': No such file or directory",
+                .backingFile, "Could not open backing file: Could not open '\(path)': No such file or directory",
                 path: imagePath, errno: ENOENT)
         }
         guard !seen.contains(identity) else {

@@ -117,24 +117,22 @@ public struct Header: Sendable, Equatable {
         guard Geometry.isValidTableSize(UInt64(tableSize)) else {
             throw QEDError(.invalidTableSize, "QED table size is invalid", value: UInt64(tableSize))
         }
-        guard headerSize >= 1, UInt64(headerSize) <= UInt64(UInt32.max) / UInt64(clusterSize) else {
-            throw QEDError(.headerSizeTooLarge, "QED header size is invalid", value: UInt64(headerSize))
-        }
         let geometry = Geometry(clusterSize: clusterSize, tableSize: tableSize, headerSize: headerSize)
         guard imageSize % 512 == 0 else {
-            throw QEDError(
-                .invalidImageSize, "QED image size is invalid: \(imageSize) is not a multiple of 512",
-                value: imageSize)
+            // QEMU's words; the value says which size.
+            throw QEDError(.invalidImageSize, "QED image size is invalid", value: imageSize)
         }
         guard imageSize <= geometry.maxImageSize else {
-            throw QEDError(
-                .invalidImageSize,
-                "QED image size is invalid: \(imageSize) exceeds the \(geometry.maxImageSize) bytes this engine can address with cluster_size=\(clusterSize) and table_size=\(tableSize)",
-                value: imageSize)
+            // Also above what this engine addresses (Geometry.maxAddressableSize): QEMU's words.
+            throw QEDError(.invalidImageSize, "QED image size is invalid", value: imageSize)
         }
         let fileSize = fileLength.roundedDown(toMultipleOf: geometry.clusterSize)
         guard geometry.isValidTableOffset(l1TableOffset, fileSize: fileSize) else {
             throw QEDError(.invalidTableOffset, "QED table offset is invalid", value: l1TableOffset)
+        }
+        // After the table offset, as in QEMU (a huge header_size makes that offset invalid first).
+        guard headerSize >= 1, UInt64(headerSize) <= UInt64(UInt32.max) / UInt64(clusterSize) else {
+            throw QEDError(.headerSizeTooLarge, "QED header size is too large", value: UInt64(headerSize))
         }
         if hasBackingFile {
             let end = UInt64(backingNameOffset) + UInt64(backingNameSize)

@@ -106,9 +106,8 @@ public final class PosixFile: BlockFile {
             throw QEDError.system(Errno(rawValue: errno), "Could not stat '\(path)'", syscall: "fstat", path: path)
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw QEDError(
-                .notRegularFile, "'\(path)' is not a regular file; QED images must be regular files",
-                path: path)
+            // QEMU's words (its `file` driver refuses the same).
+            throw QEDError(.notRegularFile, "'file' driver requires '\(path)' to be a regular file", path: path)
         }
     }
 

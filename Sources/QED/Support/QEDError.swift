@@ -135,10 +135,11 @@ public struct QEDError: Error, Sendable, Equatable, CustomStringConvertible, Cus
     }
 
     /// The whole chain, for logs and test failures: `file: message [io; fdatasync: Input/output
-    /// error (errno 5)]`.
+    /// error (errno 5)]`, and the offending value when there is one (`[invalidImageSize; value N]`).
     public var debugDescription: String {
         var details = code.rawValue
         if let cause { details += "; \(cause) (errno \(cause.errno))" }
+        if let value { details += "; value \(value)" }
         return "\(description) [\(details)]"
     }
 

@@ -37,12 +37,12 @@ public enum Commit {
         // The one QED-specific step is emptying the overlay (`Image.makeEmpty`): QED is the only
         // format with backing files, so only a QED image can be committed. A second format with
         // backing files would give `Disk` a way to empty it and open the top with `DiskOpener`.
-        let format = try DiskOpener.probe(path: path)
+        let format = try opening(path) { try DiskOpener.probe(path: path) }
         guard format == .qed else {
-            throw QEDError(.invalidArgument, "Image does not have a backing file", path: path)
+            throw QEDError(.invalidArgument, "Image does not have a backing file")
         }
         let keep = options.keepOverlay || options.base != nil
-        let top = try Image.open(path: path, options: OpenOptions(readOnly: keep))
+        let top = try opening(path) { try Image.open(path: path, options: OpenOptions(readOnly: keep)) }
         do {
             let result = try commit(top: top, options: options, keep: keep)
             try top.close()
@@ -56,7 +56,7 @@ public enum Commit {
     static func commit(top: Image, options: Options, keep: Bool) throws -> Result {
         let chain = DiskOpener.chain(of: top)
         guard chain.count > 1 else {
-            throw QEDError(.invalidArgument, "Image does not have a backing file", path: top.path)
+            throw QEDError(.invalidArgument, "Image does not have a backing file")
         }
         var baseIndex = 1
         if let wanted = options.base {

@@ -33,6 +33,12 @@ public enum Convert {
         /// complete in the page cache when `run` returns and reaches the disk when the kernel
         /// writes it back. Default true.
         public var durable = true
+        /// Keep going past read errors of the sources (`--salvage`): a chunk that fails to read is
+        /// read again 512 bytes at a time, the sectors that still fail become zeroes in the target,
+        /// and each is reported to ``warning``. Default false: the first error stops the copy.
+        public var salvage = false
+        /// Receives the salvage warnings, qemu-img's words: `error while reading offset N: why`.
+        public var warning: (@Sendable (String) -> Void)?
         /// Progress reports (fraction of bytes done).
         public var progress: ProgressHandler?
         /// Stops the copy at a chunk boundary; the target is flushed and closed.
@@ -207,7 +213,11 @@ public enum Convert {
                 let plan: ConvertPlanner.Plan
                 do {
                     try options.cancellation?.check()
-                    plan = try planner.plan(chunk: index, buffer: buffer, backingBuffer: backingBuffer)
+                    do {
+                        plan = try planner.plan(chunk: index, buffer: buffer, backingBuffer: backingBuffer)
+                    } catch is QEDError where options.salvage {
+                        plan = planner.salvage(chunk: index, buffer: buffer, warning: options.warning)
+                    }
                 } catch {
                     fail()
                     throw error

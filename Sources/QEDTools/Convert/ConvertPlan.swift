@@ -170,6 +170,9 @@ struct ConvertPlanner: Sendable {
         if targetIsZero && segments.allSatisfy({ $0.bytes == nil }) {
             return Plan()  // nothing to write, nothing to scan
         }
+        if let backing, segments.allSatisfy({ $0.bytes == nil }), try backingReadsZero(backing, start, length) {
+            return Plan()  // zeroes over zeroes: nothing to write, no backing bytes to read
+        }
         var backingView: UnsafeRawBufferPointer?
         if let backing {
             // The backing file may be shorter than the target: past its end the target reads zeroes.
@@ -219,6 +222,14 @@ struct ConvertPlanner: Sendable {
             lo = hi
         }
         return plan
+    }
+
+    /// Whether `backing` reads as zeroes over `[start, start+length)` by its block status (past its
+    /// end it reads zeroes), so that a chunk of zeroes need not be compared byte by byte.
+    private func backingReadsZero(_ backing: any Disk, _ start: UInt64, _ length: UInt64) throws -> Bool {
+        let size = backing.virtualSize
+        guard start < size else { return true }
+        return try backing.extents(at: start, length: min(length, size - start)).allSatisfy { $0.zero || !$0.present }
     }
 
     /// The chunk's segments in order, covering `[0, length)`: known-zero ranges, mapped data and
@@ -278,5 +289,47 @@ struct ConvertPlanner: Sendable {
             }
             i += 1
         }
+    }
+}
+
+extension ConvertPlanner {
+    /// The sector size salvage reads in, bytes (QEMU's BDRV_SECTOR_SIZE).
+    static let salvageSector = 512
+
+    /// `--salvage`'s plan for a chunk whose normal planning failed: reads it 512 bytes at a time
+    /// into `buffer`, zeroes (and reports to `warning`) each sector that fails, and writes the whole
+    /// chunk as data.
+    func salvage(
+        chunk index: Int, buffer: UnsafeMutableRawBufferPointer, warning: (@Sendable (String) -> Void)?
+    ) -> Plan {
+        let (start, length) = range(ofChunk: index)
+        let n = Int(length)
+        var at = 0
+        while at < n {
+            let count = min(ConvertPlanner.salvageSector, n - at)
+            let sector = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<at + count])
+            do {
+                try source.pieces(start + UInt64(at), UInt64(count)) { disk, offset, within, bytes in
+                    let part = UnsafeMutableRawBufferPointer(rebasing: sector[within..<within + Int(bytes)])
+                    try disk.read(into: part, at: offset)
+                }
+            } catch {
+                sector.initializeMemory(as: UInt8.self, repeating: 0)
+                warning?("error while reading offset \(start + UInt64(at)): \(ConvertPlanner.reason(error))")
+            }
+            at += count
+        }
+        var plan = Plan()
+        if let base = buffer.baseAddress, n > 0 {
+            plan.actions = [Action(offset: start, length: length, zero: false, bytes: UnsafeRawPointer(base))]
+            plan.usesBuffer = true
+        }
+        return plan
+    }
+
+    /// `strerror` of the error's system call, as qemu-img words a failed read.
+    static func reason(_ error: any Error) -> String {
+        if let e = error as? QEDError, let cause = e.cause { return cause.reason }
+        return String(cString: strerror(EIO))
     }
 }

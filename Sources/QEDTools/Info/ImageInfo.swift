@@ -1,5 +1,13 @@
 public import QED
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// What `qemu-img info` reports about one image (QEMU 7.2's `ImageInfo`).
 ///
 /// Units: sizes in bytes.
@@ -54,22 +62,31 @@ public struct ImageInfo: Sendable, Equatable {
         while let current = nextPath {
             if let id = FileIdentity(path: current) {
                 guard seen.insert(id).inserted else {
-                    throw QEDError(.backingFile, "Backing file '\(current)' creates an infinite loop", path: path)
+                    throw QEDError(.backingFile, "Backing file '\(current)' creates an infinite loop.")
                 }
             }
             // Layers below the top are opened like backing files: sharing everything.
             var options = OpenOptions(readOnly: true, forceShare: forceShare || !out.isEmpty)
             options.openBacking = false
             options.autoCheck = false
-            let disk = try DiskOpener.open(path: current, format: nextFormat, options: options)
+            let disk: any Disk
+            do {
+                disk = try DiskOpener.open(path: current, format: nextFormat, options: options)
+            } catch var error as QEDError where out.isEmpty {
+                // qemu-img's form for the image named on the command line.
+                error.message = "Could not open '\(current)': \(error.message)"
+                error.path = nil
+                throw error
+            }
             let info = ImageInfo(disk: disk)
             try? disk.close()
             out.append(info)
             guard backingChain, let full = info.fullBackingFilename else { break }
             guard FileIdentity(path: full) != nil else {
+                // qemu-img's words: the layer cannot be opened.
                 throw QEDError(
-                    .backingFile, "Could not open backing file '\(full)': No such file or directory",
-                    path: current)
+                    .backingFile, "Could not open '\(full)': Could not open '\(full)': No such file or directory",
+                    errno: ENOENT)
             }
             nextPath = full
             nextFormat = info.backingFilenameFormat.flatMap(DiskOpener.format(named:))

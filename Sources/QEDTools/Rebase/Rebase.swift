@@ -30,14 +30,14 @@ public enum Rebase {
     @discardableResult
     public static func run(path: String, options: Options) throws -> Result {
         let name = options.backing.flatMap { $0.isEmpty ? nil : $0 }
-        let format = try DiskOpener.probe(path: path)
+        let format = try opening(path) { try DiskOpener.probe(path: path) }
         guard format == .qed else {
             throw QEDError(.unsupported, "rebase needs a QED image; raw images have no backing file", path: path)
         }
         if options.unsafe {
             var open = OpenOptions()
             open.openBacking = false
-            let image = try Image.open(path: path, options: open)
+            let image = try opening(path) { try Image.open(path: path, options: open) }
             do {
                 try image.setBacking(name: name, format: options.backingFormat == .raw ? .raw : nil, open: false)
             } catch {
@@ -47,7 +47,7 @@ public enum Rebase {
             try image.close()
             return Result(bytesCopied: 0)
         }
-        let image = try Image.open(path: path, options: OpenOptions())
+        let image = try opening(path) { try Image.open(path: path, options: OpenOptions()) }
         do {
             let result = try safeRebase(image: image, name: name, options: options)
             try image.close()
@@ -65,8 +65,9 @@ public enum Rebase {
             let resolved = BackingResolver.resolve(name, relativeTo: image.path)
             guard FileIdentity(path: resolved) != nil else {
                 throw QEDError(
-                    .backingFile, "Could not open new backing file '\(resolved)': No such file or directory",
-                    path: image.path)
+                    .backingFile,
+                    "Could not open new backing file '\(resolved)': Could not open '\(resolved)': No such file or directory"
+                )
             }
             let disk = try DiskOpener.open(
                 path: resolved, format: options.backingFormat,
