@@ -105,16 +105,11 @@ import Testing
         try box.makeQED("l.qed", size: "16M")
         let server = try box.startServer(["-e", "0", "-t"], image: "l.qed")
         let script = try box.write("load.py", Self.loadScript)
-        let client = Process()
-        client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        client.arguments = [script, server.socket]
         let output = box.path("load.out")
-        _ = FileManager.default.createFile(atPath: output, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-        client.standardOutput = handle
-        client.standardError = handle
-        try client.run()
-        defer { if client.isRunning { kill(client.processIdentifier, SIGKILL) } }
+        let handle = try SpawnedProcess.outputFile(output)
+        let client = try SpawnedProcess("/usr/bin/python3", [script, server.socket], stdout: handle, stderr: handle)
+        close(handle)
+        defer { if client.isRunning { client.killAndReap() } }
         // Ask the server to stop once the load has written 400 distinct blocks (the client says so; a
         // fixed pause would let a slow machine get too little done), or once the client has died.
         let deadline = Date().addingTimeInterval(300)
@@ -125,8 +120,7 @@ import Testing
         }
         let status = server.terminate(timeout: 120)
         if status == nil { server.kill() }  // else the client would write forever
-        client.waitUntilExit()
-        try? handle.close()
+        client.wait()
         #expect(status == 0, "\(server.log)")
         let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
         guard let line = text.split(separator: "\n").last,

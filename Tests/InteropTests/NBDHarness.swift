@@ -108,30 +108,20 @@ final class NBDSandbox: @unchecked Sendable {
 }
 
 /// A running `qed-nbd`.
-final class NBDServerProcess: @unchecked Sendable {
-    // @unchecked: the Process is only driven by the owning test; Foundation's Process is thread-safe for
-    // the calls used (isRunning, terminate, waitUntilExit).
-    let process: Process
+final class NBDServerProcess: Sendable {
+    let process: SpawnedProcess
     let socket: String
     let logPath: String
 
     init(arguments: [String], socket: String, logPath: String, directory: String) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: NBDSandbox.qedNBD)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
+        let log = try SpawnedProcess.outputFile(logPath)
+        defer { close(log) }
+        process = try SpawnedProcess(NBDSandbox.qedNBD, arguments, in: directory, stdout: log, stderr: log)
         self.socket = socket
         self.logPath = logPath
-        try process.run()
-        try? log.close()
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
     var isRunning: Bool { process.isRunning }
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
@@ -141,26 +131,15 @@ final class NBDServerProcess: @unchecked Sendable {
     /// Sends SIGTERM and waits (up to `timeout` seconds) for the exit status; nil if it did not exit.
     @discardableResult
     func terminate(timeout: Double = 30) -> Int32? {
-        if process.isRunning { Foundation.kill(pid, SIGTERM) }
+        process.signal(SIGTERM)
         return waitForExit(timeout: timeout)
     }
 
     /// Waits up to `timeout` seconds for the server to exit on its own; its status, or nil.
-    func waitForExit(timeout: Double) -> Int32? {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(5_000) }
-        if process.isRunning { return nil }
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
+    func waitForExit(timeout: Double) -> Int32? { process.wait(timeout: timeout) }
 
     /// SIGKILL, then reap.
-    func kill() {
-        if process.isRunning {
-            Foundation.kill(pid, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
+    func kill() { process.killAndReap() }
 }
 
 /// Reads guest bytes of an image through the engine (read-only, shared), for checking what a client wrote.

@@ -153,12 +153,7 @@ import Testing
             FileManager.default.isExecutableFile(atPath: "/usr/bin/nbdfuse"),
             FileManager.default.isExecutableFile(atPath: "/usr/bin/fusermount3")
         else { return nil }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/nbdfuse")
-        process.arguments = [mount, uri]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
+        guard let process = try? SpawnedProcess("/usr/bin/nbdfuse", [mount, uri]) else { return nil }
         // Until the device appears or nbdfuse gives up (it exits when FUSE is unusable). Giving up
         // here on a slow start instead would be wrong: nbdfuse may already be the server's client.
         let deadline = Date().addingTimeInterval(300)
@@ -169,32 +164,24 @@ import Testing
             if !process.isRunning { return nil }
             usleep(10_000)
         }
-        process.terminate()
+        process.killAndReap()
         return nil
     }
 }
 
 /// A running nbdfuse.
 final class FuseMount {
-    let process: Process
+    let process: SpawnedProcess
     let mount: String
 
-    init(process: Process, mount: String) {
+    init(process: SpawnedProcess, mount: String) {
         self.process = process
         self.mount = mount
     }
 
     /// Unmounts (nbdfuse then exits and disconnects).
     func unmount() {
-        let unmount = Process()
-        unmount.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
-        unmount.arguments = ["-u", mount]
-        if (try? unmount.run()) != nil { unmount.waitUntilExit() }
-        let deadline = Date().addingTimeInterval(120)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        _ = try? SpawnedProcess("/usr/bin/fusermount3", ["-u", mount]).wait()
+        if process.wait(timeout: 120) == nil { process.killAndReap() }
     }
 }

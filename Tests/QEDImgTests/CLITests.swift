@@ -110,13 +110,11 @@ import Testing
         // then 12 % and 25 %: 50 bytes) go through, the fourth blocks until the test reads. So the copy
         // cannot finish before the signal, however fast the machine or slow the test.
         let progress = try NarrowPipe(room: 60)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Sandbox.qedImg)
-        process.arguments = ["convert", "-p", "-m", "1", "-f", "raw", box.path("big.raw"), box.path("out.qed")]
         let err = Pipe()
-        process.standardOutput = progress.writeHandle
-        process.standardError = err
-        try process.run()
+        let process = try SpawnedProcess(
+            Sandbox.qedImg, ["convert", "-p", "-m", "1", "-f", "raw", box.path("big.raw"), box.path("out.qed")],
+            stdout: progress.writeHandle.fileDescriptor, stderr: err.fileHandleForWriting.fileDescriptor)
+        try? err.fileHandleForWriting.close()
         progress.closeWriteEnd()
         // Interrupt once the copy is under way: more than the first line (printed before the first
         // chunk) is in the pipe. qed-img installs its handler before it prints anything.
@@ -125,11 +123,10 @@ import Testing
         while progress.buffered <= progress.fillerCount + firstLine && process.isRunning && Date() < deadline {
             usleep(2_000)
         }
-        kill(process.processIdentifier, SIGINT)
+        process.signal(SIGINT)
         let out = String(decoding: progress.readChildOutput(), as: UTF8.self)
         let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 130, "\(out) \(errText)")
+        #expect(process.wait() == 130, "\(out) \(errText)")
         #expect(errText == "qed-img: interrupted; the images were flushed and closed\n")
         #expect(out.hasPrefix("    (0.00/100%)\n    (12.00/100%)\n"), "\(out)")
         #expect(!out.contains("(100.00/100%)"), "\(out)")

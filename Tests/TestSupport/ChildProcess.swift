@@ -29,40 +29,26 @@ public enum ChildProcess {
         _ path: String, _ arguments: [String], in directory: String,
         environment: [String: String] = [:], timeout: Double? = nil
     ) throws -> ChildOutcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
         let stamp = UUID().uuidString
         let outPath = directory + "/.out-\(stamp)", errPath = directory + "/.err-\(stamp)"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         defer {
-            try? FileManager.default.removeItem(atPath: outPath)
-            try? FileManager.default.removeItem(atPath: errPath)
+            unlink(outPath)
+            unlink(errPath)
         }
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        if let timeout {
-            let deadline = Date().addingTimeInterval(timeout)
-            while process.isRunning && Date() < deadline { usleep(5_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        process.waitUntilExit()
-        try? out.close()
-        try? err.close()
+        let out = try SpawnedProcess.outputFile(outPath)
+        defer { close(out) }
+        let err = try SpawnedProcess.outputFile(errPath)
+        defer { close(err) }
+        let child = try SpawnedProcess(
+            path, arguments, in: directory, environment: environment, stdout: out, stderr: err)
+        // A hung child is killed with what it started, so nothing outlives the test.
+        if let timeout, child.wait(timeout: timeout) == nil { child.killAndReap() }
+        let status = child.wait()
         let outData = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
         let errData = (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data()
         return ChildOutcome(
             stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self), status: process.terminationStatus)
+            stderr: String(decoding: errData, as: UTF8.self), status: status)
     }
 }
 

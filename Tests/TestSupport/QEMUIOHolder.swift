@@ -10,7 +10,7 @@ import Foundation
 /// its lock bytes in /proc/locks (qemu-io takes the bytes first and checks for conflicts after, so
 /// a tool started then can still make it fail).
 public final class QEMUIOHolder {
-    private let process = Process()
+    private let process: SpawnedProcess
     private let input = Pipe()
     private let output = Pipe()
     private let errors = Pipe()
@@ -31,16 +31,20 @@ public final class QEMUIOHolder {
     /// bounds a hung child; the wait ends on the prompt, or as soon as qemu-io exits.
     public init(image: String, extra: [String] = [], timeout: Double = 300) throws {
         self.image = image
-        process.executableURL = URL(fileURLWithPath: ChildProcess.systemTool("qemu-io"))
-        process.arguments = extra + [image]
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
+        process = try SpawnedProcess(
+            ChildProcess.systemTool("qemu-io"), extra + [image],
+            stdin: input.fileHandleForReading.fileDescriptor,
+            stdout: output.fileHandleForWriting.fileDescriptor,
+            stderr: errors.fileHandleForWriting.fileDescriptor)
+        // The child's ends: closed here, so reading its output sees end of file when it exits.
+        try? input.fileHandleForReading.close()
+        try? output.fileHandleForWriting.close()
+        try? errors.fileHandleForWriting.close()
         if let reason = waitForPrompt(timeout: timeout) {
             stop()
             let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw NotReady(image: image, reason: "\(reason) (exit status \(process.terminationStatus)): \(stderr)")
+            throw NotReady(
+                image: image, reason: "\(reason) (exit status \(process.status.map(String.init) ?? "none")): \(stderr)")
         }
     }
 
@@ -79,10 +83,7 @@ public final class QEMUIOHolder {
     /// has not exited after `timeout` seconds.
     public func stop(timeout: Double = 60) {
         try? input.fileHandleForWriting.close()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        if process.wait(timeout: timeout) == nil { process.killAndReap() }
     }
 
     deinit { if process.isRunning { stop() } }
