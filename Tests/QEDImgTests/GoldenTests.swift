@@ -223,6 +223,16 @@ import Testing
         ] {
             try same(args, comment: "rebase/commit")
         }
+        // commit -b names a backing image as QEMU finds one: a relative name against the directory of
+        // the layer above it. "sub/c.mid" from the top "sub/c.qed" would be sub/sub/c.mid: not found.
+        try FileManager.default.createDirectory(atPath: box.path("sub"), withIntermediateDirectories: true)
+        try box.mustQemu("create", "-q", "-f", "qed", "sub/c.base", "1M")
+        try box.mustQemu("create", "-q", "-f", "qed", "-b", "c.base", "-F", "qed", "sub/c.mid")
+        try box.mustQemu("create", "-q", "-f", "qed", "-b", "c.mid", "-F", "qed", "sub/c.qed")
+        try same(["commit", "-b", "sub/c.mid", "sub/c.qed"], comment: "commit -b, name not in the chain")
+        for name in ["c.mid", "c.base", box.path("sub/c.mid")] {
+            try same(["commit", "-b", name, "sub/c.qed"], comment: "commit -b \(name)")
+        }
         // Header fields QEMU validates, each broken in turn (cluster, table, header size, L1, size).
         for (offset, width) in [(4, 4), (8, 4), (12, 4), (40, 8), (48, 8)] {
             try box.mustQemu("create", "-q", "-f", "qed", "h.qed", "1M")

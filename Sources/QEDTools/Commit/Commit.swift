@@ -60,16 +60,18 @@ public enum Commit {
         }
         var baseIndex = 1
         if let wanted = options.base {
-            let wantedID = FileIdentity(path: wanted)
+            // As QEMU finds a backing image by name: a relative name is taken relative to the
+            // directory of the layer above the candidate, and both resolve to the same file.
             guard
                 let k = (1..<chain.count).first(where: { k in
-                    let name = DiskOpener.layerName(chain[k]) ?? ""
-                    return name == wanted || (wantedID != nil && FileIdentity(path: name) == wantedID)
+                    guard let name = DiskOpener.layerName(chain[k]) else { return false }
+                    let above = DiskOpener.layerName(chain[k - 1]) ?? top.path
+                    let candidate = BackingResolver.resolve(wanted, relativeTo: above)
+                    guard let wantedID = FileIdentity(path: candidate) else { return name == candidate }
+                    return FileIdentity(path: name) == wantedID
                 })
             else {
-                throw QEDError(
-                    .backingFile, "Did not find '\(wanted)' in the backing chain of '\(top.path)'",
-                    path: top.path)
+                throw QEDError(.backingFile, "Did not find '\(wanted)' in the backing chain of '\(top.path)'")
             }
             baseIndex = k
         }
