@@ -108,84 +108,20 @@ struct OperationGateTests {
 
     @Test("close waits for a read in flight before it closes the file")
     func closeWaitsForRead() throws {
-        let file = HeldReadFile()
+        let file = GatedFile(MemoryFile(path: "held-read"))
         try Image.create(on: file, options: CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 2))
         let image = try Image.open(file: file)
         try image.write([UInt8](repeating: 0xAB, count: 4096), at: 8192)
-        file.holdNextDataRead(atOrAfter: 5 * 4096)  // past the header (1 cluster), L1 and L2 (2 each)
+        file.arm(.readAtOrAfter(5 * 4096))  // past the header (1 cluster), L1 and L2 (2 each)
         let read = BackgroundThread { try image.read(at: 8192, count: 4096) }
-        #expect(waitUntil { file.readIsHeld }, "the read did not reach the file")
+        #expect(waitUntil { file.isHolding }, "the read did not reach the file")
         let close = BackgroundThread { try image.close() }
         #expect(waitUntil { image.gate.exclusiveWaiting }, "close did not wait for the read")
         #expect(file.closeCount == 0, "close closed the file under a running read")
-        file.releaseRead()
+        file.release()
         #expect(try #require(read.join()).get() == [UInt8](repeating: 0xAB, count: 4096))
         #expect(try #require(close.join()).get() == ())
         #expect(file.closeCount == 1)
         #expect(throws: QEDError.self) { try image.read(at: 0, count: 512) }
-    }
-}
-
-/// A ``MemoryFile`` whose next data read at or after a given offset waits until released, and
-/// which counts `close` calls.
-private final class HeldReadFile: BlockFile, @unchecked Sendable {
-    private let inner = MemoryFile(path: "held-read")
-    /// Guards `holdFrom`, `held`, `released` and `closes`.
-    private let cond = NSCondition()
-    private var holdFrom: UInt64?
-    private var held = false
-    private var released = false
-    private var closes = 0
-
-    var path: String { inner.path }
-    var isWritable: Bool { true }
-
-    func holdNextDataRead(atOrAfter offset: UInt64) {
-        cond.lock()
-        holdFrom = offset
-        cond.unlock()
-    }
-
-    var readIsHeld: Bool {
-        cond.lock()
-        defer { cond.unlock() }
-        return held
-    }
-    var closeCount: Int {
-        cond.lock()
-        defer { cond.unlock() }
-        return closes
-    }
-
-    func releaseRead() {
-        cond.lock()
-        released = true
-        cond.broadcast()
-        cond.unlock()
-    }
-
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
-        cond.lock()
-        if let from = holdFrom, offset >= from {
-            holdFrom = nil
-            held = true
-            let deadline = Date().addingTimeInterval(60)  // a forgotten release fails, not hangs
-            while !released && cond.wait(until: deadline) {}
-            held = false
-        }
-        cond.unlock()
-        return try inner.read(into: buffer, at: offset)
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws { try inner.write(bytes, at: offset) }
-    func sync() throws { try inner.sync() }
-    func length() throws -> UInt64 { try inner.length() }
-    func setLength(_ length: UInt64) throws { try inner.setLength(length) }
-    func punchHole(at offset: UInt64, length: UInt64) throws { try inner.punchHole(at: offset, length: length) }
-    func close() {
-        cond.lock()
-        closes += 1
-        cond.unlock()
-        inner.close()
     }
 }
