@@ -38,6 +38,9 @@ struct Info: ParsableCommand {
             if let message = parsed.addKeyValues(file) { throw CLIError(message) }
             switch parsed.resolvedTarget(file: nil) {
             case .success(let target):
+                if let container = target.container {
+                    throw CLIError("nested formats (file.driver=\(container.rawValue)) are opened by 'io' only")
+                }
                 path = target.path
                 options.format = target.format
             case .failure(.message(let message)):

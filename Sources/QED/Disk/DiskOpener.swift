@@ -54,6 +54,13 @@ public enum DiskOpener {
         try driver(for: format ?? probe(path: path)).open(path, options)
     }
 
+    /// Opens `file` (any ``BlockFile``, e.g. a ``DiskFile`` holding another image's guest data) as
+    /// `format` (probed when nil), with its backing chain. Takes no QEMU locks: the caller holds
+    /// what `file` needs. The disk owns `file`.
+    public static func open(file: any BlockFile, format: DiskFormat?, options: OpenOptions) throws -> any Disk {
+        try (format.map { try driver(for: $0) } ?? probe(file)).openLayer(file, options, [])
+    }
+
     /// The chain below `disk`: `[disk, its backing, the backing's backing, ...]` (as opened).
     public static func chain(of disk: any Disk) -> [any Disk] {
         var out: [any Disk] = [disk]

@@ -83,7 +83,9 @@ struct IOOpenOptions {
 
     /// The file to open and its format from `keyValues` (driver=, file.filename= or filename=,
     /// file.driver=file, read-only=, force-share=); qemu's message for what this program cannot honour.
-    func resolvedTarget(file: String?) -> Result<(path: String, format: DiskFormat?, readOnly: Bool), IOOpenError> {
+    /// A format as `file.driver` (with `file.file.filename=`) nests: `container` is the format of the
+    /// file at `path`, whose guest data holds the image to open.
+    func resolvedTarget(file: String?) -> Result<IOOpenTarget, IOOpenError> {
         var path = file.map(hostPath)
         var device: String?
         // `blkdebug::FILE` (QEMU's debugging driver with no rules): its only use here is `align`,
@@ -99,6 +101,7 @@ struct IOOpenOptions {
             blkdebug = true
         }
         var format: DiskFormat?
+        var container: DiskFormat?
         var readOnly = self.readOnly
         if let name = self.format {
             guard let f = DiskOpener.format(named: name) else { return .failure(.message("Unknown driver '\(name)'")) }
@@ -123,6 +126,14 @@ struct IOOpenOptions {
             case "file.filename", "filename", "file":
                 path = value
             case "file.driver":
+                if value == "file" { continue }
+                guard let f = DiskOpener.format(named: value) else {
+                    return .failure(.message("Unknown protocol '\(value)'"))
+                }
+                container = f
+            case "file.file.filename" where container != nil:
+                path = value
+            case "file.file.driver" where container != nil:
                 guard value == "file" else { return .failure(.message("Unknown protocol '\(value)'")) }
             case "file.align" where blkdebug:
                 guard case .success(let n) = IOFormat.number(value), n > 0, n & (n - 1) == 0 else {
@@ -138,8 +149,17 @@ struct IOOpenOptions {
         }
         guard let path else { return .failure(.message("A block device must be specified for \"file\"")) }
         if let device { return .failure(.message(IOOpenOptions.deviceRefusal(device, path: path, readOnly: readOnly))) }
-        return .success((path, format, readOnly))
+        return .success(IOOpenTarget(path: path, format: format, readOnly: readOnly, container: container))
     }
+}
+
+/// What an `open` names: the file, the format to open it as (probed when nil), and, for nested
+/// formats, the format of the image at `path` whose guest data holds it.
+struct IOOpenTarget {
+    var path: String
+    var format: DiskFormat?
+    var readOnly: Bool
+    var container: DiskFormat?
 }
 
 /// Why an `open` cannot be honoured.

@@ -121,7 +121,7 @@ final class IOSession: @unchecked Sendable {
                 return false
             }
         }
-        let target: (path: String, format: DiskFormat?, readOnly: Bool)
+        let target: IOOpenTarget
         switch wanted.resolvedTarget(file: wanted.imageOpts ? nil : file) {
         case .success(let t): target = t
         case .failure(.message(let message)):
@@ -132,7 +132,19 @@ final class IOSession: @unchecked Sendable {
         do {
             var openOptions = OpenOptions(readOnly: target.readOnly || wanted.snapshot, forceShare: wanted.forceShare)
             openOptions.ignoreFlushes = wanted.ignoreFlushes
-            let base = try DiskOpener.open(path: target.path, format: target.format, options: openOptions)
+            let base: any Disk
+            if let container = target.container {
+                // A nested format: the image lives in the guest data of the one at `path`.
+                let outer = try DiskOpener.open(path: target.path, format: container, options: openOptions)
+                do {
+                    base = try DiskOpener.open(file: DiskFile(outer), format: target.format, options: openOptions)
+                } catch {
+                    try? outer.close()
+                    throw error
+                }
+            } else {
+                base = try DiskOpener.open(path: target.path, format: target.format, options: openOptions)
+            }
             if wanted.snapshot {
                 disk = try IOSnapshot.overlay(on: base, session: self)
             } else {
