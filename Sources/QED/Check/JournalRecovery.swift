@@ -94,7 +94,6 @@ struct JournalRecovery {
             for j in 0..<count {
                 let entry = UInt64(littleEndian: entries[j])
                 guard entry > TableEntry.zeroCluster else { continue }
-                report.allocatedClusters += 1
                 guard g.isValidClusterOffset(entry, fileSize: fileSize) else {
                     entries[j] = 0
                     changed = true
