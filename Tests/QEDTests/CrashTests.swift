@@ -703,8 +703,10 @@ struct CrashTests {
         #expect(lost > rounds / 10, "too few cuts lost anything (\(lost))")
     }
 
-    @Test("power cuts while the NEED_CHECK timer marks the image clean")
-    func timerCuts() throws {
+    @Test(
+        "power cuts while the NEED_CHECK timer marks the image clean (and, with a journal, checkpoints it)",
+        arguments: [nil, 16 << 10] as [UInt64?])
+    func timerCuts(journalSize: UInt64?) throws {
         let config = CrashConfig.small(backing: false)
         let base = ModelRNG.seed(0x7123_0000, salt: 6)
         var failed = 0
@@ -714,11 +716,10 @@ struct CrashTests {
             let seed = base &+ UInt64(i)
             var rng = ModelRNG(seed: seed)
             let file = FaultInjectingFile(path: "/crash-test/timer.qed")
-            try Image.create(
-                on: file,
-                options: CreateOptions(
-                    size: config.diskSize, clusterSize: config.clusterSize,
-                    tableSize: config.tableSize))
+            var create = CreateOptions(
+                size: config.diskSize, clusterSize: config.clusterSize, tableSize: config.tableSize)
+            create.journalSize = journalSize
+            try Image.create(on: file, options: create)
             var options = OpenOptions()
             options.needCheckDelay = 0.02
             var image: Image? = try Image.open(file: file, options: options)
@@ -737,8 +738,9 @@ struct CrashTests {
                 model.write(data, at: at)
                 pending.append(PendingChange(offset: at, length: data.count, bytes: data))
             }
-            // The timer syncs, rewrites the header without NEED_CHECK, syncs: cut among those.
-            let budget = Int(rng.next() % 4)
+            // The timer syncs, rewrites the header without NEED_CHECK, syncs (and with a journal
+            // resets the log's clusters and syncs): cut among those.
+            let budget = Int(rng.next() % (journalSize == nil ? 4 : 6))
             file.cut(afterMutations: budget)
             // Either ends it: the timer completes within the budget, or the cut freezes the file. (The
             // deadline only bounds a timer that never fires.)
@@ -754,8 +756,10 @@ struct CrashTests {
             var quiet = options
             quiet.needCheckDelay = 1e6
             var outcome = CutOutcome()
+            var checked = config
+            checked.journalSize = journalSize
             verifyRecovery(
-                durable: durable, config: config, backingPath: nil, options: quiet, flushed: initial,
+                durable: durable, config: checked, backingPath: nil, options: quiet, flushed: initial,
                 pending: pending, crashView: model, outcome: &outcome, rng: &rng)
             if !outcome.failures.isEmpty {
                 failed += 1

@@ -73,4 +73,34 @@ struct JournaledImageCrashTests {
             #expect(leaksFixed > 0, "no recovery gave back a leaked cluster")
         }
     }
+
+    @Test("power cuts during concurrent workloads on a journaled image")
+    func concurrentCuts() throws {
+        let config = CrashConfig.smallJournaled
+        let base = ModelRNG.seed(0x10_C0C7, salt: 12)
+        let rounds = 150
+        var (failed, lost, journal) = (0, 0, 0)
+        for i in 0..<rounds {
+            let seed = base &+ UInt64(i)
+            var outcome: CutOutcome
+            do {
+                outcome = try runConcurrentCut(config: config, backingPath: nil, backing: [], seed: seed)
+            } catch {
+                outcome = CutOutcome(failures: ["threw \(error) [seed \(seed) \(config)]"])
+            }
+            if outcome.lostSomething { lost += 1 }
+            if outcome.recoveredFromJournal { journal += 1 }
+            if !outcome.failures.isEmpty {
+                failed += 1
+                if failed <= 3 { Issue.record("round \(i): \(outcome.failures.joined(separator: "\n"))") }
+            }
+        }
+        print(
+            "journal concurrent crash \(config): \(rounds) cuts, \(lost) lost unflushed data, \(journal) recovered from the journal, \(failed) failed"
+        )
+        #expect(failed == 0, "\(failed) of \(rounds) concurrent cuts failed (base seed \(base); interleaving varies)")
+        #expect(
+            lost > rounds / 10 && journal > rounds / 4,
+            "too few interesting cuts: \(lost) lossy, \(journal) from the journal")
+    }
 }
