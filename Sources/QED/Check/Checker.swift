@@ -266,6 +266,7 @@ extension Image {
         try gate.exclusive {
             try ensureOpen()
             if repair { try ensureWritable() }
+            if repair { journal.beginRepair() }
             if repair, isDirty, let scan = journal.logAwaitingRecovery,
                 let plan = JournalRecovery.plan(scan, l1Entries: l1.count),
                 let report = try JournalRecovery(image: self, plan: plan).run()

@@ -101,6 +101,11 @@ public final class Image: Sendable {
             // A period starts with its CHECKPOINT written out; the header update's sync makes both
             // durable before the first allocation.
             if set { try recorder.beginPeriod(highWater: allocatorRef.fileSize) }
+            if !set && recorder.holdsDirty {
+                throw QEDError(
+                    .unsupported, "NEED_CHECK stays set until the image is checked: its journal waits for recovery",
+                    path: fileRef.path)
+            }
             if !set { try flusherRef.sync(fileRef) }  // every allocation so far must be durable before "clean"
             try headerRef.update { h in
                 if set { h.features.insert(.needCheck) } else { h.features.remove(.needCheck) }
@@ -370,7 +375,8 @@ public final class Image: Sendable {
         var firstError: (any Error)?
         if !isReadOnly {
             do { try flusher.sync(file) } catch { firstError = error }
-            let keepDirty = firstError != nil || openCheck.withLock { ($0?.corruptions ?? 0) > 0 }
+            let keepDirty =
+                firstError != nil || openCheck.withLock { ($0?.corruptions ?? 0) > 0 } || journal.holdsDirty
             do { try needCheck.stop(clear: !keepDirty) } catch { firstError = firstError ?? error }
         } else {
             try? needCheck.stop(clear: false)

@@ -34,6 +34,8 @@ final class JournalRecorder: Sendable {
         var touched = 0
         /// Whether OVERFLOW was recorded (nothing more is named until the next checkpoint).
         var overflowed = false
+        /// Whether a repairing check started on the image waiting for recovery.
+        var repairing = false
     }
 
     private let state = Mutex(State())
@@ -74,6 +76,16 @@ final class JournalRecorder: Sendable {
 
     /// The mode now.
     var mode: Mode { state.withLock { $0.mode } }
+
+    /// Whether NEED_CHECK must stay set: the image was opened dirty, its log waits for recovery, and
+    /// no repairing check has started. Clearing the bit then (the idle timer, a close) would drop
+    /// the log of a crash nobody repaired.
+    var holdsDirty: Bool { state.withLock { $0.mode == .awaitingRecovery && !$0.repairing } }
+
+    /// A repairing check (journal recovery or the full check) starts: it may clear NEED_CHECK.
+    func beginRepair() {
+        state.withLock { $0.repairing = true }
+    }
 
     /// The log found at open, while it waits for recovery and nothing was allocated since; nil
     /// otherwise.
@@ -159,6 +171,7 @@ final class JournalRecorder: Sendable {
             s.named = []
             s.touched = 0
             s.overflowed = false
+            s.repairing = false
         }
     }
 

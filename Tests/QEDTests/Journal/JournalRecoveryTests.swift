@@ -108,6 +108,25 @@ struct JournalRecoveryTests {
         try dirty.close()
     }
 
+    @Test("opened dirty without its check and closed: NEED_CHECK and the log stay for the next open")
+    func closeWithoutRecoveryKeepsTheLog() throws {
+        let (file, options) = try Self.journaled()
+        let image = try Image.open(file: file, options: options)
+        try image.write(Self.pattern(0x21), at: 5 << 20)
+        let crashed = file.volatileBytes
+        try image.close()
+
+        var noCheck = options
+        noCheck.autoCheck = false
+        let dirtyFile = FaultInjectingFile(crashed, path: "/journal-recovery/disk.qed")
+        let dirty = try Image.open(file: dirtyFile, options: noCheck)
+        try dirty.close()
+        let (recovered, report) = try Self.reopen(dirtyFile.volatileBytes, options: options)
+        #expect(report.method == .journal, "the log must survive a close that checked nothing: \(report)")
+        #expect(try recovered.read(at: 5 << 20, count: 4096) == Self.pattern(0x21))
+        try recovered.close()
+    }
+
     @Test("a dirty image whose journal bit was cleared (a QEMU open) gets the full check")
     func clearedBitRunsTheFullCheck() throws {
         let (file, options) = try Self.journaled()
