@@ -34,6 +34,8 @@ struct Check: ParsableCommand {
         let disk = try openDisk(
             file, format: try opening.format.value(), readOnly: repair == nil, forceShare: opening.forceShare,
             autoCheck: false)
+        // Journaled QED images say how they were checked (others keep qemu-img's output exactly).
+        let journaled = (disk as? Image)?.journalArea != nil
         var options = QEDTools.Check.Options()
         options.repair = repair != nil
         let outcome: QEDTools.Check.Result
@@ -51,8 +53,11 @@ struct Check: ParsableCommand {
         try disk.close()
         if !verbosity.quiet {
             switch output.format {
-            case .json: Console.out(Check.json(outcome.report, filename: file, format: disk.format).pretty() + "\n")
-            case .human: Console.out(Check.human(outcome))
+            case .json:
+                Console.out(
+                    Check.json(outcome.report, filename: file, format: disk.format, journaled: journaled).pretty()
+                        + "\n")
+            case .human: Console.out(Check.human(outcome, journaled: journaled))
             }
         }
         if outcome.report.checkErrors > 0 { throw CLIError("Check failed") }
@@ -60,7 +65,8 @@ struct Check: ParsableCommand {
     }
 
     /// QEMU's `ImageCheck` as a QDict (fields in QAPI order; zero counts left out).
-    static func json(_ r: CheckReport, filename: String, format: DiskFormat) -> QemuJSON {
+    /// Journaled images get a `check-method` field: `journal` or `scan`.
+    static func json(_ r: CheckReport, filename: String, format: DiskFormat, journaled: Bool = false) -> QemuJSON {
         var pairs: [(String, QemuJSON)] = [
             ("filename", .string(filename)), ("format", .string(format.rawValue)),
             ("check-errors", .int(Int64(r.checkErrors))),
@@ -72,13 +78,16 @@ struct Check: ParsableCommand {
             ("fragmented-clusters", r.fragmentedClusters),
         ]
         for (key, value) in optional where value != 0 { pairs.append((key, .uint(value))) }
+        if journaled { pairs.append(("check-method", .string(r.method.rawValue))) }
         return .object(pairs)
     }
 
-    /// qemu-img's human report, including the repair preamble.
-    static func human(_ outcome: QEDTools.Check.Result) -> String {
+    /// qemu-img's human report, including the repair preamble; journaled images end with a line
+    /// saying whether the journal was used or every table was scanned.
+    static func human(_ outcome: QEDTools.Check.Result, journaled: Bool = false) -> String {
         let r = outcome.report
         var out = ""
+
         if outcome.repairedSomething {
             out += """
                 The following inconsistencies were found and repaired:
@@ -111,6 +120,12 @@ struct Check: ParsableCommand {
                 "%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
                 r.allocatedClusters, r.totalClusters, a * 100 / Double(r.totalClusters),
                 Double(r.fragmentedClusters) * 100 / a, 0.0)
+        }
+        if journaled {
+            out +=
+                r.method == .journal
+                ? "Recovered from the journal (\(r.journalRecords) records since the last checkpoint), no full scan.\n"
+                : "Checked by a full scan of every table.\n"
         }
         return out
     }

@@ -8,7 +8,9 @@ struct Create: ParsableCommand {
         discussion: """
             Prints qemu-img's "Formatting 'FILE', fmt=qed size=... cluster_size=..." line (not with \
             -q). Without a size, the backing file's size is used. -o takes cluster_size (4k...64M, power \
-            of 2, default 64k) and table_size (1...16 clusters, power of 2, default 4); "-o help" lists them. \
+            of 2, default 64k), table_size (1...16 clusters, power of 2, default 4) and journal=on|off with \
+            journal_size (default 2M: a metadata journal in the header area, so that a dirty open checks \
+            only what changed since the last checkpoint); "-o help" lists them. \
             add-cow takes image_file=FILE (the raw file holding the data, created when missing; an existing \
             one gives the size), image_fmt=raw and cluster_size (4k...2M).
             """)
@@ -48,7 +50,8 @@ struct Create: ParsableCommand {
         }
         let known: [String]
         switch fmt {
-        case .qed: known = ["size", "backing_file", "backing_fmt", "cluster_size", "table_size"]
+        case .qed:
+            known = ["size", "backing_file", "backing_fmt", "cluster_size", "table_size", "journal", "journal_size"]
         case .addCOW: known = ["size", "backing_file", "backing_fmt", "cluster_size", "image_file", "image_fmt"]
         default: known = ["size"]
         }
@@ -58,6 +61,7 @@ struct Create: ParsableCommand {
             throw CLIError("add-cow needs the name of its raw image file: -o image_file=FILE", path: file)
         }
         let layout = try QEDLayout(opts)
+        let journalSize = try JournalOption(opts).sizeForCreate()
         let backing = backingFile ?? opts.value("backing_file")
         let backingFmtChoice = backingFormat ?? opts.value("backing_fmt").map(Choice.init(argument:))
         var sizeText = size ?? opts.value("size")
@@ -119,6 +123,7 @@ struct Create: ParsableCommand {
             if let backingFmtChoice { line += " backing_fmt=\(backingFmtChoice.text)" }
             line += " cluster_size=\(layout.clusterSize)"
             if layout.tableGiven { line += " table_size=\(layout.tableSize)" }
+            if let journalSize { line += " journal=on journal_size=\(journalSize)" }
         }
         if !verbosity.quiet { Console.out(line + "\n") }
         // qemu-img rounds new images up to whole 512-byte sectors.
@@ -127,6 +132,7 @@ struct Create: ParsableCommand {
             size: roundedSize, backingFile: backing, backingFormat: backingFmt,
             clusterSize: layout.clusterSize, tableSize: layout.tableSize)
         options.imageFile = imageFile
+        options.journalSize = journalSize
         options.imageFormat = try opts.value("image_fmt").map { try Choice<DiskFormat>(argument: $0).value() }
         // A size taken from the backing file is the size of a new image file, not a demand on an existing one.
         options.sizeGiven = sizeGiven || !existingImage

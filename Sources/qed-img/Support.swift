@@ -167,6 +167,8 @@ struct OptionList {
           backing_file=<str>     - File name of a base image
           backing_fmt=<str>      - Image format of the base image
           cluster_size=<size>    - Cluster size (in bytes)
+          journal=<bool (on/off)> - Metadata journal in the header area (swift-qed only)
+          journal_size=<size>    - Journal size (in bytes, default 2M; implies journal=on)
           size=<size>            - Virtual disk size
           table_size=<num>       - L1/L2 table size (in clusters)
 
@@ -210,6 +212,40 @@ struct QEDLayout {
             tableSize = v
             tableGiven = true
         }
+    }
+}
+
+/// QED's journal options (`-o journal=on|off,journal_size=SIZE`) for create and amend.
+struct JournalOption {
+    /// Whether `journal` was given, and its value.
+    var enabled: Bool?
+    /// `journal_size` in bytes, if given.
+    var size: UInt64?
+
+    init(_ options: OptionList) throws {
+        if let text = options.value("journal") {
+            switch text {
+            case "on", "true", "yes": enabled = true
+            case "off", "false", "no": enabled = false
+            default: throw CLIError("Parameter 'journal' expects 'on' or 'off'")
+            }
+        }
+        if let text = options.value("journal_size") {
+            guard let v = Sizes.parse(text), v > 0 else {
+                throw CLIError("Parameter 'journal_size' expects a positive size (suffixes k, M, G)")
+            }
+            size = v
+        }
+    }
+
+    /// The journal size to create with: nil without a journal.
+    func sizeForCreate() throws -> UInt64? {
+        if enabled == false {
+            if size != nil { throw CLIError("journal_size needs journal=on") }
+            return nil
+        }
+        if enabled == true || size != nil { return size ?? JournalArea.defaultSize }
+        return nil
     }
 }
 

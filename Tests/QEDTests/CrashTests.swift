@@ -24,10 +24,13 @@ struct CrashConfig: Sendable, CustomStringConvertible {
     /// Most operations land here: around an L2 boundary for small tables, everywhere otherwise.
     var hot: Range<UInt64>
     var cuts: Int
+    /// Bytes of metadata journal to create the image with (nil: QEMU's layout, no journal).
+    var journalSize: UInt64? = nil
 
     var cs: UInt64 { UInt64(clusterSize) }
     var description: String {
         "\(clusterSize / 1024)K/\(tableSize) \(backingSize == nil ? "no-backing" : "raw-backing")"
+            + (journalSize.map { " journal \($0 / 1024)K" } ?? "")
     }
 
     /// 4 KiB clusters, 2-cluster tables: one L2 maps 4 MiB; the disk crosses into a second one.
@@ -167,6 +170,7 @@ func makeCrashImage(
     var create = CreateOptions(size: config.diskSize, clusterSize: config.clusterSize, tableSize: config.tableSize)
     create.backingFile = backingPath
     create.backingFormat = backingPath == nil ? nil : .raw
+    create.journalSize = config.journalSize
     try Image.create(on: file, options: create)
     var options = OpenOptions()
     options.needCheckDelay = 1e6
@@ -524,6 +528,10 @@ struct CutOutcome {
     var lostSomething = false
     /// The check on open repaired invalid offsets.
     var repairedOnOpen = false
+    /// The check on open recovered from the journal (not a full scan).
+    var recoveredFromJournal = false
+    /// The check on open gave back leaked clusters.
+    var leaksFixedOnOpen = false
     var failures: [String] = []
 }
 
@@ -555,11 +563,21 @@ func verifyRecovery(
                 outcome.failures.append("check on open left corruption: \(report)")
             }
             outcome.repairedOnOpen = report.corruptionsFixed > 0
+            outcome.recoveredFromJournal = report.method == .journal
+            outcome.leaksFixedOnOpen = report.leaksFixed > 0
+        }
+        if config.journalSize != nil && !recovered.isJournalValid {
+            outcome.failures.append("the journal was turned off by recovery")
         }
         if recovered.isDirty { outcome.failures.append("NEED_CHECK still set after the check on open") }
         let first = try recovered.check()
         if first.corruptions != 0 || first.checkErrors != 0 {
             outcome.failures.append("check after recovery: \(first)")
+        }
+        // With the journal, recovery leaves no leak either: every cluster allocated since the last
+        // checkpoint that no table references was given back.
+        if config.journalSize != nil && first.leaks != 0 {
+            outcome.failures.append("\(first.leaks) leaked clusters after journal recovery: \(first)")
         }
         let actual = try recovered.read(at: 0, count: Int(config.diskSize))
         outcome.failures += checkCandidates(actual: actual, flushed: flushed.snapshot(), pending: pending)
@@ -685,8 +703,10 @@ struct CrashTests {
         #expect(lost > rounds / 10, "too few cuts lost anything (\(lost))")
     }
 
-    @Test("power cuts while the NEED_CHECK timer marks the image clean")
-    func timerCuts() throws {
+    @Test(
+        "power cuts while the NEED_CHECK timer marks the image clean (and, with a journal, checkpoints it)",
+        arguments: [nil, 16 << 10] as [UInt64?])
+    func timerCuts(journalSize: UInt64?) throws {
         let config = CrashConfig.small(backing: false)
         let base = ModelRNG.seed(0x7123_0000, salt: 6)
         var failed = 0
@@ -696,11 +716,10 @@ struct CrashTests {
             let seed = base &+ UInt64(i)
             var rng = ModelRNG(seed: seed)
             let file = FaultInjectingFile(path: "/crash-test/timer.qed")
-            try Image.create(
-                on: file,
-                options: CreateOptions(
-                    size: config.diskSize, clusterSize: config.clusterSize,
-                    tableSize: config.tableSize))
+            var create = CreateOptions(
+                size: config.diskSize, clusterSize: config.clusterSize, tableSize: config.tableSize)
+            create.journalSize = journalSize
+            try Image.create(on: file, options: create)
             var options = OpenOptions()
             options.needCheckDelay = 0.02
             var image: Image? = try Image.open(file: file, options: options)
@@ -719,8 +738,9 @@ struct CrashTests {
                 model.write(data, at: at)
                 pending.append(PendingChange(offset: at, length: data.count, bytes: data))
             }
-            // The timer syncs, rewrites the header without NEED_CHECK, syncs: cut among those.
-            let budget = Int(rng.next() % 4)
+            // The timer syncs, rewrites the header without NEED_CHECK, syncs (and with a journal
+            // resets the log's clusters and syncs): cut among those.
+            let budget = Int(rng.next() % (journalSize == nil ? 4 : 6))
             file.cut(afterMutations: budget)
             // Either ends it: the timer completes within the budget, or the cut freezes the file. (The
             // deadline only bounds a timer that never fires.)
@@ -736,8 +756,10 @@ struct CrashTests {
             var quiet = options
             quiet.needCheckDelay = 1e6
             var outcome = CutOutcome()
+            var checked = config
+            checked.journalSize = journalSize
             verifyRecovery(
-                durable: durable, config: config, backingPath: nil, options: quiet, flushed: initial,
+                durable: durable, config: checked, backingPath: nil, options: quiet, flushed: initial,
                 pending: pending, crashView: model, outcome: &outcome, rng: &rng)
             if !outcome.failures.isEmpty {
                 failed += 1

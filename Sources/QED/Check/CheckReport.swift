@@ -18,9 +18,25 @@ public struct CheckReport: Sendable, Equatable {
     /// Allocated clusters that do not follow the previous one of their table in the file.
     public var fragmentedClusters: UInt64 = 0
 
+    /// How the check found what it reports: ``CheckMethod/scan`` (every table) unless a dirty
+    /// journaled image was recovered from its journal.
+    public var method: CheckMethod = .scan
+    /// With ``CheckMethod/journal``: the committed records recovery used (CHECKPOINT and named L1
+    /// indices); 0 otherwise.
+    public var journalRecords = 0
+
     /// An empty report.
     public init() {}
 
     /// Whether nothing at all was wrong (or everything wrong was repaired).
     public var isClean: Bool { corruptions == 0 && leaks == 0 && checkErrors == 0 }
+}
+
+/// How a check looked at an image (docs/journal.md §2).
+public enum CheckMethod: String, Sendable, Equatable {
+    /// Every L1 entry and L2 table was read (the full check, as QEMU's).
+    case scan
+    /// Only what the journal's committed records name since the last checkpoint was read and
+    /// repaired (recovery of a dirty journaled image).
+    case journal
 }

@@ -255,11 +255,30 @@ extension Image {
     /// corruption remains (double references cannot be repaired), leaked clusters at the end of the
     /// file are truncated away and NEED_CHECK is cleared. Exclusive: waits for running requests to
     /// finish and holds new ones back until it returns.
+    ///
+    /// A repairing check of a dirty image whose journal holds the log of the crash recovers from
+    /// the journal instead (``CheckMethod/journal``): it checks and repairs only the tables the
+    /// log names, gives back every cluster allocated since the last checkpoint that nothing
+    /// references, and clears NEED_CHECK. When the log does not allow that, the full check runs.
+    /// A repairing full check that leaves corruption turns the journal off (its next recovery
+    /// could not see that corruption).
     public func check(repair: Bool = false) throws -> CheckReport {
         try gate.exclusive {
             try ensureOpen()
             if repair { try ensureWritable() }
-            return try Checker(image: self, repair: repair).run()
+            if repair { journal.beginRepair() }
+            if repair, isDirty, let scan = journal.logAwaitingRecovery,
+                let plan = JournalRecovery.plan(scan, l1Entries: l1.count),
+                let report = try JournalRecovery(image: self, plan: plan).run()
+            {
+                try needCheck.clearAfterCheck()
+                return report
+            }
+            let report = try Checker(image: self, repair: repair).run()
+            if repair && report.corruptions > 0 && journal.mode != .off {
+                try turnJournalOff()
+            }
+            return report
         }
     }
 }

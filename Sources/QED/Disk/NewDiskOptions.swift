@@ -24,6 +24,9 @@ public struct NewDiskOptions: Sendable {
     /// Whether ``size`` was given by the user (false: a format with an existing image file or a
     /// backing file takes the size from it). Default true.
     public var sizeGiven = true
+    /// Bytes to reserve for a metadata journal, for formats that have one (QED's `journal=on`,
+    /// `journal_size`); nil: none. Default nil.
+    public var journalSize: UInt64?
 
     /// Options with every default but the size.
     public init(

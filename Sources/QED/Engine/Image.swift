@@ -47,6 +47,9 @@ public final class Image: Sendable {
     let gate = OperationGate()
     let flusher: FlushCoordinator
     let needCheck: NeedCheckTimer
+    /// The metadata journal's recorder (off unless the header's journal bit is set on a read-write
+    /// open; docs/journal.md §2).
+    let journal: JournalRecorder
     /// Serialises creating L2 tables (rare: once per table's worth of guest space).
     let tableCreation = Mutex(())
     /// Requests that found no L2 table and are creating one or waiting for `tableCreation` (for
@@ -86,16 +89,29 @@ public final class Image: Sendable {
         let headerRef = self.header
         let flusherRef = flusher
         let fileRef = file
+        let recorder = JournalRecorder(file: file, flusher: flusher)
+        journal = recorder
+        let allocatorRef = allocator
         needCheck = NeedCheckTimer(
             dirty: header.features.contains(.needCheck),
             managesBit: !options.readOnly && !header.hasBackingFile,
             readOnly: options.readOnly,
             delay: options.needCheckDelay
         ) { set in
+            // A period starts with its CHECKPOINT written out; the header update's sync makes both
+            // durable before the first allocation.
+            if set { try recorder.beginPeriod(highWater: allocatorRef.fileSize) }
+            if !set && recorder.holdsDirty {
+                throw QEDError(
+                    .unsupported, "NEED_CHECK stays set until the image is checked: its journal waits for recovery",
+                    path: fileRef.path)
+            }
             if !set { try flusherRef.sync(fileRef) }  // every allocation so far must be durable before "clean"
             try headerRef.update { h in
                 if set { h.features.insert(.needCheck) } else { h.features.remove(.needCheck) }
             }
+            // The checkpoint: the log is reset only once the clean header is durable.
+            if !set { try recorder.checkpoint() }
         }
     }
 
@@ -153,9 +169,17 @@ public final class Image: Sendable {
                 file: file, header: header, geometry: geometry, l1: l1, fileSize: fileSize,
                 fileLength: options.readOnly ? length : fileSize, backingName: backingName,
                 options: options)
-            if !options.readOnly && header.autoclearFeatures != 0 {
-                // Features we do not know may be stale after our writes; QEMU clears them too.
-                try image.header.update { $0.autoclearFeatures = 0 }
+            if !options.readOnly {
+                // Features we do not know may be stale after our writes; QEMU clears them too. The
+                // journal bit stays only while the journal is usable (docs/journal.md §2).
+                let keep = JournalArea.isValid(in: header) ? JournalArea.validBit : 0
+                if header.autoclearFeatures & ~keep != 0 {
+                    try image.header.update { $0.autoclearFeatures &= keep }
+                }
+                if keep != 0, let area = JournalArea(header: header) {
+                    let (journal, scan) = try Journal.resume(file, layout: area.layout)
+                    try image.journal.attach(journal, scan: scan, dirty: header.features.contains(.needCheck))
+                }
             }
             if let backingName, options.openBacking {
                 let disk = try BackingResolver.open(
@@ -168,6 +192,7 @@ public final class Image: Sendable {
                 image.logger.info(
                     "NEED_CHECK was set: checked on open",
                     metadata: [
+                        "method": "\(report.method.rawValue)",
                         "corruptions-fixed": "\(report.corruptionsFixed)", "leaks-fixed": "\(report.leaksFixed)",
                         "corruptions": "\(report.corruptions)", "leaks": "\(report.leaks)",
                     ])
@@ -252,6 +277,21 @@ public final class Image: Sendable {
                     value: size, path: path)
             }
         }
+        if let journalSize = options.journalSize {
+            do {
+                _ = try JournalArea.headerSize(journalSize: journalSize, clusterSize: options.clusterSize)
+            } catch {
+                throw error.naming(path)
+            }
+            if let name = options.backingFile,
+                UInt64(Header.encodedSize) + UInt64(name.utf8.count) > geometry.clusterSize
+            {
+                throw QEDError(
+                    .noSpace,
+                    "backing file name of \(name.utf8.count) bytes would reach the journal: with journal=on it must end inside the first cluster",
+                    value: UInt64(name.utf8.count), path: path)
+            }
+        }
         if let name = options.backingFile {
             let bytes = UInt64(name.utf8.count)
             guard bytes > 0, !name.utf8.contains(0) else {
@@ -277,12 +317,19 @@ public final class Image: Sendable {
             if options.backingFormat == .raw { features.insert(.backingFormatNoProbe) }
             nameBytes = Array(name.utf8)
         }
+        let headerSize = try options.journalSize.map {
+            try JournalArea.headerSize(journalSize: $0, clusterSize: options.clusterSize)
+        }
         let header = Header(
-            clusterSize: options.clusterSize, tableSize: options.tableSize, headerSize: 1, features: features,
-            l1TableOffset: cs, imageSize: size,
+            clusterSize: options.clusterSize, tableSize: options.tableSize, headerSize: headerSize ?? 1,
+            features: features, autoclearFeatures: headerSize == nil ? 0 : JournalArea.validBit,
+            l1TableOffset: cs * UInt64(headerSize ?? 1), imageSize: size,
             backingNameOffset: nameBytes.isEmpty ? 0 : UInt32(Header.encodedSize),
             backingNameSize: UInt32(nameBytes.count))
-        try file.setLength(cs * (1 + UInt64(options.tableSize)))
+        try file.setLength(cs * (UInt64(headerSize ?? 1) + UInt64(options.tableSize)))
+        if let area = JournalArea(header: header) {
+            _ = try Journal.format(file, layout: area.layout)  // the region reset: an empty log
+        }
         try file.writeBytes(header.encoded() + nameBytes, at: 0)
         try file.sync()
     }
@@ -328,7 +375,8 @@ public final class Image: Sendable {
         var firstError: (any Error)?
         if !isReadOnly {
             do { try flusher.sync(file) } catch { firstError = error }
-            let keepDirty = firstError != nil || openCheck.withLock { ($0?.corruptions ?? 0) > 0 }
+            let keepDirty =
+                firstError != nil || openCheck.withLock { ($0?.corruptions ?? 0) > 0 } || journal.holdsDirty
             do { try needCheck.stop(clear: !keepDirty) } catch { firstError = firstError ?? error }
         } else {
             try? needCheck.stop(clear: false)

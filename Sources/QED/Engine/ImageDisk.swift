@@ -5,6 +5,15 @@ extension Image: Disk {
     public func allocatedBytes() -> UInt64? { (try? file.allocatedBytes()) ?? nil }
     /// The cluster size in bytes (never nil for QED).
     public var clusterSize: UInt64? { geometry.clusterSize }
+    /// With a journal region: `journal-size` (bytes) and `journal-valid` (the header's bit, as
+    /// ``isJournalValid``); nothing for QEMU's layout.
+    public var formatSpecific: [FormatSpecificField] {
+        guard let area = journalArea else { return [] }
+        return [
+            FormatSpecificField("journal-size", .uint(area.size)),
+            FormatSpecificField("journal-valid", .bool(isJournalValid)),
+        ]
+    }
     /// The backing file the header names: its name, resolved path, and `.raw` when the header
     /// records BACKING_FORMAT_NO_PROBE (nil: probed).
     public var backingFile: BackingFileReference? {
@@ -32,13 +41,11 @@ extension DiskDriver {
             }
             // The header can record only "raw, never probe"; any other backing format is probed.
             let backingFormat: BackingFormat? = options.backingFormat.map { $0 == .raw ? .raw : .qed }
-            try Image.create(
-                path: path,
-                options: CreateOptions(
-                    size: size, clusterSize: options.clusterSize,
-                    tableSize: options.tableSize,
-                    backingFile: options.backingFile,
-                    backingFormat: backingFormat))
+            var create = CreateOptions(
+                size: size, clusterSize: options.clusterSize, tableSize: options.tableSize,
+                backingFile: options.backingFile, backingFormat: backingFormat)
+            create.journalSize = options.journalSize
+            try Image.create(path: path, options: create)
         })
 }
 

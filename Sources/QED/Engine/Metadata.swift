@@ -59,6 +59,12 @@ extension Image {
                 name: name, format: format, imagePath: path, seen: seen, options: options)
         }
         do {
+            if end > geometry.clusterSize && current.autoclearFeatures & JournalArea.validBit != 0 {
+                // The name reaches the journal region: the journal is turned off (its own synced
+                // header update) before the name is written there, so no header ever marks a
+                // region valid that holds part of a name.
+                try turnJournalOff()
+            }
             try header.update(trailer: nameBytes) { h in
                 h.features.remove([.backingFile, .backingFormatNoProbe])
                 if name != nil {

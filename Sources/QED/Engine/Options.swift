@@ -23,6 +23,10 @@ public struct CreateOptions: Sendable {
     public var backingFormat: BackingFormat?
     /// Allow images QEMU cannot open (table size 1, sizes past QEMU's wrapped maximum). Default false.
     public var allowQEMUIncompatible = false
+    /// Bytes to reserve for the metadata journal in the header area (rounded up to whole clusters;
+    /// ``JournalArea/defaultSize`` is the usual choice), with the journal marked valid; nil (the
+    /// default) makes QEMU's layout without one (docs/journal.md §2).
+    public var journalSize: UInt64?
 
     /// Options with every default; set the fields you need.
     public init(

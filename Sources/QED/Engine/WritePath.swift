@@ -35,8 +35,10 @@ extension Image {
     /// Holds the guest clusters in ``InflightClusters`` throughout, so no other request allocates
     /// them; then looks up again (another request may have allocated them meanwhile, in which case
     /// it returns 0 and the caller retries in place). Order of durable effects:
-    /// 1. NEED_CHECK set and synced (images without a backing file), before anything else;
-    /// 2. a missing L2 table is allocated (zeroes), synced, then linked into L1;
+    /// 1. NEED_CHECK set and synced (images without a backing file), before anything else — with a
+    ///    journal, after the period's CHECKPOINT record, which the same sync makes durable;
+    /// 2. a missing L2 table is allocated (zeroes), named in the journal, synced, then linked into L1;
+    ///    an existing table is named (and the record synced) once per period before its first update;
     /// 3. data clusters are allocated at the end of the file (a hole: reads zero) and the data is
     ///    written; head and tail are filled from the backing file only where it shows through;
     /// 4. with a backing file, a sync — the L2 entry must never point at data that could be lost;
@@ -73,6 +75,9 @@ extension Image {
         defer { needCheck.endAllocation() }
         let table = try l2TableForWriting(at: pos)
         defer { cache.unpin(table) }
+        // The journal names the table before its first entry write of the period, durably (a new
+        // table was named before its link; then this returns at once).
+        try journal.name(UInt32(geometry.l1Index(pos)), durable: true)
 
         guard let data else {
             try failure.recording {
@@ -131,8 +136,12 @@ extension Image {
             let again = l1.entry(l1Index)
             if again != TableEntry.unallocated { return try pinValidTable(again, pos: pos) }
             let offset = try allocator.allocate(clusters: geometry.tableSize, in: file)
+            // The journal names the L1 index; the sync that makes the new table durable before L1
+            // points there makes the record durable too.
+            try journal.name(UInt32(l1Index), durable: false)
             // The new clusters are a hole (zero entries); make them durable before L1 points there.
             try flusher.sync(file)
+            journal.confirm(UInt32(l1Index))
             // Cache the table before L1 points at it: a concurrent lookup that sees the new L1 entry
             // must find this object, not load a second copy whose sector writes would drop our entries.
             let table = try Table(fileOffset: offset, count: Int(geometry.entriesPerTable))

@@ -41,6 +41,9 @@ public enum Check {
         var second = try disk.check(repair: false)
         second.corruptionsFixed = first.corruptionsFixed
         second.leaksFixed = first.leaksFixed
+        // How the repairing pass worked (the double check always scans).
+        second.method = first.method
+        second.journalRecords = first.journalRecords
         return Result(report: second, repairedSomething: true)
     }
 }
