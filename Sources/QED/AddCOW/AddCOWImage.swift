@@ -47,6 +47,8 @@ public final class AddCOWImage: Disk {
     /// Guest size in bytes: the image file's length, stored after a resize is durable.
     let sizeMirror: Atomic<UInt64>
     let closed = AtomicFlag()
+    /// ALL_ALLOCATED: raised at open from the header, or by ``markAllAllocated()`` once it is durable.
+    let allAllocated = AtomicFlag()
 
     init(
         metadataFile: any BlockFile, imageFile: any BlockFile, header: AddCOWHeader, bitmap: COWBitmap,
@@ -62,6 +64,7 @@ public final class AddCOWImage: Disk {
         imageFlusher = FlushCoordinator(failure: failure)
         metadataFlusher = FlushCoordinator(failure: failure)
         sizeMirror = Atomic(size)
+        if header.isAllAllocated { _ = allAllocated.setOnce() }
     }
 
     deinit {
@@ -80,10 +83,13 @@ public final class AddCOWImage: Disk {
     public var clusterSize: UInt64? { header.clusterSize }
     /// Always false: add-cow has no "needs a check" mark.
     public var isDirty: Bool { false }
-    /// Whether ALL_ALLOCATED is set: the image file alone is the disk.
-    public var isAllAllocated: Bool { header.isAllAllocated }
+    /// Whether ALL_ALLOCATED is set: the image file alone is the disk (from the header at open, or
+    /// since ``markAllAllocated()``).
+    public var isAllAllocated: Bool { allAllocated.isSet }
     /// The image file's path (its name resolved against the metadata file's directory).
     public var imageFilePath: String { imageFile.path }
+    /// The image file: guest data in it sits at its guest offsets (`map`'s File column).
+    public var dataFilePath: String { imageFile.path }
     /// Clusters whose bit is set (all of them with ALL_ALLOCATED).
     public var allocatedClusters: UInt64 { isAllAllocated ? clusterCount : bitmap.setCount }
 
