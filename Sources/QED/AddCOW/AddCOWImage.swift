@@ -29,8 +29,12 @@ public final class AddCOWImage: Disk {
     public let metadataFile: any BlockFile
     /// The raw image file holding the guest data.
     public let imageFile: any BlockFile
-    /// The header as read at open (or written at create).
+    /// The header as read at open (or written at create); what this open image works with.
     public let header: AddCOWHeader
+    /// The header as it is on disk now: changed by ``markAllAllocated()`` and
+    /// ``setBacking(name:format:)`` (which takes effect at the next open). Guards only itself;
+    /// read by ``backingFile``, never on a request's path.
+    let headerOnDisk: Mutex<AddCOWHeader>
     /// Whether the image was opened read-only.
     public let isReadOnly: Bool
     /// The open backing disk, or nil (none, ALL_ALLOCATED, or not opened).
@@ -57,6 +61,7 @@ public final class AddCOWImage: Disk {
         self.metadataFile = metadataFile
         self.imageFile = imageFile
         self.header = header
+        headerOnDisk = Mutex(header)
         self.bitmap = bitmap
         isReadOnly = readOnly
         self.backing = backing
@@ -106,12 +111,13 @@ public final class AddCOWImage: Disk {
         ]
     }
 
-    /// The backing file the header names (even with ALL_ALLOCATED, when it is not opened).
+    /// The backing file the header names now (even with ALL_ALLOCATED, when it is not opened).
     public var backingFile: BackingFileReference? {
-        guard let name = header.backingName else { return nil }
+        let now = headerOnDisk.withLock { $0 }
+        guard let name = now.backingName else { return nil }
         return BackingFileReference(
             name: name, path: BackingResolver.resolve(name, relativeTo: path),
-            format: header.backingFormat.map { DiskFormat(rawValue: $0) })
+            format: now.backingFormat.map { DiskFormat(rawValue: $0) })
     }
 
     /// Clusters of the disk now: ceil(virtual size / cluster size) (cannot overflow).

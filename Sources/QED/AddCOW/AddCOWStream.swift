@@ -53,10 +53,11 @@ extension AddCOWImage {
                     value: missing, path: path)
             }
             try syncBoth()
-            let features = header.compatibleFeatures | AddCOWHeader.allAllocatedBit
+            let features = headerOnDisk.withLock { $0.compatibleFeatures } | AddCOWHeader.allAllocatedBit
             let bytes = (0..<8).map { UInt8(truncatingIfNeeded: features >> (8 * $0)) }
             try failure.recording { try metadataFile.writeBytes(bytes, at: AddCOWHeader.compatibleFeaturesOffset) }
             try metadataFlusher.sync(metadataFile)
+            headerOnDisk.withLock { $0.compatibleFeatures = features }
             _ = allAllocated.setOnce()
         }
     }
