@@ -151,6 +151,20 @@ import Testing
         try box.mustQemu("compare", "-F", "raw", "top.qed", "expected.raw")
     }
 
+    @Test func rateLimitedStream() throws {
+        let box = try Sandbox()
+        try makeImage(box)
+        let bad = try box.ours("stream", "-r", "0", "t.add-cow")
+        #expect(bad.status == 1 && bad.stderr.contains("Invalid rate limit"), "\(bad)")
+        // 4 MiB at 64 MiB/s: limited, not stopped.
+        let limited = try box.ours("stream", "-r", "64M", "t.add-cow")
+        #expect(limited.status == 0, "\(limited)")
+        try box.mustQemu("compare", "-q", "-f", "raw", "-F", "raw", "disk.raw", "expected.raw")
+        try box.mustQemu("create", "-q", "-f", "qed", "q.qed", "1M")
+        let qed = try box.ours("stream", "-r", "1M", "q.qed")
+        #expect(qed.status == 1 && qed.stderr.contains("add-cow images only"), "\(qed)")
+    }
+
     @Test func rawImagesAreRefused() throws {
         let box = try Sandbox()
         try box.mustQemu("create", "-q", "-f", "raw", "plain.raw", "1M")

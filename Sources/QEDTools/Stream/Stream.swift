@@ -51,6 +51,9 @@ public enum Stream {
                 throw error
             }
         case .qed:
+            guard options.rateLimit == nil else {
+                throw QEDError(.unsupported, "a rate limit is supported for add-cow images only, not qed", path: path)
+            }
             var rebase = Rebase.Options()
             rebase.backing = nil
             rebase.progress = options.progress
