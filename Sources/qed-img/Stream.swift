@@ -34,6 +34,7 @@ struct Stream: ParsableCommand {
             throw CLIError("stream needs an add-cow or QED image; \(f) images have no backing file", path: file)
         }
         var o = QEDTools.Stream.Options()
+        o.format = try format.value()
         if let rateLimit {
             guard let rate = Sizes.parse(rateLimit), rate > 0 else {
                 throw CLIError("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for ")

@@ -172,5 +172,10 @@ import Testing
         #expect(probed.status == 1 && probed.stderr.contains("raw images have no backing file"), "\(probed)")
         let named = try box.ours("stream", "-f", "raw", "plain.raw")
         #expect(named.status == 1 && named.stderr.contains("raw images have no backing file"), "\(named)")
+        // A format named with -f is the format opened: an add-cow file is not a QED image.
+        try makeImage(box)
+        let wrong = try box.ours("stream", "-f", "qed", "t.add-cow")
+        #expect(wrong.status == 1 && wrong.stderr.contains("Image not in QED format"), "\(wrong)")
+        #expect(try box.peek64("t.add-cow", at: 32) & 1 == 0, "not streamed")
     }
 }

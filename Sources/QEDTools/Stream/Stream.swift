@@ -13,6 +13,9 @@ public import QED
 public enum Stream {
     /// How to stream. Units: bytes.
     public struct Options: Sendable {
+        /// The format named on the command line (`-f`); nil probes it. A file of another format is
+        /// refused with the named format's own message ("Image not in QED format").
+        public var format: DiskFormat?
         /// Progress reports (fraction of the bytes still in the backing chain at the start).
         public var progress: ProgressHandler?
         /// Stops between chunks; the image is flushed and closed, valid, part-streamed.
@@ -38,7 +41,15 @@ public enum Stream {
     /// Streams the image at `path` (format probed).
     @discardableResult
     public static func run(path: String, options: Options) throws -> Result {
-        let format = try opening(path) { try DiskOpener.probe(path: path) }
+        var format = try opening(path) { try DiskOpener.probe(path: path) }
+        if let given = options.format, given != format {
+            // Opening it as the named format gives that format's refusal; raw opens anything.
+            let disk = try opening(path) {
+                try DiskOpener.open(path: path, format: given, options: OpenOptions(readOnly: true))
+            }
+            try? disk.close()
+            format = given
+        }
         switch format {
         case .addCOW:
             let image = try opening(path) { try AddCOWImage.open(path: path) }
