@@ -7,10 +7,11 @@ struct Commit: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Commit the changes of an image into its backing file.",
         discussion: """
-            Copies what the image holds (data and zero clusters) into its backing file (raw or QED), \
+            Copies what the image holds (data and zero clusters) into its backing file (raw, QED or add-cow), \
             or with -b into a deeper base (then every layer above the base is copied, and -d is \
-            implied). The image must be QED. Afterwards the image is emptied (its clusters dropped, the \
-            file truncated) unless -d. Ctrl-C stops between chunks; the image is then left as it was.
+            implied). The image must be QED or add-cow. Afterwards the image is emptied unless -d: QED \
+            drops its clusters and truncates the file; add-cow clears its bitmap and punches its image \
+            file. Ctrl-C stops between chunks; the image is then left as it was.
             """)
 
     @OptionGroup var format: FormatOption
@@ -29,7 +30,7 @@ struct Commit: ParsableCommand {
     var file: String
 
     func run() throws {
-        if let f = try format.value(), f != .qed {
+        if let f = try format.value(), f != .qed, f != .addCOW {
             throw CLIError("Image does not have a backing file", path: file)
         }
         var o = QEDTools.Commit.Options()

@@ -35,7 +35,9 @@ struct Measure: ParsableCommand {
         let target = try targetFormat.value()
         let opts = try formatOptions.list()
         try opts.check(
-            known: target == .qed ? ["cluster_size", "table_size", "backing_file", "backing_fmt"] : [],
+            known: target == .qed
+                ? ["cluster_size", "table_size", "backing_file", "backing_fmt"]
+                : target == .addCOW ? ["cluster_size"] : [],
             format: target.rawValue)
         let layout = try QEDLayout(opts)
         var options = QEDTools.Measure.Options()

@@ -18,7 +18,8 @@ struct QEDImg: ParsableCommand {
         version: "qed-img version \(version) (output compatible with qemu-img 7.2)",
         subcommands: [
             Create.self, Info.self, Check.self, Map.self, Convert.self, Compare.self, Resize.self,
-            Rebase.self, Commit.self, Amend.self, Measure.self, DDCommand.self, Bench.self, IOCommand.self,
+            Rebase.self, Commit.self, Amend.self, Stream.self, Measure.self, DDCommand.self, Bench.self,
+            IOCommand.self,
         ]
     )
 

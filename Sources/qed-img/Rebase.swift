@@ -9,7 +9,7 @@ struct Rebase: ParsableCommand {
         discussion: """
             Safe mode (default) copies into the image every cluster where the old and the new backing \
             files differ, so the content the image shows stays the same; -u only rewrites the name. \
-            -b "" removes the backing file. The image must be QED. Ctrl-C stops safely: the image \
+            -b "" removes the backing file. The image must be QED or add-cow. Ctrl-C stops safely: the image \
             keeps its old backing file.
             """)
 
@@ -34,8 +34,8 @@ struct Rebase: ParsableCommand {
     var file: String
 
     func run() throws {
-        if let f = try opening.format.value(), f != .qed {
-            throw CLIError("rebase needs a QED image; raw images have no backing file", path: file)
+        if let f = try opening.format.value(), f != .qed, f != .addCOW {
+            throw CLIError("rebase needs a QED or add-cow image; \(f) images have no backing file", path: file)
         }
         // qemu-img 7.2 no longer probes a new backing file's format.
         if !backingFile.isEmpty && backingFormat == nil {

@@ -105,11 +105,12 @@ import Testing
         #expect(server.terminate() == 0, "\(server.log)")
     }
 
-    /// The engine's extents of `path` as merged `[offset, length, flags]` runs for both contexts.
-    private static func engineRuns(_ path: String) throws -> (allocation: [[Int]], depth: [[Int]]) {
+    /// The engine's extents of `path` (any format, probed) as merged `[offset, length, flags]` runs
+    /// for both contexts.
+    static func engineRuns(_ path: String) throws -> (allocation: [[Int]], depth: [[Int]]) {
         var options = OpenOptions(readOnly: true, forceShare: true)
         options.locking = false
-        let image = try Image.open(path: path, options: options)
+        let image = try DiskOpener.open(path: path, format: nil, options: options)
         defer { try? image.close() }
         let extents = try image.extents(at: 0, length: image.virtualSize)
         func merge(_ value: (Extent) -> Int) -> [[Int]] {

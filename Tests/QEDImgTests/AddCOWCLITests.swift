@@ -57,4 +57,42 @@ import Testing
         let qcow = try box.ours("create", "-f", "add-cow", "-o", "image_file=y.raw,image_fmt=qed", "y.add-cow", "1M")
         #expect(qcow.status == 1 && qcow.stderr.contains("only raw"), "\(qcow)")
     }
+
+    /// `map` names the raw image file (not the metadata file) for clusters in it, at their guest
+    /// offsets, as qemu-img names a raw file; once streamed, ours maps exactly as qemu-img maps the
+    /// image file as raw.
+    @Test func mapShowsTheImageFileAtGuestOffsets() throws {
+        let box = try Sandbox()
+        try box.mustQemu("create", "-q", "-f", "raw", "base.raw", "1M")
+        try box.qemuIO("-f", "raw", "-c", "write -P 0x55 0 512k", "base.raw")
+        try box.mustOurs(
+            "create", "-q", "-f", "add-cow", "-b", "base.raw", "-F", "raw", "-o", "image_file=disk.raw,cluster_size=4k",
+            "t.add-cow")
+        try box.mustOurs("io", "-c", "write -P 0x77 8192 4096", "-c", "write -P 0x78 768k 8k", "t.add-cow")
+        let human = try box.ours("map", "t.add-cow")
+        #expect(
+            human.lines == [
+                "Offset          Length          Mapped to       File",
+                "0               0x2000          0               base.raw",
+                "0x2000          0x1000          0x2000          disk.raw",
+                "0x3000          0x7d000         0x3000          base.raw",
+                "0xc0000         0x2000          0xc0000         disk.raw", "",
+            ], "\(human)")
+        let json = try parseJSON(try box.ours("map", "--output=json", "t.add-cow").stdout) as? [[String: Any]]
+        let inImage = (json ?? []).filter { ($0["depth"] as? Int) == 0 && ($0["data"] as? Bool) == true }
+        #expect(inImage.count == 2)
+        for row in inImage {
+            #expect(row["offset"] as? Int == row["start"] as? Int, "raw data sits at its guest offset: \(row)")
+        }
+        try box.mustOurs("stream", "t.add-cow")
+        try expectSameAsQemuMap(box, ours: "t.add-cow", raw: "disk.raw")
+    }
+
+    private func expectSameAsQemuMap(_ box: Sandbox, ours: String, raw: String) throws {
+        for output in ["human", "json"] {
+            let a = try box.ours("map", "--output=\(output)", ours)
+            let b = try box.qemu("map", "--output=\(output)", "-f", "raw", raw)
+            #expect(a.status == 0 && a.stdout == b.stdout, "\(output): ours \(a) / qemu \(b)")
+        }
+    }
 }

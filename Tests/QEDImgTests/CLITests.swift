@@ -59,7 +59,8 @@ import Testing
     @Test func helpForEveryVerbAndVersion() throws {
         let box = try Sandbox()
         for verb in [
-            "create", "info", "check", "map", "convert", "compare", "resize", "rebase", "commit", "measure",
+            "create", "info", "check", "map", "convert", "compare", "resize", "rebase", "commit", "amend", "stream",
+            "measure",
             "dd", "bench",
         ] {
             let o = try box.ours(verb, "--help")

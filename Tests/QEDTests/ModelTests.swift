@@ -123,11 +123,14 @@ final class SharedModel: Sendable {
 // MARK: - The random workload
 
 /// One worker's random operations on its own blocks; returns how many operations it ran.
-/// Every read is compared with the model; mismatches and errors go to `failures`.
+/// Every read is compared with the model; mismatches and errors go to `failures`. Without
+/// `discards`, the discard share of the operations flushes instead (for workloads running beside
+/// something that allocates clusters behind the model's back, such as an add-cow stream, where
+/// whether a discard gives a cluster back depends on the race).
 @discardableResult
 func runModelWorker(
     image: any Disk, model: SharedModel, config: ModelConfig, worker: Int, workers: Int,
-    steps: Int, seed: UInt64, failures: FailureLog
+    steps: Int, seed: UInt64, failures: FailureLog, discards: Bool = true
 ) -> Int {
     var rng = ModelRNG(seed: seed)
     let cs = config.cs
@@ -189,7 +192,7 @@ func runModelWorker(
                 let unmap = rng.chance(0.5)
                 try image.writeZeroes(at: r.lowerBound, length: UInt64(r.count), unmap: unmap)
                 model.disk.withLock { $0.writeZeroes(at: r.lowerBound, length: UInt64(r.count)) }
-            case 80..<94:
+            case 80..<94 where discards:
                 let r = rng.chance(0.7) ? (pickClusters(block) ?? pickRange(block)) : pickRange(block)
                 try image.discard(at: r.lowerBound, length: UInt64(r.count))
                 model.disk.withLock { _ = $0.discard(at: r.lowerBound, length: UInt64(r.count)) }

@@ -13,6 +13,8 @@ public struct AddCOWHeader: Sendable, Equatable {
     public static let clusterBitsRange: ClosedRange<UInt32> = 12...21
     /// Compatible feature bit 0: the image file alone is the disk (bitmap and backing file unused).
     public static let allAllocatedBit: UInt64 = 1
+    /// Byte offset of the compatible-features field (8 bytes, little-endian).
+    public static let compatibleFeaturesOffset: UInt64 = 32
     /// Bytes of each format-name field.
     static let formatFieldSize = 16
 
@@ -98,7 +100,7 @@ public struct AddCOWHeader: Sendable, Equatable {
         Self.put32(UInt32(clamping: imageBytes.count), at: 16, in: &out)
         Self.put32(clusterBits, at: 20, in: &out)
         Self.put64(features, at: 24, in: &out)
-        Self.put64(compatibleFeatures, at: 32, in: &out)
+        Self.put64(compatibleFeatures, at: Int(Self.compatibleFeaturesOffset), in: &out)
         Self.put32(headerSize, at: 40, in: &out)
         Self.putFormat(backingFormat ?? "", at: 44, in: &out)
         Self.putFormat(imageFormat, at: 60, in: &out)

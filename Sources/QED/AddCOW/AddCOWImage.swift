@@ -29,8 +29,12 @@ public final class AddCOWImage: Disk {
     public let metadataFile: any BlockFile
     /// The raw image file holding the guest data.
     public let imageFile: any BlockFile
-    /// The header as read at open (or written at create).
+    /// The header as read at open (or written at create); what this open image works with.
     public let header: AddCOWHeader
+    /// The header as it is on disk now: changed by ``markAllAllocated()`` and
+    /// ``setBacking(name:format:)`` (which takes effect at the next open). Guards only itself;
+    /// read by ``backingFile``, never on a request's path.
+    let headerOnDisk: Mutex<AddCOWHeader>
     /// Whether the image was opened read-only.
     public let isReadOnly: Bool
     /// The open backing disk, or nil (none, ALL_ALLOCATED, or not opened).
@@ -47,6 +51,8 @@ public final class AddCOWImage: Disk {
     /// Guest size in bytes: the image file's length, stored after a resize is durable.
     let sizeMirror: Atomic<UInt64>
     let closed = AtomicFlag()
+    /// ALL_ALLOCATED: raised at open from the header, or by ``markAllAllocated()`` once it is durable.
+    let allAllocated = AtomicFlag()
 
     init(
         metadataFile: any BlockFile, imageFile: any BlockFile, header: AddCOWHeader, bitmap: COWBitmap,
@@ -55,6 +61,7 @@ public final class AddCOWImage: Disk {
         self.metadataFile = metadataFile
         self.imageFile = imageFile
         self.header = header
+        headerOnDisk = Mutex(header)
         self.bitmap = bitmap
         isReadOnly = readOnly
         self.backing = backing
@@ -62,6 +69,7 @@ public final class AddCOWImage: Disk {
         imageFlusher = FlushCoordinator(failure: failure)
         metadataFlusher = FlushCoordinator(failure: failure)
         sizeMirror = Atomic(size)
+        if header.isAllAllocated { _ = allAllocated.setOnce() }
     }
 
     deinit {
@@ -80,10 +88,13 @@ public final class AddCOWImage: Disk {
     public var clusterSize: UInt64? { header.clusterSize }
     /// Always false: add-cow has no "needs a check" mark.
     public var isDirty: Bool { false }
-    /// Whether ALL_ALLOCATED is set: the image file alone is the disk.
-    public var isAllAllocated: Bool { header.isAllAllocated }
+    /// Whether ALL_ALLOCATED is set: the image file alone is the disk (from the header at open, or
+    /// since ``markAllAllocated()``).
+    public var isAllAllocated: Bool { allAllocated.isSet }
     /// The image file's path (its name resolved against the metadata file's directory).
     public var imageFilePath: String { imageFile.path }
+    /// The image file: guest data in it sits at its guest offsets (`map`'s File column).
+    public var dataFilePath: String { imageFile.path }
     /// Clusters whose bit is set (all of them with ALL_ALLOCATED).
     public var allocatedClusters: UInt64 { isAllAllocated ? clusterCount : bitmap.setCount }
 
@@ -100,12 +111,13 @@ public final class AddCOWImage: Disk {
         ]
     }
 
-    /// The backing file the header names (even with ALL_ALLOCATED, when it is not opened).
+    /// The backing file the header names now (even with ALL_ALLOCATED, when it is not opened).
     public var backingFile: BackingFileReference? {
-        guard let name = header.backingName else { return nil }
+        let now = headerOnDisk.withLock { $0 }
+        guard let name = now.backingName else { return nil }
         return BackingFileReference(
             name: name, path: BackingResolver.resolve(name, relativeTo: path),
-            format: header.backingFormat.map { DiskFormat(rawValue: $0) })
+            format: now.backingFormat.map { DiskFormat(rawValue: $0) })
     }
 
     /// Clusters of the disk now: ceil(virtual size / cluster size) (cannot overflow).

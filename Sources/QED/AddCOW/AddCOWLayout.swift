@@ -41,3 +41,20 @@ struct AddCOWLayout: Sendable, Equatable {
     /// The cluster holding guest byte `offset`.
     func cluster(of offset: UInt64) -> UInt64 { offset / clusterSize }
 }
+
+extension AddCOWImage {
+    /// The metadata file's length in bytes for a disk of `size` bytes with `clusterSize`-byte
+    /// clusters (header area plus the bitmap in whole clusters): what `measure -O add-cow` adds to
+    /// the raw image file's size. Throws ``QEDError/Code/invalidClusterSize`` for a cluster size
+    /// add-cow does not allow (a power of 2 in 4 KiB … 2 MiB), naming it.
+    public static func metadataLength(size: UInt64, clusterSize: UInt64) throws -> UInt64 {
+        let bits = UInt32(clusterSize.trailingZeroBitCount)
+        guard clusterSize.nonzeroBitCount == 1, AddCOWHeader.clusterBitsRange.contains(bits) else {
+            throw QEDError(
+                .invalidClusterSize, "add-cow cluster size must be a power of 2 in [4096, 2097152]",
+                value: clusterSize)
+        }
+        let headerSize = UInt64(AddCOWHeader.requiredHeaderSize(clusterBits: bits))
+        return try AddCOWLayout(clusterSize: clusterSize, headerSize: headerSize, size: size).metadataLength
+    }
+}

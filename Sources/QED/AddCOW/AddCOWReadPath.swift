@@ -10,7 +10,7 @@ extension AddCOWImage {
     }
 
     /// Calls `body` for each run of equal bitmap state in `[offset, offset+length)` (inside the
-    /// disk); each lookup is a short critical section on the bitmap.
+    /// disk); each lookup is a few lock-free loads of the bitmap's words.
     func forEachRun(at offset: UInt64, length: UInt64, _ body: (Run) throws -> Void) throws {
         let end = offset + length
         let cs = header.clusterSize

@@ -5,8 +5,19 @@ extension AddCOWImage {
         case bytes(UnsafeRawBufferPointer, requestOffset: UInt64)
         /// Zeroes.
         case zeroes
+        /// The backing chain's content (streaming): copied only into clusters still in the backing
+        /// chain; a cluster a guest write allocated meanwhile is left alone.
+        case backing
 
-        /// Writes the part of the payload for guest bytes `[start, end)` into the image file.
+        /// Whether clusters already in the image file are written too (guest writes), or skipped
+        /// (``backing``: what is there is newer than the backing chain).
+        var overwritesImageFile: Bool {
+            if case .backing = self { return false }
+            return true
+        }
+
+        /// Writes the part of the payload for guest bytes `[start, end)` into the image file
+        /// (``backing`` through ``AddCOWImage/copyFromBacking(_:)``).
         func write(to file: any BlockFile, start: UInt64, end: UInt64) throws {
             guard start < end else { return }
             switch self {
@@ -18,6 +29,9 @@ extension AddCOWImage {
                 if !file.zeroRange(at: start, length: end - start) {
                     try file.writeZeroes(at: start, count: end - start)
                 }
+            case .backing:
+                throw QEDError(
+                    .invalidArgument, "backing data is copied by the image, not the payload", path: file.path)
             }
         }
     }
@@ -105,13 +119,19 @@ extension AddCOWImage {
         var newlySet: [Range<UInt64>] = []
         try forEachRun(at: run.start, length: run.end - run.start) { now in
             if now.inImageFile {
-                try payload.write(to: imageFile, start: now.start, end: now.end)
+                if payload.overwritesImageFile {
+                    try payload.write(to: imageFile, start: now.start, end: now.end)
+                }
                 return
             }
             let clusterStart = now.clusters.lowerBound * cs
             let clusterEnd = min(size, now.clusters.upperBound * cs)
             try copyFromBacking(clusterStart..<now.start)
-            try payload.write(to: imageFile, start: now.start, end: now.end)
+            if case .backing = payload {
+                try copyFromBacking(now.start..<now.end)
+            } else {
+                try payload.write(to: imageFile, start: now.start, end: now.end)
+            }
             try copyFromBacking(now.end..<clusterEnd)
             newlySet.append(now.clusters)
         }
@@ -122,12 +142,18 @@ extension AddCOWImage {
         }
     }
 
-    /// Copies guest bytes `range` from the backing chain into the image file;
-    /// zeroes where the backing chain has none.
+    /// Copies guest bytes `range` from the backing chain into the image file; zeroes where the
+    /// backing chain has none. A range that reads as zeroes is punched (or zeroed) rather than
+    /// written, so streaming a sparse backing file keeps the image file sparse.
     func copyFromBacking(_ range: Range<UInt64>) throws {
         guard !range.isEmpty else { return }
         var buffer = [UInt8](repeating: 0, count: Int(range.count))
         try buffer.withUnsafeMutableBytes { try readBacking(into: $0, at: range.lowerBound) }
+        if buffer.withUnsafeBytes({ isAllZero($0) }) {
+            if (try? imageFile.punchHole(at: range.lowerBound, length: UInt64(range.count))) != nil { return }
+            try Payload.zeroes.write(to: imageFile, start: range.lowerBound, end: range.upperBound)
+            return
+        }
         try imageFile.writeBytes(buffer, at: range.lowerBound)
     }
 }

@@ -64,6 +64,10 @@ public protocol Disk: AnyObject, Sendable {
     func extents(at offset: UInt64, length: UInt64) throws -> [Extent]
     /// Bytes the disk's file occupies on the host (`st_blocks`·512), or nil if unknown.
     func allocatedBytes() -> UInt64?
+    /// The file that the ``Extent/hostOffset``s of this layer's extents (depth 0) are offsets in:
+    /// the disk's own file (``path``, the default) for QED and raw; add-cow's raw image file. What
+    /// `qemu-img map` shows in its File column.
+    var dataFilePath: String { get }
 
     // MARK: Writing
 
@@ -126,6 +130,9 @@ public struct FormatSpecificField: Sendable, Equatable {
 extension Disk {
     /// None by default.
     public var formatSpecific: [FormatSpecificField] { [] }
+
+    /// The disk's own file (``path``) by default.
+    public var dataFilePath: String { path }
 
     /// Reads `count` bytes at guest byte `offset` into a new array (inside the disk).
     public func readBytes(at offset: UInt64, count: Int) throws -> [UInt8] {

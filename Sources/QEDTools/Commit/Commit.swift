@@ -31,20 +31,27 @@ public enum Commit {
         public var emptied: Bool
     }
 
-    /// Commits the image at `path`.
+    /// Commits the image at `path` (QED or add-cow; other formats have no backing file).
     @discardableResult
     public static func run(path: String, options: Options) throws -> Result {
-        // The one QED-specific step is emptying the overlay (`Image.makeEmpty`): QED is the only
-        // format with backing files, so only a QED image can be committed. A second format with
-        // backing files would give `Disk` a way to empty it and open the top with `DiskOpener`.
+        // The format-specific step is emptying the overlay afterwards: QED drops its clusters
+        // (`Image.makeEmpty`), add-cow clears its bits (`AddCOWImage.makeEmpty`).
         let format = try opening(path) { try DiskOpener.probe(path: path) }
-        guard format == .qed else {
+        let keep = options.keepOverlay || options.base != nil
+        let top: any Disk
+        let empty: () throws -> Void
+        switch format {
+        case .qed:
+            let image = try opening(path) { try Image.open(path: path, options: OpenOptions(readOnly: keep)) }
+            (top, empty) = (image, image.makeEmpty)
+        case .addCOW:
+            let image = try opening(path) { try AddCOWImage.open(path: path, options: OpenOptions(readOnly: keep)) }
+            (top, empty) = (image, image.makeEmpty)
+        default:
             throw QEDError(.invalidArgument, "Image does not have a backing file")
         }
-        let keep = options.keepOverlay || options.base != nil
-        let top = try opening(path) { try Image.open(path: path, options: OpenOptions(readOnly: keep)) }
         do {
-            let result = try commit(top: top, options: options, keep: keep)
+            let result = try commit(top: top, options: options, keep: keep, empty: empty)
             try top.close()
             return result
         } catch {
@@ -53,7 +60,9 @@ public enum Commit {
         }
     }
 
-    static func commit(top: Image, options: Options, keep: Bool) throws -> Result {
+    static func commit(
+        top: any Disk, options: Options, keep: Bool, empty: () throws -> Void
+    ) throws -> Result {
         let chain = DiskOpener.chain(of: top)
         guard chain.count > 1 else {
             throw QEDError(.invalidArgument, "Image does not have a backing file")
@@ -123,7 +132,7 @@ public enum Commit {
             throw error
         }
         try base.close()
-        if !keep { try top.makeEmpty() }
+        if !keep { try empty() }
         options.progress?(1)
         return Result(basePath: basePath, bytesCopied: copied, bytesZeroed: zeroed, emptied: !keep)
     }

@@ -50,7 +50,8 @@ public enum Map {
         let size = disk.virtualSize
         let from = min(options.start, size)
         let count = min(options.length ?? (size - from), size - from)
-        let names = DiskOpener.chain(of: disk).map { DiskOpener.layerName($0) }
+        // The file each layer's host offsets are in (add-cow: its raw image file, not the metadata).
+        let names = DiskOpener.chain(of: disk).map(\.dataFilePath)
         var rows: [Row] = []
         var pos = from
         let end = from + count

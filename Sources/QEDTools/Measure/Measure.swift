@@ -14,7 +14,7 @@ public enum Measure {
     public struct Options: Sendable {
         /// Target format. Default QED.
         public var format: DiskFormat = .qed
-        /// Cluster size in bytes of a QED target. Default 64 KiB.
+        /// Cluster size in bytes of a QED or add-cow target. Default 64 KiB.
         public var clusterSize: UInt32 = 65536
         /// Table size in clusters of a QED target. Default 4.
         public var tableSize: UInt32 = 4
@@ -66,6 +66,8 @@ public enum Measure {
         switch format {
         case .raw:
             return Result(required: size, fullyAllocated: size)
+        case .addCOW:
+            return try addCOW(size: size, clusterSize: clusterSize)
         case .qed:
             let size = (size + 511) / 512 * 512
             try checkGeometry(size: size, clusterSize: clusterSize, tableSize: tableSize)
@@ -86,6 +88,8 @@ public enum Measure {
         switch format {
         case .raw:
             return Result(required: source.size, fullyAllocated: source.size)
+        case .addCOW:
+            return try addCOW(size: source.size, clusterSize: clusterSize)
         case .qed:
             let size = (source.size + 511) / 512 * 512
             try checkGeometry(size: size, clusterSize: clusterSize, tableSize: tableSize)
@@ -117,6 +121,13 @@ public enum Measure {
         default:
             throw unmeasurable(format)
         }
+    }
+
+    /// add-cow: the metadata file plus the raw image file, which is measured as raw measures (its
+    /// full size, whatever the content). Units: bytes.
+    static func addCOW(size: UInt64, clusterSize: UInt32) throws -> Result {
+        let total = try AddCOWImage.metadataLength(size: size, clusterSize: UInt64(clusterSize)) + size
+        return Result(required: total, fullyAllocated: total)
     }
 
     /// The error for a format whose file sizes this verb cannot compute (each format's layout is

@@ -26,30 +26,36 @@ public enum Rebase {
         public var bytesCopied: UInt64
     }
 
-    /// Rebases the QED image at `path`.
+    /// Rebases the QED or add-cow image at `path`.
     @discardableResult
     public static func run(path: String, options: Options) throws -> Result {
         let name = options.backing.flatMap { $0.isEmpty ? nil : $0 }
         let format = try opening(path) { try DiskOpener.probe(path: path) }
-        guard format == .qed else {
-            throw QEDError(.unsupported, "rebase needs a QED image; raw images have no backing file", path: path)
+        guard format == .qed || format == .addCOW else {
+            throw QEDError(
+                .unsupported, "rebase needs a QED or add-cow image; \(format) images have no backing file", path: path)
         }
-        if options.unsafe {
-            var open = OpenOptions()
-            open.openBacking = false
-            let image = try opening(path) { try Image.open(path: path, options: open) }
-            do {
-                try image.setBacking(name: name, format: options.backingFormat == .raw ? .raw : nil, open: false)
-            } catch {
-                try? image.close()
-                throw error
-            }
-            try image.close()
-            return Result(bytesCopied: 0)
+        var open = OpenOptions()
+        open.openBacking = !options.unsafe
+        let image: any Disk
+        let setBacking: (DiskFormat?) throws -> Void
+        if format == .qed {
+            let qed = try opening(path) { try Image.open(path: path, options: open) }
+            image = qed
+            setBacking = { f in try qed.setBacking(name: name, format: f == .raw ? .raw : nil, open: false) }
+        } else {
+            let addCOW = try opening(path) { try AddCOWImage.open(path: path, options: open) }
+            image = addCOW
+            setBacking = { f in try addCOW.setBacking(name: name, format: f) }
         }
-        let image = try opening(path) { try Image.open(path: path, options: OpenOptions()) }
         do {
-            let result = try safeRebase(image: image, name: name, options: options)
+            let result: Result
+            if options.unsafe {
+                try setBacking(options.backingFormat)
+                result = Result(bytesCopied: 0)
+            } else {
+                result = try safeRebase(image: image, name: name, options: options, setBacking: setBacking)
+            }
             try image.close()
             return result
         } catch {
@@ -58,9 +64,12 @@ public enum Rebase {
         }
     }
 
-    static func safeRebase(image: Image, name: String?, options: Options) throws -> Result {
+    /// Copies into `image` the clusters where its old and new backing files differ, then names the
+    /// new one through `setBacking` (given the new backing file's format).
+    static func safeRebase(
+        image: any Disk, name: String?, options: Options, setBacking: (DiskFormat?) throws -> Void
+    ) throws -> Result {
         var newDisk: (any Disk)?
-        var recorded: BackingFormat?
         if let name {
             let resolved = BackingResolver.resolve(name, relativeTo: image.path)
             guard FileIdentity(path: resolved) != nil else {
@@ -69,11 +78,9 @@ public enum Rebase {
                     "Could not open new backing file '\(resolved)': Could not open '\(resolved)': No such file or directory"
                 )
             }
-            let disk = try DiskOpener.open(
+            newDisk = try DiskOpener.open(
                 path: resolved, format: options.backingFormat,
                 options: OpenOptions(readOnly: true, forceShare: true))
-            newDisk = disk
-            recorded = disk.format == .raw ? .raw : .qed
         }
         defer { try? newDisk?.close() }
         // The ranges the image does not hold itself (they show the old backing file).
@@ -92,7 +99,7 @@ public enum Rebase {
             pos += step
         }
         let counter = ProgressCounter(total: ranges.reduce(0) { $0 + $1.1 }, handler: options.progress)
-        let cs = image.geometry.clusterSize
+        let cs = image.clusterSize ?? 65536
         let step = max(cs, 1 << 20)
         let old = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
         let new = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(step), alignment: 4096)
@@ -131,7 +138,7 @@ public enum Rebase {
             }
         }
         try image.flush()
-        try image.setBacking(name: name, format: recorded == .raw ? .raw : nil, open: false)
+        try setBacking(newDisk?.format)
         counter.finish()
         return Result(bytesCopied: copied)
     }
