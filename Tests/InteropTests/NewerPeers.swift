@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The NBD peers newer than Debian 12's (QEMU 10, libnbd 1.22, nbdkit 1.42), run from the Debian 13 chroot
@@ -12,8 +13,11 @@ enum NewerPeers {
     static var bin: String { root + ".bin" }
 
     /// Why the peers cannot be used, or nil when they can.
-    static var missing: String? {
-        let tools = ["qemu-img", "qemu-io", "nbdinfo", "nbdcopy", "python3"]
+    static var missing: String? { missing(tools: []) }
+
+    /// Why the peers, with the wrappers `tools` besides the common ones, cannot be used, or nil when they can.
+    static func missing(tools extra: [String]) -> String? {
+        let tools = ["qemu-img", "qemu-io", "nbdinfo", "nbdcopy", "python3"] + extra
         let absent = tools.filter { !FileManager.default.isExecutableFile(atPath: bin + "/" + $0) }
         var problems: [String] = []
         if !absent.isEmpty { problems.append("no wrapper for \(absent.joined(separator: ", ")) in \(bin)") }
@@ -27,9 +31,27 @@ enum NewerPeers {
             + ". Make them as root with `scripts/debian13-peers setup` (scripts/test does this when run as root)."
     }
 
-    /// Fails the test (never skips it) when the peers are missing.
-    static func require(sourceLocation: SourceLocation = #_sourceLocation) throws {
-        if let missing { try #require(Bool(false), Comment(rawValue: missing), sourceLocation: sourceLocation) }
+    /// Fails the test (never skips it) when the peers (and the wrappers `tools`) are missing.
+    static func require(tools: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        if let missing = missing(tools: tools) {
+            try #require(Bool(false), Comment(rawValue: missing), sourceLocation: sourceLocation)
+        }
+    }
+
+    /// Fails the test when FUSE cannot be used here: no /dev/fuse (the `fuse` module not loaded, or a
+    /// container without the device) or no fusermount3 (Debian's `fuse3` package) to unmount with.
+    static func requireFUSE(sourceLocation: SourceLocation = #_sourceLocation) throws {
+        var problems: [String] = []
+        if !FileManager.default.fileExists(atPath: "/dev/fuse") {
+            problems.append("no /dev/fuse (load the fuse module; a container needs the device passed in)")
+        }
+        if ChildProcess.locate("fusermount3", in: ChildProcess.systemDirectories) == nil {
+            problems.append("no fusermount3 (install Debian's fuse3)")
+        }
+        if !problems.isEmpty {
+            let text = "FUSE is not usable: " + problems.joined(separator: "; ")
+            try #require(Bool(false), Comment(rawValue: text), sourceLocation: sourceLocation)
+        }
     }
 
     /// The wrapper for `tool`.

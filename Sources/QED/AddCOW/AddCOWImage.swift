@@ -146,14 +146,6 @@ public final class AddCOWImage: Disk {
         try failure.check()
     }
 
-    func ensureInside(_ offset: UInt64, _ length: UInt64) throws {
-        let (end, overflow) = offset.addingReportingOverflow(length)
-        if overflow || end > virtualSize {
-            throw QEDError(
-                .outOfRange, "request of \(length) bytes at offset \(offset) ends past the disk size \(virtualSize)",
-                value: offset, path: path)
-        }
-    }
 
     // MARK: Closing
 

@@ -154,3 +154,16 @@ extension Disk {
         }
     }
 }
+
+extension Disk {
+    /// Throws ``QEDError/Code/outOfRange`` unless `[offset, offset+length)` (guest bytes) lies
+    /// within the disk, checked without overflow.
+    func ensureInside(_ offset: UInt64, _ length: UInt64) throws {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        if overflow || end > virtualSize {
+            throw QEDError(
+                .outOfRange, "request of \(length) bytes at offset \(offset) ends past the disk size \(virtualSize)",
+                value: offset, path: path)
+        }
+    }
+}

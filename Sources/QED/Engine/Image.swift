@@ -409,12 +409,4 @@ public final class Image: Sendable {
 
     /// Throws ``QEDError/Code/outOfRange`` unless `[offset, offset+length)` lies inside the disk.
     @inline(__always)
-    func ensureInside(_ offset: UInt64, _ length: UInt64) throws {
-        let (end, overflow) = offset.addingReportingOverflow(length)
-        if overflow || end > virtualSize {
-            throw QEDError(
-                .outOfRange, "request of \(length) bytes at offset \(offset) ends past the disk size \(virtualSize)",
-                value: offset, path: path)
-        }
-    }
 }

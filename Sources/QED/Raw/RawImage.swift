@@ -85,15 +85,9 @@ public final class RawImage: Disk {
         throw QEDError(.unsupported, "This image format does not support checks", path: path)
     }
 
-    private func ensureInside(_ offset: UInt64, _ length: UInt64) throws {
-        let (end, overflow) = offset.addingReportingOverflow(length)
+    private func ensureOpenAndInside(_ offset: UInt64, _ length: UInt64) throws {
         if closed.isSet { throw QEDError(.closed, "the image is closed", path: path) }
-        if overflow || end > virtualSize {
-            throw QEDError(
-                .outOfRange,
-                "request of \(length) bytes at offset \(offset) ends past the disk size \(virtualSize)",
-                value: offset, path: path)
-        }
+        try ensureInside(offset, length)
     }
 
     private func ensureWritable() throws {
@@ -108,7 +102,7 @@ public final class RawImage: Disk {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        try ensureInside(offset, UInt64(buffer.count))
+        try ensureOpenAndInside(offset, UInt64(buffer.count))
         try file.readFully(into: buffer, at: offset)
     }
 
@@ -119,19 +113,19 @@ public final class RawImage: Disk {
     }
 
     public func extents(at offset: UInt64, length: UInt64) throws -> [Extent] {
-        try ensureInside(offset, length)
+        try ensureOpenAndInside(offset, length)
         return try file.rawExtents(at: offset, length: length)
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try ensureWritable()
-        try ensureInside(offset, UInt64(bytes.count))
+        try ensureOpenAndInside(offset, UInt64(bytes.count))
         try file.write(bytes, at: offset)
     }
 
     public func writeZeroes(at offset: UInt64, length: UInt64, unmap: Bool) throws {
         try ensureWritable()
-        try ensureInside(offset, length)
+        try ensureOpenAndInside(offset, length)
         guard length > 0 else { return }
         if unmap {
             do { return try file.punchHole(at: offset, length: length) } catch let e as QEDError
@@ -145,7 +139,7 @@ public final class RawImage: Disk {
 
     public func discard(at offset: UInt64, length: UInt64) throws {
         try ensureWritable()
-        try ensureInside(offset, length)
+        try ensureOpenAndInside(offset, length)
         guard length > 0 else { return }
         do { try file.punchHole(at: offset, length: length) } catch let e as QEDError where e.code == .unsupported {}
     }
