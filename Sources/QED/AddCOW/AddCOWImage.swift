@@ -146,7 +146,6 @@ public final class AddCOWImage: Disk {
         try failure.check()
     }
 
-
     // MARK: Closing
 
     /// Flushes (when writable), closes the backing chain and both files. Idempotent; exclusive.

@@ -406,7 +406,4 @@ public final class Image: Sendable {
         if isReadOnly { throw QEDError(.readOnly, "the image is opened read-only", path: path) }
         try failure.check()
     }
-
-    /// Throws ``QEDError/Code/outOfRange`` unless `[offset, offset+length)` lies inside the disk.
-    @inline(__always)
 }
