@@ -118,26 +118,7 @@ struct OptionList {
 
     init(_ specs: [String]) throws {
         for spec in specs {
-            var current = ""
-            var items: [String] = []
-            var chars = Array(spec)
-            var i = 0
-            while i < chars.count {
-                if chars[i] == "," {
-                    if i + 1 < chars.count && chars[i + 1] == "," {
-                        current.append(",")
-                        i += 2
-                        continue
-                    }
-                    items.append(current)
-                    current = ""
-                } else {
-                    current.append(chars[i])
-                }
-                i += 1
-            }
-            items.append(current)
-            chars.removeAll()
+            let items = OptionList.split(spec)
             for item in items where !item.isEmpty {
                 guard let eq = item.firstIndex(of: "=") else {
                     if item == "help" || item == "?" {
@@ -149,6 +130,30 @@ struct OptionList {
                 values.append((String(item[..<eq]), String(item[item.index(after: eq)...])))
             }
         }
+    }
+
+    /// The items of a QEMU option string: split at single commas; `,,` is a literal comma.
+    static func split(_ spec: String) -> [String] {
+        var items: [String] = []
+        var current = ""
+        let chars = Array(spec)
+        var i = 0
+        while i < chars.count {
+            if chars[i] == "," {
+                if i + 1 < chars.count && chars[i + 1] == "," {
+                    current.append(",")
+                    i += 2
+                    continue
+                }
+                items.append(current)
+                current = ""
+            } else {
+                current.append(chars[i])
+            }
+            i += 1
+        }
+        items.append(current)
+        return items
     }
 
     var wantsHelp: Bool { values.contains { $0.0 == "help" } }

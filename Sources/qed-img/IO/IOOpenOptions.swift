@@ -54,26 +54,7 @@ struct IOOpenOptions {
 
     /// Parses `key=value,key=value` (`,,` is a literal comma) into `keyValues`; false if malformed.
     mutating func addKeyValues(_ text: String) -> String? {
-        var items: [String] = []
-        var current = ""
-        var chars = Array(text)
-        chars.append("\0")
-        var i = 0
-        while i < chars.count - 1 {
-            if chars[i] == "," {
-                if chars[i + 1] == "," {
-                    current.append(",")
-                    i += 2
-                    continue
-                }
-                items.append(current)
-                current = ""
-            } else {
-                current.append(chars[i])
-            }
-            i += 1
-        }
-        items.append(current)
+        let items = OptionList.split(text)
         for item in items where !item.isEmpty {
             guard let eq = item.firstIndex(of: "=") else { return "Invalid parameter '\(item)'" }
             keyValues.append((String(item[..<eq]), String(item[item.index(after: eq)...])))
