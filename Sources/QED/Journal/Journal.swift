@@ -35,10 +35,9 @@ package final class Journal: Sendable {
         var dirtyTo = 0
         /// Closed clusters' changed sectors not written out yet: (file offset, bytes).
         var waiting: [(offset: UInt64, bytes: [UInt8])] = []
-        /// The highest journal cluster that may hold non-reset bytes written by this writer.
+        /// The highest journal cluster that may hold non-reset bytes (written by this writer, or
+        /// found at ``Journal/resume(_:layout:)``); -1 when the whole region is reset.
         var highestUsed = -1
-        /// Whether the next recycle must reset the whole region (the region was not reset by us).
-        var resetWholeRegion: Bool
         /// Set by ``stop()``.
         var stopped = false
         /// The first write or sync failure; every later call throws it.
@@ -67,23 +66,26 @@ package final class Journal: Sendable {
         try reset(file, layout: layout, clusters: layout.clusterCount)
         try file.sync()
         let state = State(
-            buffer: freshCluster(layout), nextClusterSequence: clusterSequence, nextCommitSequence: commitSequence,
-            resetWholeRegion: false)
+            buffer: freshCluster(layout), nextClusterSequence: clusterSequence, nextCommitSequence: commitSequence)
         return Journal(file: file, layout: layout, state: state)
     }
 
     /// Reads the log (``JournalReader/scan(_:layout:)``) and returns a writer placed right after its
     /// last valid COMMIT, with the scan. Nothing is written until the writer's first write-out, which
-    /// also resets the rest of that journal cluster (uncommitted bytes a crash left there).
+    /// also resets the rest of that journal cluster (uncommitted bytes a crash left there). Also
+    /// reads the whole region to learn which clusters are not reset, so that ``recycle()``
+    /// resets just those (nothing at all for a region that is wholly reset).
     package static func resume(_ file: any BlockFile, layout: JournalLayout) throws -> (Journal, JournalScan) {
         let scan = try JournalReader.scan(file, layout: layout)
+        let highestNonReset = try JournalReader.highestNonResetCluster(file, layout: layout)
         var state = State(
             buffer: freshCluster(layout), nextClusterSequence: scan.nextClusterSequence,
-            nextCommitSequence: scan.nextCommitSequence, resetWholeRegion: true)
+            nextCommitSequence: scan.nextCommitSequence)
         state.cluster = scan.resumeCluster
         state.offset = scan.resumeOffset
         state.seed = scan.resumeSeed
-        state.highestUsed = scan.resumeCluster
+        // The log's clusters are among the non-reset ones; a cluster the writer starts is added then.
+        state.highestUsed = highestNonReset
         if scan.resumeOffset > 0 {
             state.buffer.replaceSubrange(0..<scan.resumeOffset, with: scan.resumePrefix)
             state.crc = CRC32C.checksum(state.buffer[0..<scan.resumeOffset], continuing: scan.resumeSeed)
@@ -170,16 +172,20 @@ package final class Journal: Sendable {
         }
     }
 
-    /// Resets the journal clusters in use (the whole region the first time after ``resume``),
-    /// syncs, and starts a new, empty log in cluster 0; sequence numbers continue. Uncommitted
-    /// entries are dropped. For checkpoints: the caller has made what the log described durable.
+    /// Resets the journal clusters that may hold non-reset bytes (those this writer wrote, and
+    /// after ``resume`` those found so), syncs, and starts a new, empty log in cluster 0;
+    /// sequence numbers continue. Writes and syncs nothing when the region is wholly reset
+    /// already. Uncommitted entries are dropped. For checkpoints: the caller has made what the
+    /// log described durable.
     package func recycle() throws {
         try state.withLock { s in
             try usable(s)
-            let clusters = s.resetWholeRegion ? layout.clusterCount : min(s.highestUsed + 1, layout.clusterCount)
+            let clusters = min(s.highestUsed + 1, layout.clusterCount)
             do {
-                try Self.reset(file, layout: layout, clusters: clusters)
-                try file.sync()
+                if clusters > 0 {
+                    try Self.reset(file, layout: layout, clusters: clusters)
+                    try file.sync()
+                }
             } catch {
                 let failure = error as? QEDError ?? QEDError(.io, "journal reset failed", path: file.path)
                 s.failure = failure
@@ -195,7 +201,6 @@ package final class Journal: Sendable {
             s.dirtyTo = 0
             s.waiting = []
             s.highestUsed = -1
-            s.resetWholeRegion = false
         }
     }
 

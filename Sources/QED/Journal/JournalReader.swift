@@ -168,6 +168,47 @@ package enum JournalReader {
         return scan
     }
 
+    /// The highest journal cluster of the region holding a byte that is not reset (0xFF), or -1
+    /// when the whole region is reset. Reads the region in pieces of at most 1 MiB. A writer that
+    /// resumes uses it to reset only what needs it (``Journal/recycle()``).
+    package static func highestNonResetCluster(_ file: any BlockFile, layout: JournalLayout) throws -> Int {
+        let clusterSize = layout.clusterSize
+        let perPiece = max(1, (1 << 20) / clusterSize)
+        var buffer = [UInt8](repeating: 0, count: perPiece * clusterSize)
+        var highest = -1
+        var first = 0
+        while first < layout.clusterCount {
+            let count = min(perPiece, layout.clusterCount - first)
+            try buffer.withUnsafeMutableBytes { raw in
+                let piece = UnsafeMutableRawBufferPointer(rebasing: raw[0..<count * clusterSize])
+                try file.readFully(into: piece, at: layout.offset(ofCluster: first))
+                for index in 0..<count
+                where !isReset(UnsafeRawBufferPointer(rebasing: piece[index * clusterSize..<(index + 1) * clusterSize]))
+                {
+                    highest = first + index
+                }
+            }
+            first += count
+        }
+        return highest
+    }
+
+    /// Whether every byte of `bytes` is 0xFF (the reset content).
+    private static func isReset(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        var all = UInt64.max
+        var i = 0
+        while i + 8 <= bytes.count {
+            all &= base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            i += 8
+        }
+        while i < bytes.count {
+            all &= UInt64(base.load(fromByteOffset: i, as: UInt8.self)) | ~UInt64(0xFF)
+            i += 1
+        }
+        return all == .max
+    }
+
     /// Whether a cluster after `stopCluster` has the magic and the sequence number the log would
     /// give it.
     private static func continues(

@@ -20,6 +20,9 @@ public enum Check {
         /// Whether the first pass repaired something (then "The following inconsistencies were
         /// found and repaired" is printed before the final report).
         public var repairedSomething: Bool
+        /// How long the first pass took (the repairing pass with `repair`: on a dirty journaled
+        /// image, the journal recovery), measured on the monotonic clock.
+        public var firstPass: Duration = .zero
 
         /// qemu-img's exit status for this result: 1 internal errors, 2 corruptions remain,
         /// 3 only leaks remain, 0 clean.
@@ -34,9 +37,12 @@ public enum Check {
     /// Checks `disk` (opened read-write with `autoCheck` off when repairing). Throws
     /// ``QEDError/Code/unsupported`` for a format without a check (raw).
     public static func run(disk: any Disk, options: Options) throws -> Result {
+        let clock = ContinuousClock()
+        let start = clock.now
         let first = try disk.check(repair: options.repair)
+        let firstPass = clock.now - start
         guard options.repair, first.corruptionsFixed > 0 || first.leaksFixed > 0 else {
-            return Result(report: first, repairedSomething: false)
+            return Result(report: first, repairedSomething: false, firstPass: firstPass)
         }
         var second = try disk.check(repair: false)
         second.corruptionsFixed = first.corruptionsFixed
@@ -44,6 +50,6 @@ public enum Check {
         // How the repairing pass worked (the double check always scans).
         second.method = first.method
         second.journalRecords = first.journalRecords
-        return Result(report: second, repairedSomething: true)
+        return Result(report: second, repairedSomething: true, firstPass: firstPass)
     }
 }

@@ -80,6 +80,50 @@ struct JournalResumeTests {
         #expect(JournalKit.outsideUntouched(file.durableBytes, layout))
     }
 
+    @Test("a recycle after resuming a wholly reset region writes and syncs nothing")
+    func recycleOfResetRegionWritesNothing() throws {
+        let layout = try JournalKit.layout(clusters: 6)
+        let file = JournalKit.surroundedFile(layout)
+        _ = try Journal.format(file, layout: layout)
+        let (journal, _) = try Journal.resume(file, layout: layout)
+        let mutations = file.mutationCount
+        let syncs = file.syncCount
+        try journal.recycle()
+        #expect(file.mutationCount == mutations && file.syncCount == syncs)
+        // The next log still works, and the one after its recycle.
+        try JournalKit.append(Self.records[5], to: journal)
+        try journal.commit()
+        try journal.flush()
+        #expect(try JournalReader.scan(file, layout: layout).entries == [Self.records[5]])
+        try journal.recycle()
+        let region = Int(layout.start)..<Int(layout.start + layout.size)
+        #expect(file.durableBytes[region].allSatisfy { $0 == 0xFF })
+    }
+
+    /// Non-reset bytes past an empty log (a recycle cut short, or stale bytes in any cluster): the
+    /// first recycle after resume resets every cluster up to the last one holding such bytes.
+    @Test("a recycle after resume resets every cluster found holding non-reset bytes")
+    func recycleResetsWhatResumeFound() throws {
+        let layout = try JournalKit.layout(clusters: 6)
+        for dirtyCluster in 0..<layout.clusterCount {
+            for byteInCluster in [0, 1, 511] {
+                let file = JournalKit.surroundedFile(layout)
+                _ = try Journal.format(file, layout: layout)
+                let at = layout.offset(ofCluster: dirtyCluster) + UInt64(byteInCluster)
+                try file.writeBytes([0x00], at: at)
+                try file.sync()
+                let (journal, scan) = try Journal.resume(file, layout: layout)
+                #expect(scan.commits.isEmpty)
+                try journal.recycle()
+                let region = Int(layout.start)..<Int(layout.start + layout.size)
+                #expect(
+                    file.durableBytes[region].allSatisfy { $0 == 0xFF },
+                    "cluster \(dirtyCluster) byte \(byteInCluster)")
+                #expect(JournalKit.outsideUntouched(file.durableBytes, layout))
+            }
+        }
+    }
+
     /// The reset of a recycle that never reached the disk: every old cluster from 1 on is put back
     /// after the new log was written. The old clusters continue another chain with older numbers.
     @Test("a stale cluster from before a recycle is never read as part of the new log")
