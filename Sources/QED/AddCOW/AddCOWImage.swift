@@ -165,9 +165,12 @@ public final class AddCOWImage: Disk {
         }
     }
 
-    /// Syncs the image file, then the metadata file (bits after the data they describe).
+    /// Syncs the image file, writes the bits published since the last time (their data is now
+    /// durable), then syncs the metadata file: bits always after the data they describe.
     func syncBoth() throws {
-        try imageFlusher.sync(imageFile)
+        try failure.recording {
+            try bitmap.writePending { try imageFlusher.sync(imageFile) }
+        }
         try metadataFlusher.sync(metadataFile)
     }
 }

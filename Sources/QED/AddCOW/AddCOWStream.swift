@@ -10,10 +10,11 @@ extension AddCOWImage {
     /// Each run of clear bits goes through the allocating step a guest write takes: under the
     /// claim on its clusters the bits are looked up again (a cluster a guest write allocated
     /// meanwhile is skipped, never overwritten), the backing chain's content is written (zeroes
-    /// punched), the image file is synced and only then are the bits set. So the guest view never
-    /// changes, and a stream stopped at any point — even by a kill — leaves a valid image that a
-    /// second stream completes. Runs beside guest requests (not exclusive); the range must lie
-    /// inside the disk. Units: guest bytes.
+    /// punched) and the bits are published; before returning, the call flushes (image file, then
+    /// the bits), so what it pulled stays pulled. The guest view never changes, and a stream
+    /// stopped at any point — even by a kill — leaves a valid image that a second stream
+    /// completes. Runs beside guest requests (not exclusive); the range must lie inside the disk.
+    /// Units: guest bytes.
     @discardableResult
     public func pullFromBacking(at offset: UInt64, length: UInt64) throws -> UInt64 {
         try gate.request {
@@ -31,6 +32,7 @@ extension AddCOWImage {
                     Run(start: start, end: end, inImageFile: false, clusters: run.clusters), payload: .backing)
                 pulled += end - start
             }
+            if pulled > 0 { try syncBoth() }
             return pulled
         }
     }

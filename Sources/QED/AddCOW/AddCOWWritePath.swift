@@ -108,9 +108,10 @@ extension AddCOWImage {
     /// The allocating step for a run of clusters whose bits were clear at lookup: holds the run's
     /// clusters, looks their bits up again, writes the payload in place where another request
     /// allocated them meanwhile, and otherwise copies the head and tail the payload leaves
-    /// untouched from the backing chain, writes the payload, syncs the image file and only then
-    /// sets the bits. Another writer of these clusters waits for the claim, so a guest write is
-    /// never overwritten by copied backing data.
+    /// untouched from the backing chain, writes the payload and publishes the bits (in effect at
+    /// once; written to the file by the next flush, after the image file's sync). Another writer
+    /// of these clusters waits for the claim, so a guest write is never overwritten by copied
+    /// backing data.
     func allocate(_ run: Run, payload: Payload) throws {
         inflight.acquire(run.clusters)
         defer { inflight.release(run.clusters) }
@@ -135,11 +136,9 @@ extension AddCOWImage {
             try copyFromBacking(now.end..<clusterEnd)
             newlySet.append(now.clusters)
         }
-        guard !newlySet.isEmpty else { return }
-        try imageFlusher.sync(imageFile)
-        try failure.recording {
-            for range in newlySet { try bitmap.set(range) }
-        }
+        // Published, not written: the next flush syncs the image file and then writes the bits
+        // (COWBitmap.writePending), so a bit never reaches the disk before its data.
+        for range in newlySet { bitmap.publish(range) }
     }
 
     /// Copies guest bytes `range` from the backing chain into the image file; zeroes where the

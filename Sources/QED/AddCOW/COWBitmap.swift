@@ -1,7 +1,14 @@
 import Synchronization
 
 /// An add-cow image's COW bitmap: one bit per guest cluster (1 = the cluster is in the image
-/// file, 0 = read the backing file), held in memory and written through to the metadata file.
+/// file, 0 = read the backing file), held in memory and written to the metadata file.
+///
+/// An allocating write *publishes* its bits (``publish(_:)``): they take effect in memory at once
+/// and stay *pending* until the next ``writePending(syncingData:)``, which syncs the image file
+/// first and only then writes the sectors holding them. So a bit never reaches the file before
+/// its cluster's data is durable, and allocating writes pay no sync of their own: one flush makes
+/// every allocation since the last one durable (group commit). A sector is always written as the
+/// words are minus the bits still pending.
 ///
 /// Lookups take no lock: the bits live in 64-bit atomic words, read with acquiring loads. (A
 /// mutex taken by every request of 16 server threads on 2 cores cost more than the I/O, as it did
@@ -14,6 +21,13 @@ import Synchronization
 ///   So two allocations whose bits share a sector never lose each other's bits, a bit is never
 ///   visible before it is written, and allocations in other sectors do not wait. A thread holds
 ///   one stripe at a time.
+/// - `pending` (a `Mutex`) guards the pending bits (word index → mask). It is taken inside a
+///   stripe (to mask a sector being built) or alone (``publish(_:)``, which records the bits and
+///   then ORs them into the words under it, so no bit is visible in the words without being
+///   pending until a writer has taken it). Never held across I/O.
+/// - `writing` (a `Mutex`) serialises ``writePending(syncingData:)``: take the pending bits, sync
+///   the data, write their sectors. Without it a second writer could write, after its own sync,
+///   bits a first writer took after that sync. Outermost: then a stripe, then `pending`.
 /// - `storage` (the words' buffer and the cluster count) is replaced only by ``grow(to:)``, which
 ///   the image calls from an exclusive operation (``OperationGate``): no lookup or setter runs
 ///   then, and the gate's own atomics order the replacement before every later request.
@@ -63,6 +77,10 @@ final class COWBitmap: @unchecked Sendable {
     /// Replaced only by ``grow(to:)`` under the image's exclusion (see the type's comment).
     nonisolated(unsafe) private var storage: Storage
     private let sectorLocks: [SectorLock]
+    /// Bits published in the words but not written to the file yet: word index → mask.
+    private let pending = Mutex<[Int: UInt64]>([:])
+    /// Serialises ``writePending(syncingData:)`` (see the type's comment); guards no data.
+    private let writing = Mutex(())
 
     /// Loads the bits of `clusters` clusters from `file` at `base` (bytes past the file's end read
     /// as 0); bits past the last cluster are dropped (ignored on read).
@@ -124,8 +142,61 @@ final class COWBitmap: @unchecked Sendable {
         return (0..<s.wordCount).reduce(0) { $0 + UInt64(s.word($1).nonzeroBitCount) }
     }
 
+    /// Sets the bits of `range` (clusters inside the bitmap) in memory at once and marks them
+    /// pending: they reach the file with the next ``writePending(syncingData:)``. Call after the
+    /// clusters' data is written (not necessarily synced). No I/O.
+    func publish(_ range: Range<UInt64>) {
+        let inside = range.clamped(to: 0..<storage.clusters)
+        guard !inside.isEmpty else { return }
+        let s = storage
+        pending.withLock { p in
+            var c = inside.lowerBound
+            while c < inside.upperBound {
+                let index = Int(c / 64)
+                let end = min(inside.upperBound, (c / 64 + 1) * 64)
+                let width = end - c
+                let mask = (width == 64 ? UInt64.max : (UInt64(1) << width) &- 1) << (c % 64)
+                p[index, default: 0] |= mask
+                s.words[index].bitwiseOr(mask, ordering: .releasing)
+                c = end
+            }
+        }
+    }
+
+    /// Whether bits are pending (published, not written).
+    var hasPending: Bool { pending.withLock { !$0.isEmpty } }
+
+    /// Makes the pending bits part of the file: takes them, runs `syncingData` (the image file's
+    /// sync: their data durable), then writes the bitmap sectors holding them. The caller syncs
+    /// the metadata file afterwards. `syncingData` runs even with nothing pending (a flush must
+    /// sync the data of in-place writes too). If it throws, the bits stay pending.
+    func writePending(syncingData: () throws -> Void) throws {
+        try writing.withLock { _ in
+            let taken = pending.withLock { p in
+                let all = p
+                p = [:]
+                return all
+            }
+            do {
+                try syncingData()
+            } catch {
+                pending.withLock { p in
+                    for (index, mask) in taken { p[index, default: 0] |= mask }
+                }
+                throw error
+            }
+            let wordsPerSector = Int(Self.sectorSize * 8 / 64)
+            let sectors = Set(taken.keys.map { UInt64($0 / wordsPerSector) })
+            for sector in sectors.sorted() {
+                let lock = sectorLocks[Int(sector % UInt64(Self.stripeCount))]
+                try lock.mutex.withLock { _ in try writeSector(sector, changing: nil) }
+            }
+        }
+    }
+
     /// Sets the bits of `range` (clusters inside the bitmap): writes each bitmap sector holding
     /// them, then publishes them in memory. Not synced: the caller's flush makes them durable.
+    /// For exclusive maintenance (resize); guest writes use ``publish(_:)``.
     func set(_ range: Range<UInt64>) throws {
         try change(range, to: true)
     }
@@ -137,48 +208,59 @@ final class COWBitmap: @unchecked Sendable {
 
     private func change(_ range: Range<UInt64>, to value: Bool) throws {
         guard !range.isEmpty else { return }
-        let s = storage
         let bitsPerSector = Self.sectorSize * 8
         for sector in (range.lowerBound / bitsPerSector)...((range.upperBound - 1) / bitsPerSector) {
             let lock = sectorLocks[Int(sector % UInt64(Self.stripeCount))]
-            try lock.mutex.withLock { _ in
-                let sectorClusters = (sector * bitsPerSector)..<((sector + 1) * bitsPerSector)
-                let mine = range.clamped(to: sectorClusters)
-                // The sector's 64 words as they are, with this change applied (past the end: 0).
-                let wordsPerSector = Int(bitsPerSector / 64)
-                let firstWord = Int(sector * bitsPerSector / 64)
-                var image = (0..<wordsPerSector).map { s.word(firstWord + $0) }
-                var masks = [UInt64](repeating: 0, count: wordsPerSector)
-                for c in mine {
-                    masks[Int(c / 64) - firstWord] |= 1 << (c % 64)
-                }
-                for i in 0..<wordsPerSector {
-                    image[i] = value ? image[i] | masks[i] : image[i] & ~masks[i]
-                }
-                // Only the bytes the file holds bits in: up to the last byte of this change or
-                // of the bitmap, whichever is further, within the sector.
-                let lastByte = max((range.upperBound - 1) / 8, s.clusters == 0 ? 0 : (s.clusters - 1) / 8)
-                let count = Int(min(Self.sectorSize, lastByte + 1 - sector * Self.sectorSize))
-                var bytes = [UInt8](repeating: 0, count: count)
-                for i in 0..<count {
-                    bytes[i] = UInt8(truncatingIfNeeded: image[i / 8] >> (8 * UInt64(i % 8)))
-                }
-                try file.writeBytes(bytes, at: base + sector * Self.sectorSize)
-                for i in 0..<wordsPerSector where firstWord + i < s.wordCount && masks[i] != 0 {
-                    // Only bits of clusters the bitmap covers are published.
-                    let inside = mine.clamped(to: 0..<s.clusters)
-                    guard !inside.isEmpty else { continue }
-                    var mask = masks[i]
-                    let wordStart = UInt64(firstWord + i) * 64
-                    if inside.upperBound < wordStart + 64 {
-                        mask &= inside.upperBound > wordStart ? (UInt64(1) << (inside.upperBound - wordStart)) &- 1 : 0
-                    }
-                    if value {
-                        s.words[firstWord + i].bitwiseOr(mask, ordering: .releasing)
-                    } else {
-                        s.words[firstWord + i].bitwiseAnd(~mask, ordering: .releasing)
-                    }
-                }
+            try lock.mutex.withLock { _ in try writeSector(sector, changing: (range, value)) }
+        }
+    }
+
+    /// Writes bitmap sector `sector` as the words hold it minus the pending bits, with `changing`
+    /// (a range set or cleared) applied; then publishes that change in the words. Call holding the
+    /// sector's stripe.
+    private func writeSector(_ sector: UInt64, changing: (range: Range<UInt64>, value: Bool)?) throws {
+        let s = storage
+        let bitsPerSector = Self.sectorSize * 8
+        let sectorClusters = (sector * bitsPerSector)..<((sector + 1) * bitsPerSector)
+        let wordsPerSector = Int(bitsPerSector / 64)
+        let firstWord = Int(sector * bitsPerSector / 64)
+        // The sector's 64 words as they are, without the bits still pending (past the end: 0).
+        var image = pending.withLock { p in
+            (0..<wordsPerSector).map { s.word(firstWord + $0) & ~(p[firstWord + $0] ?? 0) }
+        }
+        var masks = [UInt64](repeating: 0, count: wordsPerSector)
+        var lastByte = s.clusters == 0 ? 0 : (s.clusters - 1) / 8
+        if let (range, value) = changing {
+            for c in range.clamped(to: sectorClusters) {
+                masks[Int(c / 64) - firstWord] |= 1 << (c % 64)
+            }
+            for i in 0..<wordsPerSector {
+                image[i] = value ? image[i] | masks[i] : image[i] & ~masks[i]
+            }
+            lastByte = max(lastByte, (range.upperBound - 1) / 8)
+        }
+        // Only the bytes the file holds bits in: up to the last byte of this change or of the
+        // bitmap, whichever is further, within the sector.
+        let count = Int(min(Self.sectorSize, lastByte + 1 - sector * Self.sectorSize))
+        var bytes = [UInt8](repeating: 0, count: count)
+        for i in 0..<count {
+            bytes[i] = UInt8(truncatingIfNeeded: image[i / 8] >> (8 * UInt64(i % 8)))
+        }
+        try file.writeBytes(bytes, at: base + sector * Self.sectorSize)
+        guard let (range, value) = changing else { return }
+        // Only bits of clusters the bitmap covers are published.
+        let inside = range.clamped(to: sectorClusters).clamped(to: 0..<s.clusters)
+        guard !inside.isEmpty else { return }
+        for i in 0..<wordsPerSector where firstWord + i < s.wordCount && masks[i] != 0 {
+            var mask = masks[i]
+            let wordStart = UInt64(firstWord + i) * 64
+            if inside.upperBound < wordStart + 64 {
+                mask &= inside.upperBound > wordStart ? (UInt64(1) << (inside.upperBound - wordStart)) &- 1 : 0
+            }
+            if value {
+                s.words[firstWord + i].bitwiseOr(mask, ordering: .releasing)
+            } else {
+                s.words[firstWord + i].bitwiseAnd(~mask, ordering: .releasing)
             }
         }
     }

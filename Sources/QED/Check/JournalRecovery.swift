@@ -126,7 +126,7 @@ struct JournalRecovery {
                 try rewrite.entries.withUnsafeBytes { try file.write($0, at: rewrite.offset) }
             }
         }
-        try image.flusher.sync(file)
+        if !l1Clears.isEmpty || !tableRewrites.isEmpty { try image.flusher.sync(file) }
 
         // Zero leaks: slide the referenced units down over the unreferenced clusters, lowest first.
         var destination = highWater

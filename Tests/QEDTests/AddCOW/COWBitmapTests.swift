@@ -61,4 +61,39 @@ struct COWBitmapTests {
         #expect(bitmap.run(from: 150, limit: 50) == (true, 50))
         #expect(bitmap.setCount == 60)
     }
+
+    /// Published bits take effect in memory at once and reach the file only through
+    /// writePending, after its data sync; a failed sync leaves them pending (never written).
+    @Test("published bits are pending until writePending, which writes them after the data sync")
+    func publishedBitsWaitForTheDataSync() throws {
+        struct SyncFailed: Error {}
+        let file = MemoryFile(path: "bitmap")
+        let base: UInt64 = 4096
+        let clusters: UInt64 = 10_000
+        let bitmap = try COWBitmap(file: file, base: base, clusters: clusters)
+        try bitmap.set(5..<7)
+        let before = file.contents
+        for range in [100..<101, 4090..<4200, 9990..<10_000] as [Range<UInt64>] { bitmap.publish(range) }
+        #expect(bitmap.isSet(100) && bitmap.isSet(4150) && bitmap.isSet(9999) && !bitmap.isSet(101))
+        #expect(bitmap.setCount == 2 + 1 + 110 + 10)
+        #expect(file.contents == before, "publishing writes nothing")
+        #expect(throws: SyncFailed.self) { try bitmap.writePending { throw SyncFailed() } }
+        #expect(file.contents == before, "nothing written when the data sync fails")
+        #expect(bitmap.hasPending)
+        // A maintenance write of a sector holding pending bits leaves them out of the file.
+        try bitmap.set(4000..<4001)
+        let loaded = try COWBitmap(file: file, base: base, clusters: clusters)
+        #expect(loaded.isSet(4000) && loaded.isSet(5) && !loaded.isSet(4090) && !loaded.isSet(100))
+        var synced = false
+        try bitmap.writePending {
+            // The data sync runs before any pending bit is written.
+            let during = try COWBitmap(file: file, base: base, clusters: clusters)
+            #expect(!during.isSet(100) && !during.isSet(4150) && !during.isSet(9999))
+            synced = true
+        }
+        #expect(synced && !bitmap.hasPending)
+        let after = try COWBitmap(file: file, base: base, clusters: clusters)
+        for c: UInt64 in [5, 6, 100, 4000, 4090, 4199, 9990, 9999] { #expect(after.isSet(c), "cluster \(c)") }
+        #expect(after.setCount == bitmap.setCount)
+    }
 }
