@@ -63,8 +63,26 @@ public final class NBDServerMessageEncoder: ChannelOutboundHandler, Sendable {
         case .greeting, .optionReply, .exportNameReply:
             break
         }
-        var buffer = context.channel.allocator.buffer(capacity: 64)
+        // Room for the largest header (an extended OFFSET_DATA chunk's 40 bytes) and the data, so
+        // the copy of a small READ's data never has to grow the buffer.
+        var buffer = context.channel.allocator.buffer(capacity: 64 + Self.dataLength(message))
         buffer.writeNBDServerMessage(message)
         context.write(Self.wrapOutboundOut(buffer), promise: promise)
+    }
+
+    /// Bytes of READ data `message` carries (0 for anything else).
+    private static func dataLength(_ message: NBDServerMessage) -> Int {
+        switch message {
+        case .simpleReply(let reply):
+            return reply.data?.readableBytes ?? 0
+        case .structuredReply(let chunk):
+            if case .offsetData(_, let payload) = chunk.content { return payload.readableBytes }
+            return 0
+        case .extendedReply(let chunk, _):
+            if case .offsetData(_, let payload) = chunk.content { return payload.readableBytes }
+            return 0
+        case .greeting, .optionReply, .exportNameReply:
+            return 0
+        }
     }
 }
