@@ -24,65 +24,64 @@ public final class NBDServerMessageEncoder: ChannelOutboundHandler, Sendable {
     /// Encodes one message.
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let message = Self.unwrapOutboundIn(data)
-        switch message {
-        case .simpleReply(let reply):
-            if reply.error == nil, let payload = reply.data, payload.readableBytes > self.copyThreshold {
-                var header = context.channel.allocator.buffer(capacity: NBD.simpleReplyHeaderLength)
-                header.writeNBDSimpleReplyHeader(cookie: reply.cookie, error: nil)
-                context.write(Self.wrapOutboundOut(header), promise: nil)
-                context.write(Self.wrapOutboundOut(payload), promise: promise)
-                return
-            }
-        case .structuredReply(let chunk):
-            if case .offsetData(let offset, let payload) = chunk.content, payload.readableBytes > self.copyThreshold {
-                var header = context.channel.allocator.buffer(capacity: NBD.structuredReplyHeaderLength + 8)
-                header.writeNBDOffsetDataChunkHeader(
-                    cookie: chunk.cookie,
-                    flags: chunk.flags,
-                    offset: offset,
-                    dataLength: payload.readableBytes
-                )
-                context.write(Self.wrapOutboundOut(header), promise: nil)
-                context.write(Self.wrapOutboundOut(payload), promise: promise)
-                return
-            }
-        case .extendedReply(let chunk, let requestOffset):
-            if case .offsetData(let offset, let payload) = chunk.content, payload.readableBytes > self.copyThreshold {
-                var header = context.channel.allocator.buffer(capacity: NBD.extendedReplyHeaderLength + 8)
-                header.writeNBDExtendedOffsetDataChunkHeader(
-                    cookie: chunk.cookie,
-                    flags: chunk.flags,
-                    requestOffset: requestOffset,
-                    offset: offset,
-                    dataLength: payload.readableBytes
-                )
-                context.write(Self.wrapOutboundOut(header), promise: nil)
-                context.write(Self.wrapOutboundOut(payload), promise: promise)
-                return
-            }
-        case .greeting, .optionReply, .exportNameReply:
-            break
+        let payload = Self.readData(of: message)
+        if let payload, payload.readableBytes > self.copyThreshold,
+            let header = Self.header(
+                of: message, dataLength: payload.readableBytes, allocator: context.channel.allocator)
+        {
+            context.write(Self.wrapOutboundOut(header), promise: nil)
+            context.write(Self.wrapOutboundOut(payload), promise: promise)
+            return
         }
         // Room for the largest header (an extended OFFSET_DATA chunk's 40 bytes) and the data, so
         // the copy of a small READ's data never has to grow the buffer.
-        var buffer = context.channel.allocator.buffer(capacity: 64 + Self.dataLength(message))
+        var buffer = context.channel.allocator.buffer(capacity: 64 + (payload?.readableBytes ?? 0))
         buffer.writeNBDServerMessage(message)
         context.write(Self.wrapOutboundOut(buffer), promise: promise)
     }
 
-    /// Bytes of READ data `message` carries (0 for anything else).
-    private static func dataLength(_ message: NBDServerMessage) -> Int {
+    /// The READ data `message` carries: a successful simple reply's data or an `OFFSET_DATA`
+    /// chunk's; nil for anything else.
+    private static func readData(of message: NBDServerMessage) -> ByteBuffer? {
         switch message {
         case .simpleReply(let reply):
-            return reply.data?.readableBytes ?? 0
+            return reply.error == nil ? reply.data : nil
         case .structuredReply(let chunk):
-            if case .offsetData(_, let payload) = chunk.content { return payload.readableBytes }
-            return 0
+            if case .offsetData(_, let payload) = chunk.content { return payload }
+            return nil
         case .extendedReply(let chunk, _):
-            if case .offsetData(_, let payload) = chunk.content { return payload.readableBytes }
-            return 0
+            if case .offsetData(_, let payload) = chunk.content { return payload }
+            return nil
         case .greeting, .optionReply, .exportNameReply:
-            return 0
+            return nil
+        }
+    }
+
+    /// The header that goes before `dataLength` bytes of READ data written as their own buffer,
+    /// for a message ``readData(of:)`` finds data in; nil for any other.
+    private static func header(
+        of message: NBDServerMessage, dataLength: Int, allocator: ByteBufferAllocator
+    ) -> ByteBuffer? {
+        switch message {
+        case .simpleReply(let reply):
+            var header = allocator.buffer(capacity: NBD.simpleReplyHeaderLength)
+            header.writeNBDSimpleReplyHeader(cookie: reply.cookie, error: nil)
+            return header
+        case .structuredReply(let chunk):
+            guard case .offsetData(let offset, _) = chunk.content else { return nil }
+            var header = allocator.buffer(capacity: NBD.structuredReplyHeaderLength + 8)
+            header.writeNBDOffsetDataChunkHeader(
+                cookie: chunk.cookie, flags: chunk.flags, offset: offset, dataLength: dataLength)
+            return header
+        case .extendedReply(let chunk, let requestOffset):
+            guard case .offsetData(let offset, _) = chunk.content else { return nil }
+            var header = allocator.buffer(capacity: NBD.extendedReplyHeaderLength + 8)
+            header.writeNBDExtendedOffsetDataChunkHeader(
+                cookie: chunk.cookie, flags: chunk.flags, requestOffset: requestOffset, offset: offset,
+                dataLength: dataLength)
+            return header
+        case .greeting, .optionReply, .exportNameReply:
+            return nil
         }
     }
 }

@@ -60,9 +60,11 @@ struct Check: ParsableCommand {
         }
         try disk.close()
         if timing {
-            let ms = { (d: Duration) in Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15 }
+            let millisecond = Duration.milliseconds(1)
             Console.err(
-                cFormat("timing: open %.3f ms, first pass %.3f ms", ms(openTime), ms(outcome.firstPass))
+                cFormat(
+                    "timing: open %.3f ms, first pass %.3f ms", openTime / millisecond,
+                    outcome.firstPass / millisecond)
                     + " (\(outcome.report.method.rawValue))\n")
         }
         if !verbosity.quiet {
