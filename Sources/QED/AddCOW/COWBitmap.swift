@@ -146,9 +146,9 @@ final class COWBitmap: @unchecked Sendable {
     /// pending: they reach the file with the next ``writePending(syncingData:)``. Call after the
     /// clusters' data is written (not necessarily synced). No I/O.
     func publish(_ range: Range<UInt64>) {
-        let inside = range.clamped(to: 0..<storage.clusters)
-        guard !inside.isEmpty else { return }
         let s = storage
+        let inside = range.clamped(to: 0..<s.clusters)
+        guard !inside.isEmpty else { return }
         pending.withLock { p in
             var c = inside.lowerBound
             while c < inside.upperBound {
