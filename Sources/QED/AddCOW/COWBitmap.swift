@@ -150,17 +150,22 @@ final class COWBitmap: @unchecked Sendable {
         let inside = range.clamped(to: 0..<s.clusters)
         guard !inside.isEmpty else { return }
         pending.withLock { p in
-            var c = inside.lowerBound
-            while c < inside.upperBound {
-                let index = Int(c / 64)
-                let end = min(inside.upperBound, (c / 64 + 1) * 64)
-                let width = end - c
-                let mask = (width == 64 ? UInt64.max : (UInt64(1) << width) &- 1) << (c % 64)
+            for index in Int(inside.lowerBound / 64)...Int((inside.upperBound - 1) / 64) {
+                let mask = Self.mask(of: inside, inWord: index)
                 p[index, default: 0] |= mask
                 s.words[index].bitwiseOr(mask, ordering: .releasing)
-                c = end
             }
         }
+    }
+
+    /// The bits of word `index` (clusters `index * 64 ..< index * 64 + 64`) that `range` covers.
+    private static func mask(of range: Range<UInt64>, inWord index: Int) -> UInt64 {
+        let start = UInt64(index) * 64
+        let low = max(range.lowerBound, start)
+        let high = min(range.upperBound, start + 64)
+        guard low < high else { return 0 }
+        let width = high - low
+        return (width == 64 ? UInt64.max : (UInt64(1) << width) &- 1) << (low - start)
     }
 
     /// Whether bits are pending (published, not written).
@@ -228,14 +233,12 @@ final class COWBitmap: @unchecked Sendable {
         var image = pending.withLock { p in
             (0..<wordsPerSector).map { s.word(firstWord + $0) & ~(p[firstWord + $0] ?? 0) }
         }
-        var masks = [UInt64](repeating: 0, count: wordsPerSector)
         var lastByte = s.clusters == 0 ? 0 : (s.clusters - 1) / 8
         if let (range, value) = changing {
-            for c in range.clamped(to: sectorClusters) {
-                masks[Int(c / 64) - firstWord] |= 1 << (c % 64)
-            }
+            let mine = range.clamped(to: sectorClusters)
             for i in 0..<wordsPerSector {
-                image[i] = value ? image[i] | masks[i] : image[i] & ~masks[i]
+                let mask = Self.mask(of: mine, inWord: firstWord + i)
+                image[i] = value ? image[i] | mask : image[i] & ~mask
             }
             lastByte = max(lastByte, (range.upperBound - 1) / 8)
         }
@@ -251,16 +254,12 @@ final class COWBitmap: @unchecked Sendable {
         // Only bits of clusters the bitmap covers are published.
         let inside = range.clamped(to: sectorClusters).clamped(to: 0..<s.clusters)
         guard !inside.isEmpty else { return }
-        for i in 0..<wordsPerSector where firstWord + i < s.wordCount && masks[i] != 0 {
-            var mask = masks[i]
-            let wordStart = UInt64(firstWord + i) * 64
-            if inside.upperBound < wordStart + 64 {
-                mask &= inside.upperBound > wordStart ? (UInt64(1) << (inside.upperBound - wordStart)) &- 1 : 0
-            }
+        for index in Int(inside.lowerBound / 64)...Int((inside.upperBound - 1) / 64) {
+            let mask = Self.mask(of: inside, inWord: index)
             if value {
-                s.words[firstWord + i].bitwiseOr(mask, ordering: .releasing)
+                s.words[index].bitwiseOr(mask, ordering: .releasing)
             } else {
-                s.words[firstWord + i].bitwiseAnd(~mask, ordering: .releasing)
+                s.words[index].bitwiseAnd(~mask, ordering: .releasing)
             }
         }
     }
