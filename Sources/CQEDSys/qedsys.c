@@ -105,6 +105,15 @@ int qedsys_preallocate(int fd, long long offset, long long length) {
 #endif
 }
 
+long long qedsys_pwrite_durable(int fd, const void *buffer, size_t length, long long offset) {
+#if defined(__linux__) && defined(RWF_DSYNC)
+    struct iovec iov = { .iov_base = (void *)buffer, .iov_len = length };
+    return (long long)pwritev2(fd, &iov, 1, (off_t)offset, RWF_DSYNC);
+#else
+    (void)fd; (void)buffer; (void)length; (void)offset; errno = EOPNOTSUPP; return -1;
+#endif
+}
+
 long long qedsys_pread_cached(int fd, void *buffer, size_t length, long long offset) {
 #if defined(__linux__) && defined(RWF_NOWAIT)
     struct iovec iov = { .iov_base = buffer, .iov_len = length };

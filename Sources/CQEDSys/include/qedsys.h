@@ -25,6 +25,10 @@ int qedsys_lock_byte(int fd, long long byte, int shared);
 int qedsys_byte_is_locked(int fd, long long byte);
 /// Allocates [offset, offset+length) as unwritten extents (reading zero), keeping the size.
 int qedsys_preallocate(int fd, long long offset, long long length);
+/// Writes up to `length` bytes at `offset` and makes them durable, with the metadata needed to
+/// read them back (the file size), before returning — not the file's other dirty pages (pwritev2
+/// RWF_DSYNC, Linux 4.7+: a ranged fdatasync). -1/EOPNOTSUPP where the system has no such write.
+long long qedsys_pwrite_durable(int fd, const void *buffer, size_t length, long long offset);
 /// Maps `length` bytes of `fd` at `offset` (a multiple of the page size) read-only and shared.
 /// NULL on failure.
 void *qedsys_map_read(int fd, long long offset, size_t length);

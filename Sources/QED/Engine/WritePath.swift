@@ -136,12 +136,7 @@ extension Image {
             let again = l1.entry(l1Index)
             if again != TableEntry.unallocated { return try pinValidTable(again, pos: pos) }
             let offset = try allocator.allocate(clusters: geometry.tableSize, in: file)
-            // The journal names the L1 index; the sync that makes the new table durable before L1
-            // points there makes the record durable too.
-            try journal.name(UInt32(l1Index), durable: false)
-            // The new clusters are a hole (zero entries); make them durable before L1 points there.
-            try flusher.sync(file)
-            journal.confirm(UInt32(l1Index))
+            try makeNewTableDurable(at: offset, l1Index: l1Index)
             // Cache the table before L1 points at it: a concurrent lookup that sees the new L1 entry
             // must find this object, not load a second copy whose sector writes would drop our entries.
             let table = try Table(fileOffset: offset, count: Int(geometry.entriesPerTable))
@@ -154,6 +149,26 @@ extension Image {
             }
             return table
         }
+    }
+
+    /// Makes the new L2 table at file byte `offset` durable before L1 points there. The table is
+    /// a hole the allocator just added (all entries zero): what must survive a crash is the file
+    /// length that holds it. Without a journal, one durable write of its last sector (zeroes) does
+    /// that and writes back nothing else (``BlockFile/writeDurably(_:at:)``, a ranged `fdatasync`);
+    /// QEMU syncs the whole file here, which with gigabytes of guest data in the page cache stalls
+    /// the writer for seconds, for the same guarantee. With a journal, the record naming the L1
+    /// index must be durable too: a whole-file sync covers both.
+    private func makeNewTableDurable(at offset: UInt64, l1Index: Int) throws {
+        if journal.mode == .off {
+            try failure.check()
+            let sector = [UInt8](repeating: 0, count: 512)
+            let last = offset + geometry.tableSize * geometry.clusterSize - 512
+            try failure.recording { try sector.withUnsafeBytes { try file.writeDurably($0, at: last) } }
+            return
+        }
+        try journal.name(UInt32(l1Index), durable: false)
+        try flusher.sync(file)
+        journal.confirm(UInt32(l1Index))
     }
 
     private func pinValidTable(_ offset: UInt64, pos: UInt64) throws -> Table {

@@ -29,6 +29,12 @@ public protocol BlockFile: AnyObject, Sendable {
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// Makes every completed write durable (`fdatasync`).
     func sync() throws
+    /// Writes all of `bytes` at byte `offset` and returns once they are durable, together with the
+    /// file length needed to read them back; the file's other pending writes need not be (a ranged
+    /// `fdatasync`, cheap when the file has gigabytes of other writes in the page cache). A failure
+    /// may report an earlier write-back failure elsewhere in the file, as `fdatasync` would.
+    /// Default: ``write(_:at:)`` then ``sync()``.
+    func writeDurably(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// The file length in bytes.
     func length() throws -> UInt64
     /// Sets the file length in bytes; growing adds a hole that reads as zeroes.
@@ -53,6 +59,12 @@ public protocol BlockFile: AnyObject, Sendable {
 }
 
 extension BlockFile {
+    /// Files without a ranged sync make everything durable.
+    public func writeDurably(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        try write(bytes, at: offset)
+        try sync()
+    }
+
     /// Files without a non-blocking read never claim one: the caller reads normally.
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool { false }
 

@@ -9,8 +9,8 @@ import Musl
 import Darwin
 #endif
 
-/// A ``BlockFile`` on a POSIX file descriptor: `pread`/`pwrite`/`fdatasync`/`ftruncate` and
-/// hole punching with `fallocate`. The descriptor is owned by this object and closed by ``close()``
+/// A ``BlockFile`` on a POSIX file descriptor: `pread`/`pwrite`/`fdatasync`/`ftruncate`, ranged
+/// durable writes with `pwritev2(RWF_DSYNC)` and hole punching with `fallocate`. The descriptor is owned by this object and closed by ``close()``
 /// or on deinit. Thread-safe: positioned I/O on one descriptor needs no lock.
 ///
 /// After ``close()`` every method refuses with ``QEDError/Code/closed`` (``readIfCached(into:at:)``
@@ -144,15 +144,8 @@ public final class PosixFile: BlockFile {
     /// allocated are left as they are. Failure (no support, no space) is left to the write to report.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try withDescriptor { fd in
-            let failed = { (errno: Errno) in
-                QEDError.system(
-                    errno, "write of \(bytes.count) bytes at offset \(offset) failed",
-                    syscall: "pwrite", path: self.path, value: offset)
-            }
-            let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
-            guard !overflow, let start = Int64(exactly: offset), Int64(exactly: end) != nil else {
-                throw failed(.fileTooLarge)
-            }
+            let failed = writeFailure(bytes.count, at: offset, syscall: "pwrite")
+            let start = try Self.fileOffset(of: bytes.count, at: offset, or: failed)
             if bytes.count >= PosixFile.preallocationThreshold {
                 _ = qedsys_preallocate(fd, start, Int64(bytes.count))
             }
@@ -172,6 +165,56 @@ public final class PosixFile: BlockFile {
                 done += n
             }
         }
+    }
+
+    /// A durable write with `pwritev2(RWF_DSYNC)`: the kernel writes back and flushes only this
+    /// range and the inode (its size), not the file's other dirty pages. Where the system has no
+    /// such write, ``write(_:at:)`` then ``sync()``; with ``ignoresFlushes``, a plain write.
+    public func writeDurably(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        if ignoresFlushes { return try write(bytes, at: offset) }
+        let ranged = try withDescriptor { fd -> Bool in
+            let failed = writeFailure(bytes.count, at: offset, syscall: "pwritev2")
+            let start = try Self.fileOffset(of: bytes.count, at: offset, or: failed)
+            guard let base = bytes.baseAddress else { return false }
+            var done = 0
+            while done < bytes.count {
+                let n = qedsys_pwrite_durable(fd, base + done, bytes.count - done, start + Int64(done))
+                if n < 0 {
+                    let error = Errno(rawValue: errno)
+                    if error == .interrupted { continue }
+                    // No RWF_DSYNC here (kernel before 4.7, or not Linux): the whole-file way.
+                    if done == 0 && (error == .notSupported || error == .noFunction) { return false }
+                    throw failed(error)
+                }
+                // A write that makes no progress means the device is full.
+                guard n > 0 else { throw failed(.noSpace) }
+                done += Int(n)
+            }
+            return true
+        }
+        if !ranged {
+            try write(bytes, at: offset)
+            try sync()
+        }
+    }
+
+    /// The error for a failed write of `count` bytes at `offset` by `syscall`, given its errno.
+    private func writeFailure(_ count: Int, at offset: UInt64, syscall: String) -> (Errno) -> QEDError {
+        { errno in
+            QEDError.system(
+                errno, "write of \(count) bytes at offset \(offset) failed", syscall: syscall, path: self.path,
+                value: offset)
+        }
+    }
+
+    /// `offset` as a file offset, checking that the `count` bytes written there end inside `off_t`;
+    /// else throws `failed(EFBIG)`.
+    private static func fileOffset(of count: Int, at offset: UInt64, or failed: (Errno) -> QEDError) throws -> Int64 {
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
+        guard !overflow, let start = Int64(exactly: offset), Int64(exactly: end) != nil else {
+            throw failed(.fileTooLarge)
+        }
+        return start
     }
 
     public func sync() throws {

@@ -24,7 +24,10 @@ import TestSupport
 /// mutation throws an I/O error and changes nothing, so an image object dropped after the cut
 /// (its deinit closes and syncs) cannot alter the result. Reads keep serving the volatile view.
 ///
-/// Mutations are counted (write, sync, setLength, punchHole); ``failMutation(after:)`` makes one
+/// ``writeDurably(_:at:)`` is a ranged sync: the write and the length become durable, other
+/// pending operations stay pending.
+///
+/// Mutations are counted (write, durable write, sync, setLength, punchHole); ``failMutation(after:)`` makes one
 /// future mutation throw without freezing, to inject a single I/O error. ``failSyncs(_:)`` makes
 /// the next syncs fail the way a disk that cannot write back does: each failed sync throws EIO and
 /// drops the pending operations (the kernel may drop the dirty pages it could not write), so the
@@ -77,6 +80,8 @@ final class FaultInjectingFile: BlockFile {
         var failingSyncs = 0
         /// How many syncs were attempted, failed ones included.
         var syncs = 0
+        /// How many durable (ranged-sync) writes were attempted, failed ones included.
+        var durableWrites = 0
     }
 
     let path: String
@@ -91,7 +96,7 @@ final class FaultInjectingFile: BlockFile {
 
     // MARK: Inspection and control
 
-    /// How many mutating calls (write, sync, setLength, punchHole) have been made so far.
+    /// How many mutating calls (write, durable write, sync, setLength, punchHole) have been made so far.
     var mutationCount: Int { state.withLock { $0.mutations } }
     /// Operations issued since the last sync.
     var pendingCount: Int { state.withLock { $0.pending.count } }
@@ -102,6 +107,8 @@ final class FaultInjectingFile: BlockFile {
 
     /// How many syncs were attempted (failed ones included).
     var syncCount: Int { state.withLock { $0.syncs } }
+    /// How many durable writes (``writeDurably(_:at:)``) were attempted (failed ones included).
+    var durableWriteCount: Int { state.withLock { $0.durableWrites } }
 
     /// Makes the next `count` syncs fail with EIO, each dropping the pending operations (the
     /// volatile view becomes the durable bytes again). Later syncs succeed.
@@ -246,6 +253,72 @@ final class FaultInjectingFile: BlockFile {
             for op in s.pending { Self.apply(op, to: &s.durable) }
             s.pending.removeAll()
         }
+    }
+
+    /// A ranged `fdatasync` (`RWF_DSYNC`): the write and the file's current length become durable;
+    /// the other pending operations stay pending, so a crash can still lose them. What a disk could
+    /// not keep apart from it is settled first: a pending punched hole or shrinking `setLength`, and
+    /// everything issued before it, becomes durable (replayed after the write, in issue order, it
+    /// would undo the write); the remaining `setLength`s only grow the file, which the durable
+    /// length now covers; and the written range is cut out of the pending writes, which are older.
+    /// Fails like ``sync()`` while ``failSyncs(_:)`` is in effect (the write is lost with the rest).
+    func writeDurably(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        let data = [UInt8](bytes)
+        try state.withLock { s in
+            try admit(&s, "durable write")
+            s.durableWrites += 1
+            if s.failingSyncs > 0 {
+                s.failingSyncs -= 1
+                s.pending.removeAll()
+                s.volatile = s.durable
+                throw QEDError(.io, "durable write: injected write-back failure", path: path, errno: 5)
+            }
+            let op = Operation.write(offset: offset, bytes: data)
+            Self.apply(op, to: &s.volatile)
+            if let last = Self.lastUnseparable(s.pending, durableLength: s.durable.count) {
+                for earlier in s.pending[...last] { Self.apply(earlier, to: &s.durable) }
+                s.pending.removeFirst(last + 1)
+            }
+            s.pending.removeAll { if case .setLength = $0 { true } else { false } }
+            ModelKit.resize(&s.durable, to: s.volatile.count)
+            Self.apply(op, to: &s.durable)
+            let range = offset..<(offset + UInt64(data.count))
+            s.pending = s.pending.flatMap { Self.excluding(range, from: $0) }
+        }
+    }
+
+    /// The index of the last pending punched hole or shrinking `setLength`, or nil.
+    private static func lastUnseparable(_ pending: [Operation], durableLength: Int) -> Int? {
+        var length = durableLength
+        var last: Int?
+        for (i, op) in pending.enumerated() {
+            switch op {
+            case .write(let offset, let bytes):
+                length = max(length, Int(offset) + bytes.count)
+            case .setLength(let newLength):
+                if Int(newLength) < length { last = i }
+                length = Int(newLength)
+            case .punchHole:
+                last = i
+            }
+        }
+        return last
+    }
+
+    /// `op` without the bytes it writes inside `range` (zero, one or two writes); other kinds as
+    /// they are.
+    private static func excluding(_ range: Range<UInt64>, from op: Operation) -> [Operation] {
+        guard case .write(let offset, let bytes) = op else { return [op] }
+        let end = offset + UInt64(bytes.count)
+        guard range.lowerBound < end, offset < range.upperBound else { return [op] }
+        var out: [Operation] = []
+        if offset < range.lowerBound {
+            out.append(.write(offset: offset, bytes: Array(bytes[..<Int(range.lowerBound - offset)])))
+        }
+        if range.upperBound < end {
+            out.append(.write(offset: range.upperBound, bytes: Array(bytes[Int(range.upperBound - offset)...])))
+        }
+        return out
     }
 
     func length() throws -> UInt64 { state.withLock { UInt64($0.volatile.count) } }
