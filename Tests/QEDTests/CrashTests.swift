@@ -862,10 +862,8 @@ struct CrashTests {
     @Test("a failed sync makes flush() fail instead of claiming durability, until reopen")
     func failedSyncFailsFlush() throws {
         let file = FaultInjectingFile()
-        try Image.create(on: file, options: CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 2))
-        var options = OpenOptions()
-        options.needCheckDelay = 1e6
-        let image = try Image.open(file: file, options: options)
+        let (image, options) = try createAndOpenWithoutTimer(
+            on: file, CreateOptions(size: 1 << 20, clusterSize: 4096, tableSize: 2))
         try image.write([UInt8](repeating: 0x11, count: 4096), at: 8192)
         file.failMutation(after: 0)
         #expect(throws: QEDError.self) { try image.flush() }

@@ -55,10 +55,8 @@ struct DurableWriteTests {
     func newTableSyncsOnlyItself() throws {
         let file = FaultInjectingFile()
         // 4 KiB clusters, two-cluster tables: an L2 table covers 4 MiB of guest data.
-        try Image.create(on: file, options: CreateOptions(size: 32 << 20, clusterSize: 4096, tableSize: 2))
-        var options = OpenOptions()
-        options.needCheckDelay = 1e6
-        let image = try Image.open(file: file, options: options)
+        let (image, options) = try createAndOpenWithoutTimer(
+            on: file, CreateOptions(size: 32 << 20, clusterSize: 4096, tableSize: 2))
         let first = [UInt8](repeating: 0x11, count: 4096)
         let second = [UInt8](repeating: 0x22, count: 4096)
         try image.write(first, at: 0)
@@ -92,10 +90,7 @@ struct DurableWriteTests {
         let file = FaultInjectingFile()
         var create = CreateOptions(size: 32 << 20, clusterSize: 4096, tableSize: 2)
         create.journalSize = 16 << 10
-        try Image.create(on: file, options: create)
-        var options = OpenOptions()
-        options.needCheckDelay = 1e6
-        let image = try Image.open(file: file, options: options)
+        let (image, _) = try createAndOpenWithoutTimer(on: file, create)
         try image.write([UInt8](repeating: 0x33, count: 4096), at: 0)
         let syncs = file.syncCount
         try image.write([UInt8](repeating: 0x44, count: 4096), at: 8 << 20)

@@ -39,6 +39,16 @@ enum Craft {
     }
 }
 
+/// Creates an image on `file` and opens it with the NEED_CHECK timer held off, so the file's syncs
+/// and pending writes change only through what the test does. Returns the image and the options
+/// (for reopening).
+func createAndOpenWithoutTimer(on file: any BlockFile, _ create: CreateOptions) throws -> (Image, OpenOptions) {
+    try Image.create(on: file, options: create)
+    var options = OpenOptions()
+    options.needCheckDelay = 1e6
+    return (try Image.open(file: file, options: options), options)
+}
+
 /// Runs `body` and expects it to throw a ``QEDError`` with `code`; returns the error.
 @discardableResult
 func expectQEDError<T>(

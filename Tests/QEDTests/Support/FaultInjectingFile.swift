@@ -240,16 +240,21 @@ final class FaultInjectingFile: BlockFile {
         }
     }
 
+    /// While ``failSyncs(_:)`` is in effect: uses up one failure, drops the pending operations (the
+    /// volatile view falls back to the durable bytes) and throws EIO.
+    private func failWriteBackIfInjected(_ s: inout State, _ what: String) throws {
+        guard s.failingSyncs > 0 else { return }
+        s.failingSyncs -= 1
+        s.pending.removeAll()
+        s.volatile = s.durable
+        throw QEDError(.io, "\(what): injected write-back failure", path: path, errno: 5)
+    }
+
     func sync() throws {
         try state.withLock { s in
             try admit(&s, "sync")
             s.syncs += 1
-            if s.failingSyncs > 0 {
-                s.failingSyncs -= 1
-                s.pending.removeAll()
-                s.volatile = s.durable
-                throw QEDError(.io, "sync: injected write-back failure", path: path, errno: 5)
-            }
+            try failWriteBackIfInjected(&s, "sync")
             for op in s.pending { Self.apply(op, to: &s.durable) }
             s.pending.removeAll()
         }
@@ -267,12 +272,7 @@ final class FaultInjectingFile: BlockFile {
         try state.withLock { s in
             try admit(&s, "durable write")
             s.durableWrites += 1
-            if s.failingSyncs > 0 {
-                s.failingSyncs -= 1
-                s.pending.removeAll()
-                s.volatile = s.durable
-                throw QEDError(.io, "durable write: injected write-back failure", path: path, errno: 5)
-            }
+            try failWriteBackIfInjected(&s, "durable write")
             let op = Operation.write(offset: offset, bytes: data)
             Self.apply(op, to: &s.volatile)
             if let last = Self.lastUnseparable(s.pending, durableLength: s.durable.count) {
