@@ -144,8 +144,7 @@ public final class PosixFile: BlockFile {
     /// allocated are left as they are. Failure (no support, no space) is left to the write to report.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         try withDescriptor { fd in
-            let failed = writeFailure(bytes.count, at: offset, syscall: "pwrite")
-            let start = try Self.fileOffset(of: bytes.count, at: offset, or: failed)
+            let start = try fileOffset(of: bytes.count, at: offset, syscall: "pwrite")
             if bytes.count >= PosixFile.preallocationThreshold {
                 _ = qedsys_preallocate(fd, start, Int64(bytes.count))
             }
@@ -158,10 +157,10 @@ public final class PosixFile: BlockFile {
                         toAbsoluteOffset: start + Int64(done),
                         UnsafeRawBufferPointer(rebasing: bytes[done...]), retryOnInterrupt: true)
                 } catch let errno as Errno {
-                    throw failed(errno)
+                    throw writeError(errno, bytes.count, at: offset, syscall: "pwrite")
                 }
                 // A write that makes no progress means the device is full.
-                guard n > 0 else { throw failed(.noSpace) }
+                guard n > 0 else { throw writeError(.noSpace, bytes.count, at: offset, syscall: "pwrite") }
                 done += n
             }
         }
@@ -173,8 +172,7 @@ public final class PosixFile: BlockFile {
     public func writeDurably(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
         if ignoresFlushes { return try write(bytes, at: offset) }
         let ranged = try withDescriptor { fd -> Bool in
-            let failed = writeFailure(bytes.count, at: offset, syscall: "pwritev2")
-            let start = try Self.fileOffset(of: bytes.count, at: offset, or: failed)
+            let start = try fileOffset(of: bytes.count, at: offset, syscall: "pwritev2")
             guard let base = bytes.baseAddress else { return false }
             var done = 0
             while done < bytes.count {
@@ -184,10 +182,10 @@ public final class PosixFile: BlockFile {
                     if error == .interrupted { continue }
                     // No RWF_DSYNC here (kernel before 4.7, or not Linux): the whole-file way.
                     if done == 0 && (error == .notSupported || error == .noFunction) { return false }
-                    throw failed(error)
+                    throw writeError(error, bytes.count, at: offset, syscall: "pwritev2")
                 }
                 // A write that makes no progress means the device is full.
-                guard n > 0 else { throw failed(.noSpace) }
+                guard n > 0 else { throw writeError(.noSpace, bytes.count, at: offset, syscall: "pwritev2") }
                 done += Int(n)
             }
             return true
@@ -198,21 +196,18 @@ public final class PosixFile: BlockFile {
         }
     }
 
-    /// The error for a failed write of `count` bytes at `offset` by `syscall`, given its errno.
-    private func writeFailure(_ count: Int, at offset: UInt64, syscall: String) -> (Errno) -> QEDError {
-        { errno in
-            QEDError.system(
-                errno, "write of \(count) bytes at offset \(offset) failed", syscall: syscall, path: self.path,
-                value: offset)
-        }
+    /// The error for a write of `count` bytes at `offset` by `syscall` that failed with `errno`.
+    private func writeError(_ errno: Errno, _ count: Int, at offset: UInt64, syscall: String) -> QEDError {
+        QEDError.system(
+            errno, "write of \(count) bytes at offset \(offset) failed", syscall: syscall, path: path, value: offset)
     }
 
     /// `offset` as a file offset, checking that the `count` bytes written there end inside `off_t`;
-    /// else throws `failed(EFBIG)`.
-    private static func fileOffset(of count: Int, at offset: UInt64, or failed: (Errno) -> QEDError) throws -> Int64 {
+    /// else throws the write's EFBIG error.
+    private func fileOffset(of count: Int, at offset: UInt64, syscall: String) throws -> Int64 {
         let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
         guard !overflow, let start = Int64(exactly: offset), Int64(exactly: end) != nil else {
-            throw failed(.fileTooLarge)
+            throw writeError(.fileTooLarge, count, at: offset, syscall: syscall)
         }
         return start
     }
