@@ -10,8 +10,9 @@ import Darwin
 #endif
 
 /// A ``BlockFile`` on a POSIX file descriptor: `pread`/`pwrite`/`fdatasync`/`ftruncate`, ranged
-/// durable writes with `pwritev2(RWF_DSYNC)` and hole punching with `fallocate`. The descriptor is owned by this object and closed by ``close()``
-/// or on deinit. Thread-safe: positioned I/O on one descriptor needs no lock.
+/// durable writes with `pwritev2(RWF_DSYNC)` and hole punching with `fallocate`. The descriptor is
+/// owned by this object and closed by ``close()`` or on deinit. Thread-safe: positioned I/O on one
+/// descriptor needs no lock.
 ///
 /// After ``close()`` every method refuses with ``QEDError/Code/closed`` (``readIfCached(into:at:)``
 /// returns false) instead of making a system call on the old descriptor number, which the kernel

@@ -27,11 +27,11 @@ import TestSupport
 /// ``writeDurably(_:at:)`` is a ranged sync: the write and the length become durable, other
 /// pending operations stay pending.
 ///
-/// Mutations are counted (write, durable write, sync, setLength, punchHole); ``failMutation(after:)`` makes one
-/// future mutation throw without freezing, to inject a single I/O error. ``failSyncs(_:)`` makes
-/// the next syncs fail the way a disk that cannot write back does: each failed sync throws EIO and
-/// drops the pending operations (the kernel may drop the dirty pages it could not write), so the
-/// volatile view falls back to the durable bytes.
+/// Mutations are counted (write, durable write, sync, setLength, punchHole);
+/// ``failMutation(after:)`` makes one future mutation throw without freezing, to inject a single
+/// I/O error. ``failSyncs(_:)`` makes the next syncs fail the way a disk that cannot write back
+/// does: each failed sync throws EIO and drops the pending operations (the kernel may drop the
+/// dirty pages it could not write), so the volatile view falls back to the durable bytes.
 final class FaultInjectingFile: BlockFile {
     enum CrashMode: Sendable, Equatable, CustomStringConvertible {
         case loseAll
@@ -96,7 +96,7 @@ final class FaultInjectingFile: BlockFile {
 
     // MARK: Inspection and control
 
-    /// How many mutating calls (write, durable write, sync, setLength, punchHole) have been made so far.
+    /// How many mutating calls (write, durable write, sync, setLength, punchHole) have been made.
     var mutationCount: Int { state.withLock { $0.mutations } }
     /// Operations issued since the last sync.
     var pendingCount: Int { state.withLock { $0.pending.count } }
